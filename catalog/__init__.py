@@ -1,0 +1,1 @@
+"""Parquet catalog queried with DuckDB (see issue: Catalog)."""

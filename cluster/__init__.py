@@ -1,0 +1,1 @@
+"""Ray job queue (see issue: Cluster)."""

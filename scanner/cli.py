@@ -1,0 +1,132 @@
+"""The `superweights` command. The one place where library errors become exit codes.
+
+Results go to stdout, progress to stderr; a user mistake is one line on stderr and a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import BadInput, ScanError
+
+log = logging.getLogger("superweights")
+
+
+def _scan_parser(sub) -> None:
+    from .sources import DEFAULT_MODEL, PACKAGED
+
+    p = sub.add_parser(
+        "scan", help="find, validate and report the super weights of one model",
+        description="Find, validate and report the super weights of one model. MODEL is a local folder "
+                    "(safetensors), a .gguf file, a hub id org/name[@revision], or a packaged model: "
+                    + ", ".join("pkg:" + k for k in sorted(PACKAGED)) + f". Default: {DEFAULT_MODEL}.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit); same as MODEL@REV")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--prompt", action="append", dest="prompts", metavar="TEXT",
+                   help="calibration prompt (repeatable; default: the paper's)")
+    p.add_argument("--prompts-file", type=Path, help="more calibration prompts, one per line")
+    p.add_argument("--eval-text", type=Path, help="evaluation text for perplexity (default: shipped text)")
+    p.add_argument("--eval-tokens", type=int, default=1024, help="evaluation tokens used (default 1024)")
+    p.add_argument("--no-validate", action="store_true", help="detect only; skip ablation")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 on cpu), float32, "
+                                                   "bfloat16, float16")
+    p.add_argument("--max-memory", help="memory budget on the device, e.g. 2GiB; the rest is offloaded")
+    p.add_argument("--offload-folder", help="where to offload to disk (default: a temporary folder)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model's own Python code to run (only for models you trust)")
+    p.add_argument("--spike-ratio", type=float, default=10.0,
+                   help="a spike is this many times the model's median layer maximum (default 10)")
+    p.add_argument("--max-rounds", type=int, default=3, help="detection rounds (default 3)")
+    p.add_argument("--max-candidates", type=int, default=16, help="candidates validated (default 16)")
+    p.add_argument("--min-ppl-ratio", type=float, default=1.5,
+                   help="perplexity ratio that makes an ablation significant (default 1.5)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_run_scan)
+
+
+def _positive(name: str, value, minimum) -> None:
+    if value < minimum:
+        raise BadInput(f"{name} must be at least {minimum}, got {value}")
+
+
+def _run_scan(args) -> int:
+    from .detect import DetectConfig
+    from .loading import LoadOptions, set_threads
+    from .scan import PAPER_PROMPT, ScanConfig, scan
+    from .validate import ValidateConfig
+
+    _positive("--eval-tokens", args.eval_tokens, 2)
+    _positive("--max-rounds", args.max_rounds, 1)
+    _positive("--max-candidates", args.max_candidates, 1)
+    _positive("--spike-ratio", args.spike_ratio, 1.0)
+    _positive("--min-ppl-ratio", args.min_ppl_ratio, 1.0)
+    prompts = list(args.prompts or [])
+    if args.prompts_file:
+        prompts += [ln for ln in _read(args.prompts_file).splitlines() if ln.strip()]
+    eval_text = _read(args.eval_text) if args.eval_text else None
+    cfg = ScanConfig(prompts=prompts or [PAPER_PROMPT],
+                     detect=DetectConfig(spike_ratio=args.spike_ratio, max_rounds=args.max_rounds,
+                                         max_candidates=args.max_candidates),
+                     validate=ValidateConfig(min_ppl_ratio=args.min_ppl_ratio, eval_tokens=args.eval_tokens),
+                     eval_text=eval_text, run_validation=not args.no_validate)
+    opts = LoadOptions(device=args.device, dtype=args.dtype, max_memory=args.max_memory,
+                       offload_folder=args.offload_folder, trust_remote_code=args.trust_remote_code)
+    set_threads()
+    result = scan(args.model, opts, cfg, revision=args.revision)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(result.render())
+    log.info("scanned %s in %.1f s", args.model, result.timings["total_s"])
+    return 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="superweights",
+                                     description="Map the super weights of large language models.")
+    parser.add_argument("--version", action="version", version=f"superweights {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _scan_parser(sub)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except ScanError as e:
+        print(f"superweights: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("superweights: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Named exceptions. The library raises these; `scanner.cli` turns them into one-line errors."""
+
+
+class ScanError(Exception):
+    """A failure the user can act on. `str(err)` is a complete one-line message."""
+
+    exit_code = 1
+
+
+class ModelNotFound(ScanError):
+    """The path does not exist, or the hub has no such repository or revision."""
+
+
+class NotAModel(ScanError):
+    """The path exists but holds no loadable causal language model."""
+
+
+class CorruptCheckpoint(ScanError):
+    """Weight files are truncated, unreadable or inconsistent."""
+
+
+class UnsupportedArchitecture(ScanError):
+    """The model's architecture has no entry in the adapter table."""
+
+
+class HubUnavailable(ScanError):
+    """The hub cannot be reached (offline) and the model is not in the local cache."""
+
+
+class UnsafeCheckpoint(ScanError):
+    """The checkpoint needs code execution or unpickling that was not allowed."""
+
+
+class BadInput(ScanError):
+    """An option or input file is invalid."""
+
+    exit_code = 2

