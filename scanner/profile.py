@@ -61,6 +61,11 @@ class LayerProfile:
                 "post_norm": self.post.to_dict() if self.post else None}
 
 
+def tokens_first(t: torch.Tensor) -> torch.Tensor:
+    """[1, tokens, ch] -> [tokens, ch]; some models (OPT, MoE shared experts) already flatten to 2-D."""
+    return (t[0] if t.dim() == 3 else t).detach()
+
+
 def _extreme(t: torch.Tensor, tokens: torch.Tensor, prompt: int, expert: int | None) -> Extreme:
     flat = int(t.abs().argmax())
     i, ch = divmod(flat, t.shape[1])
@@ -123,17 +128,17 @@ class Recorder:
     def _enter_layer(self, li):
         def hook(mod, args, kwargs):
             h = args[0] if args else kwargs["hidden_states"]
-            self._scratch[li] = {"h": h[0].detach(), "calls": []}  # h: [tokens, hidden]
+            self._scratch[li] = {"h": tokens_first(h), "calls": []}  # h: [tokens, hidden]
         return hook
 
     def _dense(self, li, unit):
         def hook(mod, inp, out):
-            self._scratch[li]["calls"].append((unit, None, inp[0][0].detach(), out[0].detach()))
+            self._scratch[li]["calls"].append((unit, None, tokens_first(inp[0]), tokens_first(out)))
         return hook
 
     def _post(self, li):
         def hook(mod, inp, out):
-            self._scratch[li]["post"] = (inp[0][0].detach(), out[0].detach())
+            self._scratch[li]["post"] = (tokens_first(inp[0]), tokens_first(out))
         return hook
 
     def _patch_experts(self, li, mod):
