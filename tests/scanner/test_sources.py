@@ -1,0 +1,89 @@
+"""Resolving model specs: hub ids through a hand-made offline cache, revision pinning, checks."""
+import shutil
+
+import pytest
+
+from scanner.errors import CorruptCheckpoint, HubUnavailable, ModelNotFound, NotAModel
+from scanner.sources import check_safetensors, gguf_architecture, resolve
+
+from .helpers import planted, positives, scan_dict
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A hub cache as huggingface_hub lays it out: refs/main -> sha, snapshots/<sha>/files."""
+    home = tmp_path / "hf"
+    repo = home / "hub" / "models--tiny-org--planted-llama"
+    planted("llama", repo / "snapshots" / SHA)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(SHA)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    return home
+
+
+def test_hub_id_resolves_to_pinned_sha(hub_cache):
+    src = resolve("tiny-org/planted-llama")
+    assert (src.kind, src.revision, src.repo_id, src.model_type) == ("hub", SHA, "tiny-org/planted-llama", "llama")
+    assert resolve("tiny-org/planted-llama@main").revision == SHA
+    assert resolve("tiny-org/planted-llama", revision=SHA).revision == SHA
+
+
+def test_hub_scan_reports_the_sha(hub_cache):
+    result = scan_dict("tiny-org/planted-llama")
+    assert result["revision"] == SHA and result["source"] == "hub"
+    assert (1, "mlp.down_proj", 10, 20, None) in positives(result)
+
+
+def test_hub_unknown_offline(hub_cache):
+    with pytest.raises(HubUnavailable):
+        resolve("tiny-org/other")
+    with pytest.raises(HubUnavailable):
+        resolve("tiny-org/planted-llama@v2")
+
+
+def test_missing_and_not_a_model(tmp_path):
+    with pytest.raises(ModelNotFound):
+        resolve(str(tmp_path / "missing"))
+    with pytest.raises(ModelNotFound):
+        resolve("./relative/missing")
+    with pytest.raises(NotAModel):
+        resolve(str(tmp_path))
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf at all")
+    with pytest.raises(NotAModel):
+        resolve(str(tmp_path / "x.gguf"))
+
+
+def test_safetensors_header_check(tmp_path):
+    folder = planted("llama", tmp_path / "m")
+    shard = sorted(folder.glob("*.safetensors"))[0]
+    check_safetensors(shard)
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    with pytest.raises(CorruptCheckpoint):
+        check_safetensors(shard)
+    shard.write_bytes(b"\xff" * 8)
+    with pytest.raises(CorruptCheckpoint):
+        check_safetensors(shard)
+
+
+def test_local_revision_is_a_content_fingerprint(tmp_path):
+    a = resolve(str(planted("llama", tmp_path / "a")))
+    b = resolve(str(planted("llama", tmp_path / "b")))
+    c = resolve(str(planted("llama", tmp_path / "c", planted=False)))
+    assert a.revision == b.revision != c.revision and a.revision.startswith("local-")
+
+
+def test_gguf_header_reader(tmp_path):
+    import gguf
+    w = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "llama")
+    w.add_block_count(2)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    assert gguf_architecture(tmp_path / "t.gguf") == "llama"
