@@ -93,7 +93,8 @@ class ScanResult:
                          f"layer maximum {self.baseline.value:.3g}")
         head = ("layer", "module", "[row, col]", "weight", "spike", "ppl ratio", "verdict")
         rows = []
-        for s in d["super_weights"]:
+        shown = [s for s in d["super_weights"] if s["verdict"] != "unvalidated"] or d["super_weights"]
+        for s in shown:
             module = s["module"] + (f"[{s['expert']}]" if s["expert"] is not None else "")
             ratio = "-" if s["ppl_ratio"] is None else f"{s['ppl_ratio']:.3g}"
             rows.append((str(s["layer"]), module, f"[{s['row']}, {s['col']}]", f"{s['value']:.4g}",
@@ -105,6 +106,9 @@ class ScanResult:
         else:
             lines.append("\nno super-weight candidates: no down-projection output spikes "
                          f"{self.config['detect']['spike_ratio']:g}x above the model's median layer")
+        if len(shown) < len(d["super_weights"]):
+            lines.append(f"(+{len(d['super_weights']) - len(shown)} unvalidated candidates of spikes that barely "
+                         "move the output; see --json)")
         if d["groups"]:
             lines.append("\ngroups (candidates of one spike zeroed together) and controls:")
             for g in d["groups"]:

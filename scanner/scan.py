@@ -68,7 +68,8 @@ def detect(loaded: Loaded, prompts: list[torch.Tensor], cfg: DetectConfig):
         if base is None:
             first, base = profiles, Baseline.of(profiles)
         new: dict[Coord, Candidate] = {}
-        for peak in find_spikes(profiles, base, cfg):
+        peaks = find_spikes(profiles, base, cfg)
+        for peak in peaks:
             s = spike_from_peak(peak, base, rnd)
             # the first round's reading of a (layer, row) stands: a late layer that cancels the super
             # activation in the original model is not a new spike once that activation is zeroed
@@ -89,7 +90,7 @@ def detect(loaded: Loaded, prompts: list[torch.Tensor], cfg: DetectConfig):
                 spike.candidates.append(coord)
                 spike.kind = "super_activation"
         log.info("round %d: %d spike(s) above %.0fx the median layer, %d new candidate(s)",
-                 rnd, len(find_spikes(profiles, base, cfg)), cfg.spike_ratio, len(new))
+                 rnd, len(peaks), cfg.spike_ratio, len(new))
         if not new:
             break
         found.update(new)
