@@ -1,5 +1,4 @@
 """Resolving model specs: hub ids through a hand-made offline cache, revision pinning, checks."""
-import shutil
 
 import pytest
 
