@@ -143,8 +143,9 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
         xs = {}
         hooks = []
         for p in plants:
-            unit_mod = get(stack[p.layer], adapter.experts if p.expert is not None else adapter.down)
             if p.expert is None:
+                unit_mod = get(stack[p.layer], adapter.down)
+
                 def grab(mod, inp, out, p=p):
                     xs[id(p)] = float(tokens_first(inp[0])[:, p.col].mean())
                 hooks.append(unit_mod.register_forward_hook(grab))
