@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from catalog.errors import CatalogError
+
 from .errors import BadInput, ScanError
 
 log = logging.getLogger("superweights")
@@ -46,6 +48,9 @@ def _scan_parser(sub) -> None:
     p.add_argument("--max-candidates", type=int, default=16, help="candidates validated (default 16)")
     p.add_argument("--min-ppl-ratio", type=float, default=1.5,
                    help="perplexity ratio that makes an ablation significant (default 1.5)")
+    p.add_argument("--catalog", metavar="LOCATION",
+                   help="also write the result (or the failure) to this catalog: a folder or a URI such as "
+                        "s3://bucket/path (default: $SUPERWEIGHTS_CATALOG if set, else not written)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_run_scan)
 
@@ -77,18 +82,53 @@ def _run_scan(args) -> int:
                      eval_text=eval_text, run_validation=not args.no_validate)
     opts = LoadOptions(device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                        offload_folder=args.offload_folder, trust_remote_code=args.trust_remote_code)
+    catalog = None
+    if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
+        from catalog.store import Catalog
+
+        catalog = Catalog(args.catalog)
+        catalog.ensure_writable()  # before a long scan, not after
     set_threads()
     if args.quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    result = scan(args.model, opts, cfg, revision=args.revision)
+    result = _scan_into(catalog, args, opts, cfg)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
         print(result.render())
     log.info("scanned %s in %.1f s", args.model, result.timings["total_s"])
     return 0
+
+
+def _scan_into(catalog, args, opts, cfg):
+    """Scan; with a catalog, write the result, or a `failed` row naming the error, then re-raise it."""
+    import time
+
+    from .scan import scan_source
+    from .sources import resolve
+
+    started, source = time.time(), None
+    try:
+        source = resolve(args.model, args.revision)
+        result = scan_source(source, opts, cfg, started)
+    except Exception as e:
+        if catalog is not None:
+            from catalog.rows import failed_row
+
+            catalog.write_scan(failed_row(
+                args.model, e, started, revision=source.revision if source else args.revision,
+                repo_id=source.repo_id if source else None, source=source.kind if source else None,
+                prompts=cfg.prompts))
+            log.info("wrote a failed scan of %s to %s", args.model, catalog.location)
+        raise
+    if catalog is not None:
+        from catalog.rows import ok_row
+
+        path = catalog.write_scan(ok_row(result.to_dict()))
+        log.info("wrote the scan to %s", path)
+    return result
 
 
 def _read(path: Path) -> str:
@@ -106,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"superweights {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _scan_parser(sub)
+    from .cli_catalog import add_catalog_commands
+
+    add_catalog_commands(sub)
     return parser
 
 
@@ -126,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(getattr(args, "quiet", False))
     try:
         return args.func(args)
-    except ScanError as e:
+    except (ScanError, CatalogError) as e:
         print(f"superweights: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

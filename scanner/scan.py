@@ -36,7 +36,12 @@ class ScanConfig:
 def scan(spec: str, opts: LoadOptions | None = None, cfg: ScanConfig | None = None,
          revision: str | None = None) -> ScanResult:
     started = time.time()
-    source = resolve(spec, revision)
+    return scan_source(resolve(spec, revision), opts, cfg, started)
+
+
+def scan_source(source, opts: LoadOptions | None = None, cfg: ScanConfig | None = None,
+                started: float | None = None) -> ScanResult:
+    """Scan a resolved `sources.Source` (the CLI resolves first, so a failure can name the revision)."""
     loaded = load(source, opts)
     try:
         return scan_loaded(loaded, cfg or ScanConfig(), started)

@@ -1,0 +1,80 @@
+"""index.html: a static page, no scripts from elsewhere, that shows the table and each model's plot."""
+from __future__ import annotations
+
+from html import escape
+
+from .schema import COORDINATES
+
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.sw td{background:#fdecea}section.model{border-top:1px solid #ddd;padding-top:.6em}
+section.model img{max-width:100%;height:auto}code{background:#f6f6f6;padding:0 3px}
+#filter{padding:4px;width:22em}.muted{color:#666}
+"""
+# filtering is a convenience; everything is readable without scripts
+SCRIPT = """
+document.getElementById('filter').addEventListener('input', e => {
+  const q = e.target.value.toLowerCase();
+  for (const s of document.querySelectorAll('section.model'))
+    s.hidden = q && !s.dataset.model.toLowerCase().includes(q);
+});
+"""
+
+
+def _num(v, spec=".3g") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def _row(i: int, w: dict) -> str:
+    module = w["module"] + ("" if w["expert"] is None else f"[{w['expert']}]")
+    return (f"<tr class=\"{'sw' if w['verdict'] == 'super_weight' else ''}\"><td class=num>{i + 1}</td>"
+            f"<td class=num>{w['layer']}</td><td>{escape(module)}</td><td>[{w['row']}, {w['col']}]</td>"
+            f"<td class=num>{_num(w['value'], '.4g')}</td><td class=num>{_num(w['spike_ratio'], '.0f')}x</td>"
+            f"<td class=num>{_num(w['ppl_ratio'])}</td><td>{escape(w['verdict'].replace('_', ' '))}</td>"
+            f"<td>{escape(w['published'] or '')}</td></tr>")
+
+
+def _model(m: dict) -> str:
+    name = escape(m["model"])
+    head = (f"<h3 id=\"{escape(m['scan_id'])}\">{name}</h3><p class=muted>revision <code>"
+            f"{escape(m['revision'] or '')}</code> &middot; {escape(m['architecture'] or '')} &middot; "
+            f"{m['num_layers']} layers &middot; perplexity {_num(m['ppl_base'], '.4g')} &middot; scanner "
+            f"{escape(m['scanner_version'] or '')} &middot; scanned {escape(m['started'])}</p>")
+    if m["super_weights"]:
+        rows = "".join(_row(i, w) for i, w in enumerate(m["super_weights"]))
+        table = ("<table class=coords><tr><th>No.</th><th>Layer</th><th>Module</th><th>[row, col]</th><th>Weight</th>"
+                 "<th>Spike</th><th>PPL x</th><th>Verdict</th><th>Published in</th></tr>" + rows + "</table>")
+    else:
+        table = "<p>No super weight found.</p>"
+    img = (f"<img src=\"{escape(m['plot'])}\" width=640 height=280 loading=lazy "
+           f"alt=\"spike profile of {name}\">") if m.get("plot") else ""
+    return f"<section class=model data-model=\"{name}\">{head}{table}{img}</section>"
+
+
+def render_html(models: list[dict], failed: list[dict], changes: dict, published: str) -> str:
+    n_coords = sum(len(m["super_weights"]) for m in models)
+    n_sw = sum(w["verdict"] == "super_weight" for m in models for w in m["super_weights"])
+    summary = (f"{len(models)} model(s), {n_sw} super weight(s), {n_coords - n_sw} partner(s)"
+               + (f", {len(failed)} failed scan(s)" if failed else ""))
+    change = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in changes.items() if v) or "no changes"
+    fail = ""
+    if failed:
+        fail = ("<h2>Not indexed: scans that failed</h2><table><tr><th>Model</th><th>Error</th></tr>"
+                + "".join(f"<tr><td>{escape(f['model'])}</td><td>{escape(f['error_type'] or '')}: "
+                          f"{escape(f['error'] or '')}</td></tr>" for f in failed) + "</table>")
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
+<title>Super-weight coordinate index</title><style>{STYLE}</style></head><body>
+<h1>Super-weight coordinate index</h1>
+<p>Published {escape(published)}: {summary}. Since the previous index: {escape(change)}.
+Download <a href="index.csv">CSV</a>, <a href="index.json">JSON</a>, <a href="index.md">Markdown</a>;
+<a href="CHANGELOG.md">changelog</a>.</p>
+<p class=muted>Coordinates: {escape(COORDINATES)}.</p>
+<p><input id=filter type=search placeholder="filter models" aria-label="filter models"></p>
+{"".join(_model(m) for m in models)}
+{fail}
+<script>{SCRIPT}</script>
+</body></html>
+"""

@@ -1,0 +1,80 @@
+"""The catalog's schema, version 1.
+
+One Parquet file row per scan. The candidates, spikes and per-layer profile of a scan are nested lists in
+that row, so a scan appears in the catalog whole or not at all; the reader flattens them into the tables
+`super_weights`, `spikes` and `layer_profiles`. Coordinates follow one convention everywhere:
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+COORDINATES = ("(layer, row, col) of the MLP down projection as a Linear weight W[out, in]: row = hidden/output "
+               "channel, col = intermediate/input channel; layers count from 0; for MoE experts, "
+               "expert e's down projection [e, row, col]; module is the path inside the decoder layer")
+
+_i32, _i64, _f64, _str, _bool = pa.int32(), pa.int64(), pa.float64(), pa.string(), pa.bool_()
+
+SUPER_WEIGHT = pa.struct([
+    ("layer", _i32), ("module", _str), ("expert", _i32), ("row", _i32), ("col", _i32),
+    ("value", _f64),            # W[row, col] as loaded (dequantized for GGUF)
+    ("input", _f64),            # x[col], the down projection's input at the spike's token
+    ("input_ratio", _f64),      # |x[col]| over the model's median per-layer input maximum
+    ("output", _f64),           # y[row], the down projection's output at that token (the spike)
+    ("output_ratio", _f64),     # spike over the model's median per-layer output maximum
+    ("contribution", _f64),     # W[row, col] * x[col]
+    ("share", _f64),            # contribution / y[row]
+    ("token_id", _i64), ("prompt", _i32), ("round", _i32), ("rank", _i32), ("screen_kl", _f64),
+    ("ppl", _f64), ("ppl_ratio", _f64), ("stopword_shift", _f64),  # this weight alone zeroed
+    ("group", _str),            # the spike it belongs to, e.g. L2R3968
+    ("group_ppl_ratio", _f64),  # the whole group zeroed together
+    ("random_ppl_ratio", _f64), ("largest_ppl_ratio", _f64),  # controls of the same size as the group
+    ("verdict", _str),          # super_weight | partner | negligible | unvalidated
+])
+
+SPIKE = pa.struct([
+    ("layer", _i32), ("module", _str), ("expert", _i32), ("row", _i32), ("token_id", _i64), ("prompt", _i32),
+    ("value", _f64), ("raw", _f64), ("ratio", _f64),
+    ("kind", _str),             # super_activation | cancellation | diffuse
+    ("round", _i32),
+])
+
+LAYER_PROFILE = pa.struct([
+    ("layer", _i32),
+    ("input_value", _f64), ("input_channel", _i32), ("input_token_id", _i64), ("input_expert", _i32),
+    ("output_value", _f64), ("output_channel", _i32), ("output_token_id", _i64), ("output_expert", _i32),
+    ("post_norm_value", _f64), ("post_norm_channel", _i32),
+])
+
+SCAN_FIELDS = [
+    ("schema_version", pa.int16()), ("scan_id", _str),
+    ("model", _str),            # hub id for hub models, else what was asked for (a path, pkg:name)
+    ("spec", _str), ("repo_id", _str), ("source", _str),  # source: hub | local | gguf | packaged
+    ("revision", _str),         # pinned hub commit, or local-<hash> of the files
+    ("gguf_file", _str), ("architecture", _str), ("layers_path", _str),
+    ("num_layers", _i32), ("hidden_size", _i32), ("intermediate_size", _i32), ("num_experts", _i32),
+    ("num_parameters", _i64), ("dtype", _str), ("device", _str), ("offloaded", _bool),
+    ("prompts", pa.list_(_str)), ("scanner_version", _str), ("host", _str),
+    ("started", pa.timestamp("ms", tz="UTC")), ("duration_s", _f64),
+    ("status", _str),           # ok | failed
+    ("error_type", _str), ("error", _str),
+    ("ppl_base", _f64), ("stopword_mass", _f64), ("eval_tokens", _i32), ("eval_text_sha256", _str),
+    ("rounds", _i32), ("n_candidates", _i32), ("n_super_weights", _i32),
+    ("config_json", _str), ("warnings", pa.list_(_str)),
+]
+NESTED = {"super_weights": SUPER_WEIGHT, "spikes": SPIKE, "layer_profiles": LAYER_PROFILE}
+
+SCAN_FILE = pa.schema(SCAN_FIELDS + [(name, pa.list_(t)) for name, t in NESTED.items()],
+                      metadata={"superweights.schema_version": str(SCHEMA_VERSION),
+                                "superweights.coordinates": COORDINATES})
+
+REFERENCE_FILE = pa.schema([
+    ("model", _str), ("hub_id", _str), ("layer", _i32), ("module", _str), ("row", _i32), ("col", _i32),
+    ("source", _str),           # where the claim was published
+    ("origin", _str),           # the file it was imported from
+    ("set_id", _str),           # content hash of that file
+    ("imported", pa.timestamp("ms", tz="UTC")),
+], metadata={"superweights.schema_version": str(SCHEMA_VERSION), "superweights.coordinates": COORDINATES})
+
+SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]

@@ -1,0 +1,70 @@
+"""Synthetic scan results, shaped like `ScanResult.to_dict()`, for catalog tests and benchmarks.
+
+They carry no science: real ground truth comes from the scanner's planted models. These exist so that
+catalogs of any size can be built in seconds without torch.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+ARCHS = ("llama", "mistral", "qwen2", "gemma2", "olmo", "phi3", "gpt2", "mixtral")
+
+
+def result(model: str, seed: int = 0, *, revision: str | None = None, layers: int = 24, candidates: int = 10,
+           architecture: str | None = None, started: float | None = None, scanner_version: str | None = None,
+           coords: list[tuple[int, int, int, str]] | None = None) -> dict:
+    """A scan result of `model`; `coords` = [(layer, row, col, verdict)] fixes the candidates."""
+    from scanner import __version__
+
+    rng = random.Random(f"{model}/{seed}")
+    hidden, d_mlp = 1024, 4096
+    if coords is None:
+        sl = rng.randrange(1, 4)
+        srow = rng.randrange(hidden)
+        coords = [(sl, srow, rng.randrange(d_mlp), "super_weight")]
+        coords += [(sl, srow, rng.randrange(d_mlp), "partner") for _ in range(min(1, candidates - 1))]
+        coords += [(rng.randrange(layers), rng.randrange(hidden), rng.randrange(d_mlp),
+                    rng.choice(("negligible", "unvalidated"))) for _ in range(candidates - len(coords))]
+    sws, groups = [], {}
+    for rank, (layer, row, col, verdict) in enumerate(coords):
+        gid = f"L{layer}R{row}"
+        ratio = rng.uniform(50, 5000) if verdict == "super_weight" else rng.uniform(1.0, 1.2)
+        groups.setdefault(gid, {"id": gid, "layer": layer, "module": "mlp.down_proj", "expert": None, "row": row,
+                                "members": [], "verdict": verdict, "ppl": 10 * ratio, "ppl_ratio": ratio,
+                                "stopword_shift": 0.0,
+                                "controls": {"random": {"ppl": 10.0, "ppl_ratio": 1.0, "stopword_shift": 0.0,
+                                                        "weights": 1},
+                                             "largest": {"ppl": 10.1, "ppl_ratio": 1.01, "stopword_shift": 0.0,
+                                                         "weights": 1}}})
+        groups[gid]["members"].append([row, col])
+        x = rng.uniform(100, 3000)
+        sws.append({"layer": layer, "row": row, "col": col, "module": "mlp.down_proj", "expert": None,
+                    "value": rng.uniform(-3, 3), "verdict": verdict, "ppl_ratio": ratio, "ppl": 10 * ratio,
+                    "stopword_shift": rng.uniform(-0.1, 0.4), "input": x, "input_ratio": x / 5,
+                    "output": x * 0.8, "output_ratio": x / 4, "contribution": x * 0.7, "share": 0.87,
+                    "token": rng.randrange(32000), "prompt": 0, "round": 1, "rank": rank,
+                    "screen_kl": rng.uniform(0, 2), "group": gid})
+    spike_layers = {c[0] for c in coords if c[3] == "super_weight"}
+    profile = [{"layer": i,
+                "input": {"value": rng.uniform(1, 50) * (100 if i in spike_layers else 1), "abs": 0,
+                          "token": 1, "channel": rng.randrange(d_mlp), "prompt": 0},
+                "output": {"value": rng.uniform(1, 20) * (100 if i in spike_layers else 1), "abs": 0,
+                           "token": 1, "channel": rng.randrange(hidden), "prompt": 0},
+                "post_norm": None} for i in range(layers)]
+    return {
+        "model": model, "repo_id": model, "revision": revision or f"{rng.getrandbits(160):040x}", "source": "hub",
+        "gguf_file": None, "architecture": architecture or rng.choice(ARCHS), "num_layers": layers,
+        "hidden_size": hidden, "intermediate_size": d_mlp, "num_experts": None, "num_parameters": 10 ** 9,
+        "dtype": "bfloat16", "device": "cuda:0", "offloaded": False, "layers_path": "model.layers",
+        "scanner_version": scanner_version or __version__, "prompts": ["Apple Inc. is a worldwide tech company."],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started or time.time())),
+        "super_weights": sws, "groups": list(groups.values()), "spikes": profile,
+        "detected_spikes": [{"layer": g["layer"], "module": "mlp.down_proj", "expert": None, "row": g["row"],
+                             "token": 1, "prompt": 0, "value": 900.0, "raw": 900.0, "residual_in": 1.0,
+                             "ratio": 300.0, "kind": "super_activation", "round": 1,
+                             "candidates": g["members"]} for g in groups.values()],
+        "perplexity": {"base": 10.0, "stopword_mass": 0.3, "eval_tokens": 1024, "eval_text_sha256": "0" * 16,
+                       "passes": 8},
+        "rounds": 2, "config": {"detect": {"spike_ratio": 10.0}}, "timings": {"total_s": rng.uniform(5, 60)},
+        "warnings": []}

@@ -1,0 +1,116 @@
+"""The catalog commands of `superweights`: query, publish, import-reference. Errors are raised, and
+`scanner.cli.main` turns them into one-line messages. Nothing here imports torch."""
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger("superweights")
+CATALOG_HELP = "catalog folder or URI (s3://..., file://...); default: $SUPERWEIGHTS_CATALOG, else " \
+               "~/.local/share/superweights/catalog"
+
+
+def add_catalog_commands(sub) -> None:
+    q = sub.add_parser(
+        "query", help="run read-only SQL over the catalog, or a common question",
+        description="Run read-only SQL (DuckDB) over the catalog's views: scans, super_weights, spikes, "
+                    "layer_profiles, latest_scans, reference, disagreements, and *_all versions that include "
+                    "superseded scans. Or ask a common question with --model, --layer/--architecture or "
+                    "--disagreements.",
+        epilog='example: superweights query "SELECT model, layer, row, col FROM super_weights '
+               "WHERE verdict = 'super_weight'\"")
+    q.add_argument("sql", nargs="?", metavar="SQL", help="one or more read-only statements; the last one's rows")
+    q.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
+    q.add_argument("--model", help="the super-weight candidates of this model's latest scan")
+    q.add_argument("--layer", type=int, help="models with a super weight in this layer")
+    q.add_argument("--architecture", help="models of this architecture (model_type) with a super weight")
+    q.add_argument("--disagreements", action="store_true",
+                   help="latest scans that disagree with the published reference coordinates")
+    q.set_defaults(func=_run_query)
+
+    p = sub.add_parser(
+        "publish", help="write the coordinate index (Markdown, CSV, JSON, changelog, plots, HTML)",
+        description="Write the coordinate index of the catalog's latest scans to OUT_DIR: index.md (the "
+                    "paper's Table 1 form), index.csv, index.json, CHANGELOG.md against the index already in "
+                    "OUT_DIR, a dataset card README.md, plots/*.png and index.html.")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    p.add_argument("--push-to-hub", metavar="REPO",
+                   help="then upload OUT_DIR as this Hugging Face dataset (token from HF_TOKEN or `hf auth "
+                        "login`, never written anywhere)")
+    p.add_argument("--private", action="store_true", help="create the hub dataset private")
+    p.add_argument("--workers", type=int, help="processes drawing plots (default: cores, at most 8)")
+    p.set_defaults(func=_run_publish)
+
+    r = sub.add_parser(
+        "import-reference", help="import published coordinates as reference rows",
+        description="Import published super-weight coordinates (CSV with columns model, hub_id, layer, module, "
+                    "row, col, source) into the catalog as reference rows, marked with their source. Default: "
+                    "the coordinates shipped with superweights (the paper's Table 1 and others).")
+    r.add_argument("csv", nargs="?", metavar="CSV")
+    r.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    r.set_defaults(func=_run_import)
+
+
+def _open(args):
+    from catalog.store import Catalog
+
+    cat = Catalog(args.catalog)
+    if cat.local and not cat.exists():
+        log.warning("warning: catalog %s does not exist yet; it is empty", cat.location)
+    return cat
+
+
+def _run_query(args) -> int:
+    from catalog import query
+    from scanner.errors import BadInput
+
+    short = [args.model is not None, args.layer is not None or args.architecture is not None, args.disagreements]
+    if sum(short) + (args.sql is not None) != 1:
+        raise BadInput("give either SQL or one of --model, --layer/--architecture, --disagreements")
+    params = None
+    if args.model is not None:
+        sql, params = query.model_sql(args.model)
+    elif short[1]:
+        sql, params = query.where_sql(args.layer, args.architecture)
+    elif args.disagreements:
+        sql = query.DISAGREEMENTS_SQL
+    else:
+        sql = args.sql
+    columns, rows = query.run(_open(args), sql, params)
+    print(query.render(columns, rows, args.format))
+    return 0
+
+
+def _run_publish(args) -> int:
+    from catalog.publish import publish, push_to_hub
+    from scanner.errors import BadInput
+
+    if args.workers is not None and args.workers < 1:
+        raise BadInput(f"--workers must be at least 1, got {args.workers}")
+    s = publish(_open(args), args.out_dir, args.workers)
+    changes = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in s.changes.items() if v) or "no changes"
+    print(f"published {s.models} model(s), {s.coordinates} coordinate(s)"
+          + (f", {s.failed} failed scan(s) listed" if s.failed else "")
+          + f" to {s.out_dir} in {s.seconds:.1f} s ({s.plots_drawn} plot(s) drawn); since the previous index: "
+          + changes)
+    if args.push_to_hub:
+        url = push_to_hub(args.out_dir, args.push_to_hub, private=args.private)
+        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub} ({url})")
+    return 0
+
+
+def _run_import(args) -> int:
+    from importlib import resources
+
+    from catalog.store import Catalog
+
+    path = args.csv or str(resources.files("catalog") / "data" / "published_super_weights.csv")
+    cat = Catalog(args.catalog)
+    cat.ensure_writable()
+    n, where = cat.import_reference(path)
+    print(f"imported {n} reference row(s) from {path} into {where}", file=sys.stdout)
+    return 0
+
+
