@@ -28,7 +28,7 @@ def _started(value) -> datetime:
         return value.astimezone(timezone.utc)
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, timezone.utc)
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 def _base(scan_id: str | None, started) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import datetime, timezone
 
 ARCHS = ("llama", "mistral", "qwen2", "gemma2", "olmo", "phi3", "gpt2", "mixtral")
 
@@ -58,7 +59,8 @@ def result(model: str, seed: int = 0, *, revision: str | None = None, layers: in
         "hidden_size": hidden, "intermediate_size": d_mlp, "num_experts": None, "num_parameters": 10 ** 9,
         "dtype": "bfloat16", "device": "cuda:0", "offloaded": False, "layers_path": "model.layers",
         "scanner_version": scanner_version or __version__, "prompts": ["Apple Inc. is a worldwide tech company."],
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started or time.time())),
+        "started": datetime.fromtimestamp(started or time.time(), timezone.utc).isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
         "super_weights": sws, "groups": list(groups.values()), "spikes": profile,
         "detected_spikes": [{"layer": g["layer"], "module": "mlp.down_proj", "expert": None, "row": g["row"],
                              "token": 1, "prompt": 0, "value": 900.0, "raw": 900.0, "residual_in": 1.0,

@@ -78,6 +78,7 @@ def _run_query(args) -> int:
         sql = query.DISAGREEMENTS_SQL
     else:
         sql = args.sql
+    query.check_read_only(sql)  # a refused statement is the error, before any note about the catalog
     columns, rows = query.run(_open(args), sql, params)
     print(query.render(columns, rows, args.format))
     return 0

@@ -71,7 +71,8 @@ class ScanResult:
             "model": self.model, "repo_id": self.repo_id, "revision": self.revision, "source": self.source,
             "gguf_file": self.gguf_file, **self.info, "layers_path": self.layers_path,
             "coordinates": COORDINATES, "scanner_version": self.scanner_version, "prompts": self.prompts,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
+            + f".{int(self.started * 1000) % 1000:03d}Z",
             "super_weights": sws, "groups": groups,
             "spikes": [p.to_dict() for p in self.profiles],
             "detected_spikes": [s.to_dict() for s in self.spikes],

@@ -30,7 +30,7 @@ def test_round_trip_every_table(cat, planted_result):
                 "device", "scanner_version", "layers_path"):
         assert scan[key] == r[key], key
     assert scan["prompts"] == r["prompts"] and scan["ppl_base"] == r["perplexity"]["base"]
-    assert scan["started"].strftime("%Y-%m-%dT%H:%M:%SZ") == r["started"]
+    assert scan["started"].isoformat(timespec="milliseconds").replace("+00:00", "Z") == r["started"]
     assert scan["n_super_weights"] == sum(s["verdict"] == "super_weight" for s in r["super_weights"]) >= 1
     assert json.loads(scan["config_json"]) == json.loads(json.dumps(r["config"]))
 

@@ -1,0 +1,45 @@
+"""The published index.html in a real headless browser (Debian's chromium, driven by Playwright)."""
+import os
+import shutil
+from pathlib import Path
+
+from playwright import sync_api as playwright
+
+from catalog import publish as pub
+from catalog.rows import ok_row
+from catalog.synthetic import result
+
+CHROMIUM = os.environ.get("SUPERWEIGHTS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("SUPERWEIGHTS_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def test_index_html_shows_the_table_and_the_plots(cat, tmp_path):
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make test` installs Debian's chromium (apt)"
+    cat.import_reference("catalog/data/published_super_weights.csv")
+    cat.write_scan(ok_row(result("huggyllama/llama-7b", 1, coords=[(2, 3968, 7003, "super_weight"),
+                                                                   (2, 3968, 11, "partner")])))
+    cat.write_scan(ok_row(result("org/second", 1, coords=[(1, 4, 5, "super_weight")])))
+    out = tmp_path / "index"
+    pub.publish(cat, out)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto((out / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        cells = page.locator("table.coords tr td").all_inner_texts()
+        assert "[3968, 7003]" in cells and "super weight" in cells and "paper Table 1" in cells
+        assert page.locator("section.model").count() == 2
+        # every plot loaded as a real image (a broken <img> has naturalWidth 0)
+        for img in page.locator("section.model img").all():
+            img.scroll_into_view_if_needed()
+        widths = page.eval_on_selector_all("section.model img", "els => els.map(e => e.complete && e.naturalWidth)")
+        assert widths == [640, 640]
+        page.fill("#filter", "second")
+        assert page.locator("section.model:visible").count() == 1
+        page.fill("#filter", "")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "index.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "index.png").stat().st_size > 10_000

@@ -1,0 +1,125 @@
+"""The published index: files, Table-1 Markdown, CSV/JSON, changelog, dataset card, plots, hub upload."""
+import csv
+import json
+import time
+
+import pytest
+from PIL import Image
+
+from catalog import publish as pub
+from catalog.errors import PublishError
+from catalog.rows import failed_row, ok_row
+from catalog.synthetic import result
+
+
+def _first(cat):
+    cat.import_reference("catalog/data/published_super_weights.csv")
+    cat.write_scan(ok_row(result("huggyllama/llama-7b", 1, revision="a" * 40, coords=[
+        (2, 3968, 7003, "super_weight"), (2, 3968, 7004, "partner"), (9, 1, 1, "negligible")])))
+    cat.write_scan(ok_row(result("org/nothing", 1, revision="b" * 40, coords=[(5, 1, 2, "negligible")])))
+    cat.write_scan(ok_row(result("org/changes", 1, revision="c" * 40, coords=[(1, 4, 5, "super_weight"),
+                                                                            (1, 4, 6, "partner")])))
+    cat.write_scan(failed_row("org/broken", RuntimeError("corrupt shard"), 1_000_000))
+
+
+def test_publish_writes_every_file(cat, tmp_path):
+    _first(cat)
+    out = tmp_path / "index"
+    s = pub.publish(cat, out)
+    assert (s.models, s.coordinates, s.failed, s.plots_drawn) == (3, 4, 1, 3)
+    for name in pub.FILES:
+        assert (out / name).stat().st_size > 0, name
+    md = (out / "index.md").read_text()
+    assert "| huggyllama/llama-7b @ `aaaaaaaaaaaa` | 1 | 2 | mlp.down_proj | [3968, 7003] | super weight |" in md
+    assert "|  | 2 | 2 | mlp.down_proj | [3968, 7004] | partner |" in md  # grouped per model
+    assert "paper Table 1" in md and "| org/nothing @ `bbbbbbbbbbbb` | - |" in md
+    assert "org/broken" in md and "corrupt shard" in md
+    rows = list(csv.DictReader((out / "index.csv").open()))
+    assert [(r["model"], r["layer"], r["row"], r["col"], r["verdict"]) for r in rows] == [
+        ("huggyllama/llama-7b", "2", "3968", "7003", "super_weight"),
+        ("huggyllama/llama-7b", "2", "3968", "7004", "partner"),
+        ("org/changes", "1", "4", "5", "super_weight"), ("org/changes", "1", "4", "6", "partner"),
+        ("org/nothing", "", "", "", "none")]
+    index = json.loads((out / "index.json").read_text())
+    assert [m["model"] for m in index["models"]] == ["huggyllama/llama-7b", "org/changes", "org/nothing"]
+    assert index["failed"][0]["model"] == "org/broken" and "row = hidden" in index["coordinates"]
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "path: index.csv" in card and "license:" in card
+    assert "First index." in (out / "CHANGELOG.md").read_text()
+    plots = sorted((out / "plots").glob("*.png"))
+    assert len(plots) == 3
+    for p in plots:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size == (640, 280)
+    html = (out / "index.html").read_text()
+    assert html.count("<section class=model") == 3 and html.count("<img src=\"plots/") == 3
+
+
+def test_changelog_against_the_previous_index(cat, tmp_path):
+    _first(cat)
+    out = tmp_path / "index"
+    pub.publish(cat, out)
+    # a new model, a model rescanned at a new revision with one coordinate moved and one verdict changed
+    cat.write_scan(ok_row(result("org/new", 1, coords=[(3, 3, 3, "super_weight")])))
+    cat.write_scan(ok_row(result("org/changes", 2, revision="d" * 40, started=time.time() + 1, coords=[(1, 4, 5, "partner"),
+                                                                            (1, 4, 7, "super_weight")])))
+    s = pub.publish(cat, out)
+    ch = s.changes
+    assert ch["models_added"] == ["org/new"] and ch["models_removed"] == []
+    assert ch["revisions_changed"] == [{"model": "org/changes", "from": "c" * 40, "to": "d" * 40}]
+    assert [(c["model"], c["col"]) for c in ch["coordinates_added"]] == [("org/changes", 7)]
+    assert [(c["model"], c["col"]) for c in ch["coordinates_removed"]] == [("org/changes", 6)]
+    assert [(c["col"], c["from"], c["to"]) for c in ch["coordinates_changed"]] == [(5, "super_weight", "partner")]
+    assert s.plots_drawn == 2  # only the new and the rescanned model
+    log = (out / "CHANGELOG.md").read_text()
+    assert log.count("\n## ") == 2 and "Models added (1): org/new" in log and "First index." in log
+    assert "layer 1 [4, 5] super_weight -> partner" in log
+    assert len(list((out / "plots").glob("*.png"))) == 4  # the superseded plot is gone
+    again = pub.publish(cat, out)
+    assert not any(again.changes.values()) and again.plots_drawn == 0
+    assert (out / "CHANGELOG.md").read_text() == log
+
+
+def test_unreadable_previous_index_is_a_clear_error(cat, tmp_path):
+    out = tmp_path / "index"
+    out.mkdir()
+    (out / "index.json").write_text("{not json")
+    with pytest.raises(PublishError, match="not a readable index"):
+        pub.publish(cat, out)
+
+
+def test_push_to_hub_uploads_the_folder_as_a_dataset(cat, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw))
+
+        def upload_folder(self, **kw):
+            calls.append(("upload", kw["repo_id"], kw))
+            return type("Info", (), {"commit_url": "https://hub/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    _first(cat)
+    out = tmp_path / "index"
+    pub.publish(cat, out)
+    assert pub.push_to_hub(out, "me/super-weights") == "https://hub/commit/1"
+    assert calls[0][:2] == ("create", "me/super-weights") and calls[0][2]["repo_type"] == "dataset"
+    assert calls[1][2]["folder_path"] == str(out) and calls[1][2]["repo_type"] == "dataset"
+    assert all("token" not in c[2] for c in calls)  # huggingface_hub finds the token itself
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert b"hf_secret_token_value" not in f.read_bytes()
+
+
+def test_push_offline_is_a_clear_error(cat, tmp_path, monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "index"
+    pub.publish(cat, out)
+    with pytest.raises(PublishError, match="cannot push to me/x"):
+        pub.push_to_hub(out, "me/x")
