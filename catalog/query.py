@@ -73,11 +73,34 @@ def _flatten(table: pa.Table, name: str) -> pa.Table:
                            pa.array([], pa.string()))
 
 
-def connect(catalog: Catalog, views: set[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB with the catalog's views; reads only what `views` need (None: all)."""
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _local_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+    """Views straight over the good files: DuckDB reads only the columns and rows a query touches."""
+    files = catalog.good_files("scans")
+    if files:
+        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true) "
+                    "QUALIFY row_number() OVER (PARTITION BY scan_id) = 1")  # a scan seen twice mid-merge
+    else:
+        con.register("_no_files", SCAN_FILE.empty_table())
+        con.execute("CREATE VIEW _files AS SELECT * FROM _no_files")
+    con.execute(f"CREATE VIEW _scans AS SELECT {', '.join(SCAN_COLUMNS)} FROM _files")
+    for t in NESTED:
+        con.execute(f"CREATE VIEW _{t} AS SELECT scan_id, UNNEST({t}, recursive := true) FROM _files")
+    refs = catalog.good_files("reference")
+    if refs:
+        con.execute(f"CREATE VIEW _reference AS SELECT * FROM read_parquet({_sql_list(refs)}, union_by_name = true)")
+    else:
+        con.register("_reference", REFERENCE_FILE.empty_table())
+    con.execute(f"SET allowed_directories = ['{catalog.root.replace(chr(39), chr(39) * 2)}/']")
+
+
+def _arrow_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog, views: set[str] | None) -> None:
+    """Object stores (DuckDB here has no network extensions): read with pyarrow, only what `views` need."""
     names = set(VIEWS) if views is None else {v for v in views if v in VIEWS}
     need = set().union(*(NEEDS.get(v, {"scans"}) for v in names)) if names else set()
-    con = duckdb.connect(":memory:")
     nested = [t for t in NESTED if t in need]
     scans = catalog.read("scans", columns=SCAN_COLUMNS + nested) if need - {"reference"} else None
     if scans is None:
@@ -87,9 +110,18 @@ def connect(catalog: Catalog, views: set[str] | None = None) -> duckdb.DuckDBPyC
         src = scans if t in nested else pa.schema([SCAN_FILE.field("scan_id"), SCAN_FILE.field(t)]).empty_table()
         con.register(f"_{t}", _flatten(src, t))
     con.register("_reference", catalog.read("reference") if "reference" in need else REFERENCE_FILE.empty_table())
+
+
+def connect(catalog: Catalog, views: set[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB with the catalog's views (`views`: those a query names; None: all)."""
+    con = duckdb.connect(":memory:")
+    if catalog.local:
+        _local_sources(con, catalog)
+    else:
+        _arrow_sources(con, catalog, views)
     for name, sql in VIEWS.items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
-    # the user's SQL may read these views and nothing else: no files, no extensions, no settings
+    # the user's SQL may read these views and nothing else: no other files, no extensions, no settings
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -115,16 +147,21 @@ def run(catalog: Catalog, sql: str, params: list | dict | None = None) -> tuple[
         views = duckdb.get_table_names(sql, qualified=False)
     except duckdb.Error:
         views = None
-    con = connect(catalog, views)
-    try:
-        cur = con.execute(sql, params) if params else con.execute(sql)
-        if cur.description is None:
-            return [], []
-        return [d[0] for d in cur.description], cur.fetchall()
-    except duckdb.Error as e:
-        raise QueryError(" ".join(str(e).split())[:300]) from None
-    finally:
-        con.close()
+    for attempt in range(5):
+        con = connect(catalog, views)
+        try:
+            cur = con.execute(sql, params) if params else con.execute(sql)
+            if cur.description is None:
+                return [], []
+            return [d[0] for d in cur.description], cur.fetchall()
+        except duckdb.IOException as e:
+            if attempt == 4 or "No files found" not in str(e) and "No such file" not in str(e):
+                raise QueryError(" ".join(str(e).split())[:300]) from None
+            # a merge replaced files after they were listed: list again
+        except duckdb.Error as e:
+            raise QueryError(" ".join(str(e).split())[:300]) from None
+        finally:
+            con.close()
 
 
 # ---- short forms -----------------------------------------------------------------------------------------

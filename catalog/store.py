@@ -48,11 +48,14 @@ def bucket_of(model: str) -> str:
 
 
 class Catalog:
-    def __init__(self, location: str | os.PathLike | None = None):
+    def __init__(self, location: str | os.PathLike | None = None, filesystem: pafs.FileSystem | None = None):
+        """`location`: a folder or a URI; or a path inside `filesystem` (any pyarrow FileSystem)."""
         self.location = str(location or default_location())
         loc = self.location
         try:
-            if "://" in loc:
+            if filesystem is not None:
+                self.fs, root = filesystem, loc
+            elif "://" in loc:
                 self.fs, root = pafs.FileSystem.from_uri(loc)
             else:
                 self.fs, root = pafs.LocalFileSystem(), str(Path(loc).expanduser().absolute())
@@ -191,17 +194,45 @@ class Catalog:
         except OSError:
             return False
 
+    def _check(self, path: str):
+        """None if the file is a readable catalog file, "vanished" if merged away meanwhile, else why not."""
+        try:
+            meta = pq.read_metadata(path, filesystem=self.fs)  # reads and checks the footer
+            version = int((meta.metadata or {}).get(b"superweights.schema_version", b"0"))
+        except FileNotFoundError:
+            return "vanished"
+        except (OSError, pa.ArrowException, ValueError) as e:
+            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return "vanished"
+            return f"skipping unreadable catalog file {path}: {str(e).splitlines()[0]}"
+        if version > SCHEMA_VERSION:
+            return f"skipping {path}: written by a newer superweights (schema {version})"
+        if version < 1:
+            return f"skipping {path}: not a superweights catalog file"
+        return None
+
+    def good_files(self, kind: str) -> list[str]:
+        """The readable files of `scans` or `reference`; bad ones are warned about and left out."""
+        for _ in range(10):
+            files = [i.path for i in self._list(f"{self.root}/{kind}")]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                problems = list(pool.map(self._check, files))
+            if "vanished" not in problems:
+                break  # else a merge finished meanwhile: its output exists now, list again
+        for p in problems:
+            if p and p != "vanished":
+                self._warn(p)
+        return [f for f, p in zip(files, problems) if p is None]
+
     def _read_file(self, path: str, columns: list[str] | None):
         """The table, or "vanished" (merged away meanwhile), or None (unreadable: warned and skipped)."""
+        problem = self._check(path)
+        if problem:
+            if problem != "vanished":
+                self._warn(problem)
+            return problem if problem == "vanished" else None
         try:
-            f = pq.ParquetFile(path, filesystem=self.fs)  # reads and checks the footer
-            version = int((f.schema_arrow.metadata or {}).get(b"superweights.schema_version", b"0"))
-            if version > SCHEMA_VERSION:
-                self._warn(f"skipping {path}: written by a newer superweights (schema {version})")
-                return None
-            if version < 1:
-                self._warn(f"skipping {path}: not a superweights catalog file")
-                return None
+            f = pq.ParquetFile(path, filesystem=self.fs)
             names = set(f.schema_arrow.names)
             return f.read(columns=[c for c in columns if c in names] if columns else None)
         except FileNotFoundError:
@@ -213,6 +244,8 @@ class Catalog:
             return None
 
     def _warn(self, message: str) -> None:
+        if message in self.warnings:
+            return
         self.warnings.append(message)
         log.warning("warning: %s", message)
 
@@ -225,7 +258,6 @@ class Catalog:
                 results = list(pool.map(lambda i: self._read_file(i.path, columns), files))
             if "vanished" not in results:
                 break  # else a merge finished meanwhile: its output exists now, list again
-            self.warnings.clear()
         tables = [t for t in results if isinstance(t, pa.Table)]
         want = pa.schema([schema.field(c) for c in columns]) if columns else schema
         if not tables:

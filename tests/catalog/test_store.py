@@ -184,3 +184,31 @@ def test_catalog_needs_neither_torch_nor_transformers(tmp_path):
             "publish.publish(c, sys.argv[1] + '-out'); "
             "assert not {'torch', 'transformers'} & set(sys.modules), 'torch imported'")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], check=True)
+
+
+def test_object_store_path(tmp_path):
+    """Any pyarrow filesystem that is not local (here fsspec's in-memory one, as S3 would be): written
+    without rename, read with pyarrow, queried the same as a local catalog."""
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    mem = fsspec.filesystem("memory")
+    remote = Catalog("/bucket/sw", filesystem=PyFileSystem(FSSpecHandler(mem)))
+    local = Catalog(tmp_path / "local")
+    assert not remote.local
+    for cat in (remote, local):
+        cat.import_reference("catalog/data/published_super_weights.csv")
+        for i in range(store.FANOUT + 3):  # enough to merge
+            cat.write_scan(ok_row(result("org/a" if i % 2 else "huggyllama/llama-7b", i, started=1_000_000 + i,
+                                         revision="r", coords=[(2, 3968, 7003 + i, "super_weight")])))
+        cat.write_scan(failed_row("org/b", RuntimeError("x"), 1_000_000))
+    mem.pipe("/bucket/sw/scans/bucket=00/0-broken.parquet", b"PAR1 not really")
+    sqls = ["SELECT scan_id, current FROM scans_all ORDER BY scan_id", "SELECT * FROM disagreements",
+            "SELECT model, status FROM latest_scans ORDER BY model", "SELECT count(*) FROM super_weights"]
+    for sql in sqls:
+        a, b = query.run(remote, sql), query.run(local, sql)
+        assert a[0] == b[0] and len(a[1]) == len(b[1]), sql
+    assert len(query.run(remote, sqls[0])[1]) == store.FANOUT + 4
+    assert query.run(remote, "SELECT count(*) FROM super_weights_all")[1] == [(store.FANOUT + 3,)]
+    assert any("0-broken.parquet" in w for w in remote.warnings)
+    assert not [p for p in mem.find("/bucket") if not p.endswith(".parquet")]  # no temporaries left
