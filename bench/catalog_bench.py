@@ -4,8 +4,8 @@
     .venv/bin/python bench/catalog_bench.py --scans 5000     # a quick look
 
 Writes: the first --single scans go through the real per-scan path (one durable file each, merged level by
-level) from --writers processes at once; the rest are written 1,000 scans per file, as a merge would leave
-them. Each query is timed as the CLI runs it: a fresh DuckDB, the views' files listed, checked and read.
+level) from --writers processes at once; the rest are written 5,000 scans per file, about what merging
+leaves at that size. Each query is timed as the CLI runs it: a fresh DuckDB, the views' files listed, checked and read.
 """
 from __future__ import annotations
 
@@ -92,18 +92,18 @@ def main() -> None:
           f"{single / wall:.0f} scans/s ({wall / single * args.writers * 1e3:.1f} ms per scan per process); "
           f"{files} files after merging")
 
-    # the rest in files of 1,000 scans
+    # the rest in files of 5,000 scans
     gen = write = 0.0
-    for start in range(single, args.scans, 1000):
+    for start in range(single, args.scans, 5000):
         t = time.perf_counter()
-        rows = rows_for(start, min(start + 1000, args.scans), args.models, args.candidates)
+        rows = rows_for(start, min(start + 5000, args.scans), args.models, args.candidates)
         gen += time.perf_counter() - t
         t = time.perf_counter()
         cat.write_scans(rows)
         write += time.perf_counter() - t
     bulk = args.scans - single
     if bulk:
-        print(f"write, 1,000 scans per file: {bulk} scans in {write:.1f} s = {bulk / write:.0f} scans/s "
+        print(f"write, 5,000 scans per file: {bulk} scans in {write:.1f} s = {bulk / write:.0f} scans/s "
               f"({bulk * args.candidates / write:.0f} candidate rows/s; generating them took {gen:.1f} s)")
     cat.import_reference(Path(__file__).resolve().parents[1] / "catalog/data/published_super_weights.csv")
     size = sum(f.stat().st_size for f in Path(location).rglob("*.parquet"))

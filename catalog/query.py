@@ -80,18 +80,23 @@ def _sql_list(paths: list[str]) -> str:
 def _local_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     """Views straight over the good files: DuckDB reads only the columns and rows a query touches."""
     files = catalog.good_files("scans")
+    con.execute("SET parquet_metadata_cache = true")  # each view binds the files again otherwise
     if files:
-        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true) "
-                    "QUALIFY row_number() OVER (PARTITION BY scan_id) = 1")  # a scan seen twice mid-merge
+        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet({_sql_list(files)}, filename = true)")
     else:
-        con.register("_no_files", SCAN_FILE.empty_table())
+        con.register("_no_files", SCAN_FILE.empty_table().append_column("filename", pa.array([], pa.string())))
         con.execute("CREATE VIEW _files AS SELECT * FROM _no_files")
-    con.execute(f"CREATE VIEW _scans AS SELECT {', '.join(SCAN_COLUMNS)} FROM _files")
+    # a scan seen in two files (a merge was renamed but its inputs not yet deleted) is read from one of them;
+    # deciding on two columns keeps DuckDB from reading the nested ones for it
+    con.execute("CREATE VIEW _one AS SELECT scan_id, min(filename) AS filename FROM _files GROUP BY scan_id")
+    con.execute(f"CREATE VIEW _scans AS SELECT {', '.join(SCAN_COLUMNS)} FROM _files "
+                "SEMI JOIN _one USING (scan_id, filename)")
     for t in NESTED:
-        con.execute(f"CREATE VIEW _{t} AS SELECT scan_id, UNNEST({t}, recursive := true) FROM _files")
+        con.execute(f"CREATE VIEW _{t} AS SELECT scan_id, UNNEST({t}, recursive := true) FROM _files "
+                    "SEMI JOIN _one USING (scan_id, filename)")
     refs = catalog.good_files("reference")
     if refs:
-        con.execute(f"CREATE VIEW _reference AS SELECT * FROM read_parquet({_sql_list(refs)}, union_by_name = true)")
+        con.execute(f"CREATE VIEW _reference AS SELECT * FROM read_parquet({_sql_list(refs)})")
     else:
         con.register("_reference", REFERENCE_FILE.empty_table())
     con.execute(f"SET allowed_directories = ['{catalog.root.replace(chr(39), chr(39) * 2)}/']")

@@ -34,8 +34,8 @@ from .schema import REFERENCE_FILE, SCAN_FILE, SCHEMA_VERSION
 
 log = logging.getLogger("superweights")
 
-BUCKETS = 16
-FANOUT = 16  # files of one level merged into one file of the next
+BUCKETS = 4
+FANOUT = 4  # files of one level merged into one file of the next
 LOCK_STALE_S = 600
 
 
