@@ -175,10 +175,9 @@ SW_COLUMNS = ("model, revision, layer, module, expert, row, col, value, output_r
 
 
 def model_sql(model: str) -> tuple[str, list]:
-    """The super-weight candidates of one model's latest scan (its hub id, path or pkg:name)."""
-    return (f"SELECT {SW_COLUMNS} FROM super_weights WHERE scan_id IN "
-            "(SELECT scan_id FROM latest_scans WHERE model = $1 OR spec = $1) "
-            "ORDER BY verdict <> 'super_weight', layer, row, col", [model])
+    """The super weights and partners of one model's latest scan (its hub id, path or pkg:name)."""
+    return (f"SELECT {SW_COLUMNS} FROM super_weights WHERE verdict IN {FOUND} AND scan_id IN "
+            "(SELECT scan_id FROM latest_scans WHERE model = $1 OR spec = $1) ORDER BY layer, row, col", [model])
 
 
 def where_sql(layer: int | None, architecture: str | None, verdicts: str = FOUND) -> tuple[str, list]:

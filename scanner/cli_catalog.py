@@ -22,7 +22,7 @@ def add_catalog_commands(sub) -> None:
     q.add_argument("sql", nargs="?", metavar="SQL", help="one or more read-only statements; the last one's rows")
     q.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
     q.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
-    q.add_argument("--model", help="the super-weight candidates of this model's latest scan")
+    q.add_argument("--model", help="the super weights (and partners) of this model's latest scan")
     q.add_argument("--layer", type=int, help="models with a super weight in this layer")
     q.add_argument("--architecture", help="models of this architecture (model_type) with a super weight")
     q.add_argument("--disagreements", action="store_true",
