@@ -1,1 +1,10 @@
-"""Parquet catalog queried with DuckDB (see issue: Catalog)."""
+"""The catalog: scans stored as Parquet (`store`), queried read-only with DuckDB (`query`), published as
+a coordinate index (`publish`). Free of torch and transformers; it takes the scanner's JSON results.
+
+    from catalog.store import Catalog
+    from catalog.rows import ok_row
+    from catalog import query
+    cat = Catalog("out/catalog")
+    cat.write_scan(ok_row(result.to_dict()))
+    columns, rows = query.run(cat, "SELECT model, layer, row, col FROM super_weights")
+"""

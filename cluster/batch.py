@@ -1,0 +1,249 @@
+"""The batch run loop: pin, skip what is complete, fan out to Ray actors, write each scan as it finishes.
+
+A local run starts Ray in this process; a cluster run connects to one (`address`). Nothing else differs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from catalog.rows import failed_row
+from catalog.store import Catalog
+
+from .models import Entry
+from .pin import Pinned, pin
+
+log = logging.getLogger("superweights")
+
+
+@dataclass
+class BatchConfig:
+    address: str | None = None  # None: start Ray here; "auto" or "ray://host:10001": connect
+    workers: int | None = None  # actors at once (default: one per GPU, else 2 on CPUs)
+    gpus: float | None = None  # GPUs per actor; None: whole GPU unless the model's size says less
+    cpus: float = 1.0
+    timeout: float = 6 * 3600.0  # per model, seconds (a models-file line can set its own)
+    retries: int = 2  # when a worker process dies (not when a model fails by itself)
+    scan: dict = field(default_factory=dict)  # passed to every worker (device, dtype, prompts, ...)
+    progress: bool = True
+
+
+@dataclass
+class Summary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (model, reason)
+    retried: int = 0
+    seconds: float = 0.0
+    queue_s: list[float] = field(default_factory=list)  # per scan: submitted -> worker began
+    scan_s: list[float] = field(default_factory=list)  # per scan: the scan itself
+
+    def render(self) -> str:
+        lines = [f"batch finished in {self.seconds:.0f} s: {len(self.done)} scanned, {len(self.skipped)} skipped "
+                 f"(already in the catalog), {len(self.failed)} failed"
+                 + (f", {self.retried} retried after a worker died" if self.retried else "")]
+        lines += [f"  failed: {m}: {why}" for m, why in self.failed]
+        return "\n".join(lines)
+
+
+def completed(catalog: Catalog, scanner_version: str) -> set[tuple[str, str]]:
+    """(model, revision) pairs with a successful scan by this scanner version."""
+    from catalog import query
+
+    _, rows = query.run(catalog, "SELECT DISTINCT model, revision FROM scans WHERE status = 'ok' AND "
+                                 "scanner_version = $1 AND revision IS NOT NULL", [scanner_version])
+    return set(rows)
+
+
+def weight_bytes(p: Pinned) -> int | None:
+    """Bytes of weights where they are known without downloading (local files)."""
+    from pathlib import Path
+
+    path = Path(p.entry.spec).expanduser()
+    if p.source in ("local", "gguf") and path.exists():
+        files = [path] if path.is_file() else [f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf")]
+        return sum(f.stat().st_size for f in files)
+    return None
+
+
+def gpus_for(p: Pinned, cfg: BatchConfig, gpu_bytes: float | None) -> float:
+    """A whole GPU by default; a quarter-GPU step above what the weights need (x2.5 for activations and
+    the upcast layer) when their size is known; none when the cluster has no GPU."""
+    if not gpu_bytes:
+        return 0.0
+    if cfg.gpus is not None:
+        return cfg.gpus
+    size = weight_bytes(p)
+    if size is None:
+        return 1.0
+    return min(1.0, max(0.25, math.ceil(size * 2.5 / gpu_bytes * 4) / 4))
+
+
+class Pool:
+    """Idle actors by GPU share; at most `size` alive. An actor of another share is replaced when needed."""
+
+    def __init__(self, size: int, cfg: BatchConfig):
+        self.size, self.cfg = size, cfg
+        self.idle: dict[float, list] = {}
+        self.alive = 0
+
+    def _new(self, gpus: float):
+        import ray
+
+        from .worker import ScanWorker
+
+        self.alive += 1
+        return ray.remote(ScanWorker).options(num_gpus=gpus, num_cpus=self.cfg.cpus, max_restarts=0) \
+            .remote(self.cfg.scan)
+
+    def take(self, gpus: float):
+        if self.idle.get(gpus):
+            return self.idle[gpus].pop()
+        if self.alive < self.size:
+            return self._new(gpus)
+        for share, actors in self.idle.items():  # free an idle actor of another share
+            if actors:
+                self.kill(actors.pop())
+                return self._new(gpus)
+        return None
+
+    def give(self, actor, gpus: float) -> None:
+        self.idle.setdefault(gpus, []).append(actor)
+
+    def kill(self, actor) -> None:
+        import ray
+
+        self.alive -= 1
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001  already dead
+            pass
+
+    def close(self) -> None:
+        for actors in self.idle.values():
+            while actors:
+                self.kill(actors.pop())
+
+
+def _init_ray(cfg: BatchConfig) -> tuple[int, float | None]:
+    """Start or join Ray; returns the number of GPUs and the memory of one (None if unknown)."""
+    import ray
+
+    if not ray.is_initialized():
+        kw = dict(address=cfg.address, log_to_driver=False, include_dashboard=False) if cfg.address else \
+            dict(log_to_driver=False, include_dashboard=False)
+        ray.init(**kw)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    mem = None
+    if gpus:
+        try:
+            import torch
+
+            mem = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+        except Exception:  # noqa: BLE001
+            mem = None
+        mem = mem or float(os.environ.get("SUPERWEIGHTS_GPU_BYTES", 80e9))  # a head without a GPU: assume 80 GB
+    return gpus, mem
+
+
+def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
+    import ray
+    from ray.exceptions import RayActorError
+
+    from scanner import __version__
+
+    t0 = time.time()
+    summary = Summary()
+    pinned = [pin(e) for e in entries]
+    for p in pinned:
+        if p.error is not None:
+            catalog.write_scan(failed_row(p.entry.spec, p.error, time.time(), revision=p.revision,
+                                          scanner_version=__version__))
+            summary.failed.append((p.entry.name, f"{type(p.error).__name__}: {p.error}"))
+    done = completed(catalog, __version__)
+    todo = deque()
+    for p in pinned:
+        if p.error is None:
+            (summary.skipped.append(p.entry.name) if (p.model, p.revision) in done else todo.append(p))
+    if not todo:
+        summary.seconds = time.time() - t0
+        return summary
+
+    n_gpus, gpu_bytes = _init_ray(cfg)
+    size = cfg.workers or (max(1, n_gpus) if n_gpus else 2)
+    pool = Pool(size, cfg)
+    attempts: Counter = Counter()
+    inflight: dict = {}  # ref -> (pinned, actor, gpus, submitted, deadline)
+    bar = _bar(len(todo), cfg.progress)
+    try:
+        while todo or inflight:
+            while todo:
+                p = todo[0]
+                share = gpus_for(p, cfg, gpu_bytes)
+                actor = pool.take(share)
+                if actor is None:
+                    break
+                todo.popleft()
+                limit = p.entry.timeout or cfg.timeout
+                ref = actor.scan.remote(p.entry.spec, p.revision, p.entry.trust_remote_code)
+                inflight[ref] = (p, actor, share, time.time(), time.time() + limit)
+                bar.set_postfix_str(p.entry.name[-40:])
+            next_deadline = min(v[4] for v in inflight.values())
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=max(0.05, min(5.0, next_deadline - time.time())))
+            for ref in ready:
+                p, actor, share, submitted, _ = inflight.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except RayActorError as e:  # the worker process died: a new one tries again
+                    pool.kill(actor)
+                    attempts[p.entry.name] += 1
+                    if attempts[p.entry.name] <= cfg.retries:
+                        summary.retried += 1
+                        log.warning("worker died while scanning %s; retrying (%d/%d)", p.entry.name,
+                                    attempts[p.entry.name], cfg.retries)
+                        todo.appendleft(p)
+                        continue
+                    row = failed_row(p.entry.spec, f"the worker died {attempts[p.entry.name]} times: "
+                                     f"{str(e).splitlines()[0][:200]}", submitted, error_type="WorkerDied",
+                                     revision=p.revision, repo_id=p.repo_id, source=p.source)
+                else:
+                    pool.give(actor, share)
+                    summary.scan_s.append(row.get("duration_s") or 0.0)
+                    summary.queue_s.append(max(0.0, time.time() - submitted - (row.get("duration_s") or 0.0)))
+                _record(catalog, row, p, summary)
+                bar.update(1)
+            now = time.time()
+            for ref, (p, actor, share, submitted, deadline) in list(inflight.items()):
+                if now >= deadline:  # past its time limit: stop the process, free its GPU
+                    inflight.pop(ref)
+                    pool.kill(actor)
+                    limit = p.entry.timeout or cfg.timeout
+                    _record(catalog, failed_row(p.entry.spec, f"time limit of {limit:g} s exceeded", submitted,
+                                                error_type="TimeLimit", revision=p.revision, repo_id=p.repo_id,
+                                                source=p.source), p, summary)
+                    bar.update(1)
+    finally:
+        bar.close()
+        for ref, (p, actor, *_rest) in inflight.items():
+            pool.kill(actor)
+        pool.close()
+    summary.seconds = time.time() - t0
+    return summary
+
+
+def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:
+    catalog.write_scan(row)  # at once: a crash of this driver loses only the scans in flight
+    if row["status"] == "ok":
+        summary.done.append(p.entry.name)
+    else:
+        summary.failed.append((p.entry.name, f"{row['error_type']}: {row['error']}"))
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="model", disable=not enabled, dynamic_ncols=True, leave=True)

@@ -1,0 +1,81 @@
+"""The batch's list of models: one per line, `#` comments, an optional `@revision`, optional options.
+
+    HuggingFaceTB/SmolLM2-135M@main
+    pkg:gemma3-270m              # a packaged model
+    /data/checkpoints/my-model   timeout=3600 trust_remote_code=true
+
+Options after the model: `timeout=SECONDS` (this model's time limit), `trust_remote_code=true`
+(only for models you trust: nothing runs remote code unless its line says so).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.errors import BadInput
+
+OPTIONS = {"timeout", "trust_remote_code"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    spec: str  # as written, without @revision
+    revision: str | None
+    line: int
+    timeout: float | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec + (f"@{self.revision}" if self.revision else "")
+
+
+def _split_revision(token: str) -> tuple[str, str | None]:
+    if token.startswith(("pkg:", "/", ".", "~")) or "/" not in token:
+        return token, None  # paths and packaged names may contain '@'
+    spec, at, rev = token.partition("@")
+    return spec, (rev or None) if at else None
+
+
+def parse(text: str, source: str = "models file") -> list[Entry]:
+    entries, seen = [], set()
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        first, *opts = line.split()
+        spec, rev = _split_revision(first)
+        kw = {}
+        for o in opts:
+            key, eq, value = o.partition("=")
+            if not eq or key not in OPTIONS:
+                raise BadInput(f"{source} line {n}: unknown option {o!r} (known: "
+                               + ", ".join(f"{k}=..." for k in sorted(OPTIONS)) + ")")
+            if key == "timeout":
+                try:
+                    kw["timeout"] = float(value)
+                except ValueError:
+                    raise BadInput(f"{source} line {n}: timeout must be a number of seconds, got {value!r}") from None
+                if kw["timeout"] <= 0:
+                    raise BadInput(f"{source} line {n}: timeout must be positive")
+            else:
+                if value.lower() not in ("true", "false"):
+                    raise BadInput(f"{source} line {n}: trust_remote_code must be true or false")
+                kw["trust_remote_code"] = value.lower() == "true"
+        if (spec, rev) in seen:
+            continue  # listed twice: scanned once
+        seen.add((spec, rev))
+        entries.append(Entry(spec, rev, n, **kw))
+    return entries
+
+
+def read(path: str | Path) -> list[Entry]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
+    entries = parse(text, str(p))
+    if not entries:
+        raise BadInput(f"{p} lists no models")
+    return entries

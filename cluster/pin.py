@@ -1,0 +1,90 @@
+"""Pin each model to a revision before scanning, without downloading weights.
+
+Hub ids resolve to a commit sha through the hub API, or offline through the local cache's refs;
+local folders, .gguf files and packaged models get the scanner's content fingerprint.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.errors import HubUnavailable, ModelNotFound, ScanError
+
+from .models import Entry
+
+SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class Pinned:
+    entry: Entry
+    model: str  # the catalog's model name (hub id, else as written)
+    revision: str | None
+    source: str | None = None
+    repo_id: str | None = None
+    error: ScanError | None = None  # could not be pinned: the batch records it as a failed scan
+
+
+def _is_hub(spec: str) -> bool:
+    from scanner.sources import HUB_ID
+
+    return not spec.startswith(("pkg:", "/", ".", "~")) and not Path(spec).expanduser().exists() \
+        and bool(HUB_ID.match(spec))
+
+
+def _cached_sha(repo_id: str, revision: str) -> str | None:
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    try:
+        sha = ref.read_text().strip()
+    except OSError:
+        return None
+    return sha if SHA.match(sha) else None
+
+
+def hub_sha(repo_id: str, revision: str | None) -> str:
+    rev = revision or "main"
+    if SHA.match(rev):
+        return rev
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().model_info(repo_id, revision=rev).sha
+        except GatedRepoError:
+            raise ModelNotFound(f"{repo_id} is gated: accept its licence on the hub and log in") from None
+        except RevisionNotFoundError:
+            raise ModelNotFound(f"{repo_id} has no revision {rev!r}") from None
+        except RepositoryNotFoundError:
+            raise ModelNotFound(f"no model {repo_id!r} on the hub (or it is private)") from None
+        except (HfHubHTTPError, OSError):
+            pass  # unreachable: fall back to the cache
+    sha = _cached_sha(repo_id, rev)
+    if sha is None:
+        raise HubUnavailable(f"{repo_id}@{rev}: the hub cannot be reached and the local cache has no such "
+                             "revision")
+    return sha
+
+
+def pin(entry: Entry) -> Pinned:
+    from catalog.rows import canonical_model
+
+    try:
+        if _is_hub(entry.spec):
+            sha = hub_sha(entry.spec, entry.revision)
+            return Pinned(entry, entry.spec, sha, "hub", entry.spec)
+        from scanner.sources import resolve
+
+        src = resolve(entry.spec, entry.revision)
+        return Pinned(entry, canonical_model(entry.spec, src.repo_id, src.kind), src.revision, src.kind,
+                      src.repo_id)
+    except ScanError as e:
+        return Pinned(entry, entry.spec, entry.revision, error=e)
+    except OSError as e:  # e.g. a folder we may not read
+        return Pinned(entry, entry.spec, entry.revision, error=ModelNotFound(f"{entry.spec}: {e}"))
+
+
