@@ -60,14 +60,12 @@ def completed(catalog: Catalog, scanner_version: str) -> set[tuple[str, str]]:
 
 
 def weight_bytes(p: Pinned) -> int | None:
-    """Bytes of weights where they are known without downloading (local files)."""
-    from pathlib import Path
-
-    path = Path(p.entry.spec).expanduser()
-    if p.source in ("local", "gguf") and path.exists():
-        files = [path] if path.is_file() else [f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf")]
-        return sum(f.stat().st_size for f in files)
-    return None
+    """Bytes of weights where they are known without downloading (files on this machine)."""
+    if p.path is None or not p.path.exists():
+        return None
+    files = [p.path] if p.path.is_file() else [f for f in p.path.iterdir()
+                                               if f.suffix in (".safetensors", ".bin", ".gguf")]
+    return sum(f.stat().st_size for f in files)
 
 
 def gpus_for(p: Pinned, cfg: BatchConfig, gpu_bytes: float | None) -> float:
@@ -84,40 +82,46 @@ def gpus_for(p: Pinned, cfg: BatchConfig, gpu_bytes: float | None) -> float:
 
 
 class Pool:
-    """Idle actors by GPU share; at most `size` alive. An actor of another share is replaced when needed."""
+    """Actors by GPU share: at most `size` alive, and never more GPU or CPU asked for than the cluster has
+    (an idle actor holds its share, so an actor that cannot be placed would wait forever). An idle actor
+    of another share is stopped when its resources are needed."""
 
-    def __init__(self, size: int, cfg: BatchConfig):
-        self.size, self.cfg = size, cfg
+    def __init__(self, size: int, cfg: BatchConfig, gpus: float, cpus: float):
+        self.size, self.cfg, self.gpus, self.cpus = size, cfg, gpus, cpus
         self.idle: dict[float, list] = {}
-        self.alive = 0
+        self.shares: dict = {}  # actor -> its GPU share, for every live actor
 
-    def _new(self, gpus: float):
+    def _fits(self, share: float) -> bool:
+        used_gpu = sum(self.shares.values())
+        return (len(self.shares) < self.size and used_gpu + share <= self.gpus + 1e-9
+                and (len(self.shares) + 1) * self.cfg.cpus <= self.cpus + 1e-9)
+
+    def take(self, share: float):
         import ray
 
         from .worker import ScanWorker
 
-        self.alive += 1
-        return ray.remote(ScanWorker).options(num_gpus=gpus, num_cpus=self.cfg.cpus, max_restarts=0) \
-            .remote(self.cfg.scan)
-
-    def take(self, gpus: float):
-        if self.idle.get(gpus):
-            return self.idle[gpus].pop()
-        if self.alive < self.size:
-            return self._new(gpus)
-        for share, actors in self.idle.items():  # free an idle actor of another share
-            if actors:
+        if self.idle.get(share):
+            return self.idle[share].pop()
+        for other, actors in self.idle.items():  # make room by stopping idle actors of other shares
+            while actors and not self._fits(share):
                 self.kill(actors.pop())
-                return self._new(gpus)
-        return None
+        if not self._fits(share):
+            if not self.shares:
+                raise RuntimeError(f"the cluster cannot hold one scan actor ({share:g} GPU, {self.cfg.cpus:g} CPU)")
+            return None
+        actor = ray.remote(ScanWorker).options(num_gpus=share, num_cpus=self.cfg.cpus, max_restarts=0) \
+            .remote(self.cfg.scan)
+        self.shares[actor] = share
+        return actor
 
-    def give(self, actor, gpus: float) -> None:
-        self.idle.setdefault(gpus, []).append(actor)
+    def give(self, actor, share: float) -> None:
+        self.idle.setdefault(share, []).append(actor)
 
     def kill(self, actor) -> None:
         import ray
 
-        self.alive -= 1
+        self.shares.pop(actor, None)
         try:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001  already dead
@@ -129,15 +133,16 @@ class Pool:
                 self.kill(actors.pop())
 
 
-def _init_ray(cfg: BatchConfig) -> tuple[int, float | None]:
-    """Start or join Ray; returns the number of GPUs and the memory of one (None if unknown)."""
+def _init_ray(cfg: BatchConfig) -> tuple[float, float, float | None]:
+    """Start or join Ray; returns its GPUs, its CPUs and the memory of one GPU (None if unknown)."""
     import ray
 
     if not ray.is_initialized():
         kw = dict(address=cfg.address, log_to_driver=False, include_dashboard=False) if cfg.address else \
             dict(log_to_driver=False, include_dashboard=False)
         ray.init(**kw)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    res = ray.cluster_resources()
+    gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
     mem = None
     if gpus:
         try:
@@ -147,7 +152,7 @@ def _init_ray(cfg: BatchConfig) -> tuple[int, float | None]:
         except Exception:  # noqa: BLE001
             mem = None
         mem = mem or float(os.environ.get("SUPERWEIGHTS_GPU_BYTES", 80e9))  # a head without a GPU: assume 80 GB
-    return gpus, mem
+    return gpus, cpus, mem
 
 
 def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
@@ -173,9 +178,9 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
         summary.seconds = time.time() - t0
         return summary
 
-    n_gpus, gpu_bytes = _init_ray(cfg)
-    size = cfg.workers or (max(1, n_gpus) if n_gpus else 2)
-    pool = Pool(size, cfg)
+    n_gpus, n_cpus, gpu_bytes = _init_ray(cfg)
+    size = cfg.workers or (max(1, int(n_gpus)) if n_gpus else 2)
+    pool = Pool(size, cfg, n_gpus, n_cpus)
     attempts: Counter = Counter()
     inflight: dict = {}  # ref -> (pinned, actor, gpus, submitted, deadline)
     bar = _bar(len(todo), cfg.progress)

@@ -23,6 +23,7 @@ class Pinned:
     revision: str | None
     source: str | None = None
     repo_id: str | None = None
+    path: Path | None = None  # local files (folder, or the .gguf file), where known
     error: ScanError | None = None  # could not be pinned: the batch records it as a failed scan
 
 
@@ -81,7 +82,7 @@ def pin(entry: Entry) -> Pinned:
 
         src = resolve(entry.spec, entry.revision)
         return Pinned(entry, canonical_model(entry.spec, src.repo_id, src.kind), src.revision, src.kind,
-                      src.repo_id)
+                      src.repo_id, src.path / src.gguf_file if src.gguf_file else src.path)
     except ScanError as e:
         return Pinned(entry, entry.spec, entry.revision, error=e)
     except OSError as e:  # e.g. a folder we may not read

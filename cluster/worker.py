@@ -15,6 +15,9 @@ class ScanWorker:
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         set_threads()
         self.scan_options = scan or {}
         self.host = socket.gethostname()

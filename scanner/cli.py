@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from catalog.errors import CatalogError
+from cluster.errors import ClusterError
 
 from .errors import BadInput, ScanError
 
@@ -25,7 +26,8 @@ def _scan_parser(sub) -> None:
         "scan", help="find, validate and report the super weights of one model",
         description="Find, validate and report the super weights of one model. MODEL is a local folder "
                     "(safetensors), a .gguf file, a hub id org/name[@revision], or a packaged model: "
-                    + ", ".join("pkg:" + k for k in sorted(PACKAGED)) + f". Default: {DEFAULT_MODEL}.")
+                    + ", ".join("pkg:" + k for k in sorted(PACKAGED)) + ", or a tiny model with a planted super weight at "
+                    f"layer 1 [10, 20]: planted:ARCH (e.g. planted:llama). Default: {DEFAULT_MODEL}.")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
     p.add_argument("--revision", help="hub revision (branch, tag or commit); same as MODEL@REV")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -149,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_catalog import add_catalog_commands
 
     add_catalog_commands(sub)
+    from .cli_cluster import add_cluster_commands
+
+    add_cluster_commands(sub)
     return parser
 
 
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(getattr(args, "quiet", False))
     try:
         return args.func(args)
-    except (ScanError, CatalogError) as e:
+    except (ScanError, CatalogError, ClusterError) as e:
         print(f"superweights: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

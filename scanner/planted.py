@@ -115,6 +115,14 @@ def _boost_input(model, adapter, layer: int, col: int, expert: int | None, k: in
         router.weight[expert, k] = 10.0
 
 
+MOE = {"mixtral", "qwen2_moe", "qwen3_moe"}
+
+
+def default_plants(model_type: str) -> list[Plant]:
+    """The plant of `planted:ARCH` models: layer 1, W[10, 20] (expert 1 for MoE)."""
+    return [Plant(1, 10, 20, 1 if model_type in MOE else None)]
+
+
 def build(model_type: str, folder: str | Path, plants: list[Plant], planted: bool = True, seed: int = 0,
           max_shard_size: str = "100KB") -> Path:
     """Write a tiny sharded safetensors model (and tokenizer) with the plants to `folder`."""

@@ -47,6 +47,8 @@ def resolve(spec: str, revision: str | None = None) -> Source:
     """Find the model's files and check them, without loading any weights."""
     if spec.startswith("pkg:"):
         return _packaged(spec)
+    if spec.startswith("planted:"):
+        return _planted(spec)
     p = Path(spec).expanduser()
     if p.exists():
         if revision:
@@ -107,6 +109,29 @@ def _packaged(spec: str) -> Source:
     if not file.exists():
         file = _assemble(package)
     return _gguf(spec, file, kind="packaged", repo_id=repo_id)
+
+
+def _planted(spec: str) -> Source:
+    """A tiny model with a known super weight (scanner.planted), built once into the cache."""
+    import shutil
+
+    from .planted import CONFIGS, build, default_plants
+
+    arch = spec.removeprefix("planted:")
+    if arch not in CONFIGS:
+        raise ModelNotFound(f"unknown planted model {spec!r}; known: " + ", ".join("planted:" + a for a in CONFIGS))
+    folder = cache_dir() / "planted" / arch
+    if not (folder / "planted.json").exists():
+        from transformers.utils import logging as hf_logging
+
+        tmp = folder.with_name(f".{arch}.{os.getpid()}.tmp")
+        hf_logging.disable_progress_bar()
+        build(arch, tmp, default_plants(arch))
+        try:
+            os.replace(tmp, folder)  # several workers may build it at once: the first one stays
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _local(spec, folder, kind="planted")
 
 
 def _assemble(package: str) -> Path:

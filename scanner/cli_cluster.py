@@ -1,0 +1,128 @@
+"""The batch commands of `superweights`: batch, submit, status, logs. Errors are raised, and
+`scanner.cli.main` turns them into one-line messages."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+log = logging.getLogger("superweights")
+ADDRESS_HELP = "Ray dashboard address (default: $RAY_ADDRESS if it is http(s)://, else http://127.0.0.1:8265)"
+
+
+def add_cluster_commands(sub) -> None:
+    from .cli_catalog import CATALOG_HELP
+
+    b = sub.add_parser(
+        "batch", help="scan a list of models on Ray workers into the catalog",
+        description="Scan every model of MODELS_FILE (one per line: MODEL[@REVISION] [timeout=S] "
+                    "[trust_remote_code=true], # comments) on Ray actors, writing each scan to the catalog as it "
+                    "finishes. Models already scanned at the same pinned revision by this scanner version are "
+                    "skipped, so a batch re-run resumes. Without --address Ray starts in this process.")
+    b.add_argument("models_file", metavar="MODELS_FILE", nargs="?",
+                   help="default: the shipped list (SmolLM2, Gemma-3 and planted models)")
+    b.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    b.add_argument("--address", help="Ray cluster to join ('auto', ray://HOST:10001); default: start one here")
+    b.add_argument("--workers", type=int, help="scan actors at once (default: one per GPU, else 2)")
+    b.add_argument("--gpus-per-model", type=float,
+                   help="GPUs per actor (default: 1, or less when the model's weights are known to be small)")
+    b.add_argument("--timeout", type=float, default=6 * 3600, help="per-model time limit in seconds (default 6 h)")
+    b.add_argument("--retries", type=int, default=2, help="retries when a worker process dies (default 2)")
+    b.add_argument("--device", default="auto", help="device inside each actor (default auto)")
+    b.add_argument("--no-validate", action="store_true", help="detect only")
+    b.add_argument("--publish", metavar="OUT_DIR", help="publish the index to OUT_DIR at the end")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_run_batch)
+
+    s = sub.add_parser("submit", help="submit a batch as a Ray job and return its id at once",
+                       description="Submit `superweights batch MODELS_FILE` to a Ray cluster through the Ray Jobs "
+                                   "API. The models file travels with the job; the catalog must be reachable "
+                                   "from the cluster (s3://... or a shared folder).")
+    s.add_argument("models_file", metavar="MODELS_FILE")
+    s.add_argument("--address", help=ADDRESS_HELP)
+    s.add_argument("--catalog", metavar="LOCATION", required=True, help="catalog URI as the cluster sees it")
+    s.add_argument("--timeout", type=float, help="per-model time limit in seconds")
+    s.add_argument("--workers", type=int, help="scan actors at once")
+    s.add_argument("--publish", metavar="OUT_DIR", help="publish the index there at the end (as the cluster sees it)")
+    s.set_defaults(func=_run_submit)
+
+    st = sub.add_parser("status", help="the state of a submitted batch", description="The state of a Ray job.")
+    st.add_argument("job", metavar="JOB")
+    st.add_argument("--address", help=ADDRESS_HELP)
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=_run_status)
+
+    lg = sub.add_parser("logs", help="the output of a submitted batch", description="The output of a Ray job.")
+    lg.add_argument("job", metavar="JOB")
+    lg.add_argument("--address", help=ADDRESS_HELP)
+    lg.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+    lg.set_defaults(func=_run_logs)
+
+
+def _address(args) -> str:
+    from cluster.jobs import DEFAULT_ADDRESS
+
+    env = os.environ.get("RAY_ADDRESS", "")
+    return args.address or (env if env.startswith(("http://", "https://")) else DEFAULT_ADDRESS)
+
+
+def default_models_file() -> str:
+    from importlib import resources
+
+    return str(resources.files("cluster") / "data" / "default_models.txt")
+
+
+def _run_batch(args) -> int:
+    from catalog.store import Catalog
+    from cluster import batch, models
+    from scanner.errors import BadInput
+
+    for name, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0)):
+        if value is not None and value < low:
+            raise BadInput(f"{name} must be at least {low}, got {value}")
+    if args.timeout <= 0 or (args.gpus_per_model is not None and not 0 <= args.gpus_per_model <= 8):
+        raise BadInput("--timeout must be positive and --gpus-per-model between 0 and 8")
+    entries = models.read(args.models_file or default_models_file())
+    catalog = Catalog(args.catalog)
+    catalog.ensure_writable()
+    scan = {"device": args.device, **({"run_validation": False} if args.no_validate else {})}
+    cfg = batch.BatchConfig(address=args.address, workers=args.workers, gpus=args.gpus_per_model,
+                            timeout=args.timeout, retries=args.retries, scan=scan, progress=not args.quiet)
+    summary = batch.run(entries, catalog, cfg)
+    print(summary.render())
+    if args.publish:
+        from catalog.publish import publish
+
+        s = publish(catalog, args.publish)
+        print(f"published {s.models} model(s), {s.coordinates} coordinate(s) to {s.out_dir}")
+    return 0
+
+
+def _run_submit(args) -> int:
+    from cluster import jobs
+
+    options = [*(["--timeout", str(args.timeout)] if args.timeout else []),
+               *(["--workers", str(args.workers)] if args.workers else []),
+               *(["--publish", args.publish] if args.publish else []), "-q"]
+    if "://" not in args.catalog:
+        log.warning("warning: %s is a path: the cluster's workers must see it at the same place", args.catalog)
+    job = jobs.submit(_address(args), args.models_file, args.catalog, options)
+    print(job)
+    return 0
+
+
+def _run_status(args) -> int:
+    from cluster import jobs
+
+    st = jobs.status(_address(args), args.job)
+    print(json.dumps(st) if args.json else f"{st['job_id']}: {st['status']}"
+          + (f" ({st['message']})" if st["message"] else ""))
+    return 0
+
+
+def _run_logs(args) -> int:
+    from cluster import jobs
+
+    jobs.logs(_address(args), args.job, follow=args.follow, out=sys.stdout)
+    return 0
