@@ -1,0 +1,66 @@
+"""The batch driver as a user runs it: killed half-way, then run again."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from catalog import query
+from catalog.store import Catalog
+
+from .conftest import ARCHS12
+
+
+def _env(cache):
+    return {**os.environ, "SUPERWEIGHTS_CACHE": str(cache), "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+
+
+def _ok(cat) -> list[str]:
+    return [r[0] for r in query.run(cat, "SELECT model FROM scans_all WHERE status = 'ok'")[1]]
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and everything it started (its in-process Ray included), nothing else."""
+    tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(30)
+    psutil.wait_procs([p for p in map(_proc, tree) if p], timeout=30)
+
+
+def _proc(pid):
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def test_driver_killed_half_way_then_resumed(tmp_path, planted_cache):
+    models = tmp_path / "models.txt"
+    names = [f"planted:{a}" for a in ARCHS12[:8]]
+    models.write_text("\n".join(names) + "\n")
+    cat_dir = tmp_path / "catalog"
+    cmd = [sys.executable, "-m", "scanner.cli", "batch", str(models), "--catalog", str(cat_dir), "-q", "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=_env(planted_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    cat = Catalog(cat_dir)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(_ok(cat)) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the batch ended before it could be killed"
+    _kill_tree(proc)
+    before = _ok(cat)
+    assert 3 <= len(before) < len(names)
+
+    again = subprocess.run(cmd, env=_env(planted_cache), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(names) - len(before)} scanned, {len(before)} skipped" in again.stdout
+    after = _ok(cat)
+    assert sorted(after) == sorted(names)  # every model once: none lost, none scanned twice
