@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine (see README.md):
-#   make scan   set up, scan the real SmolLM2-135M offline into out/catalog, publish the index to out/index
+#   make scan   set up, then batch-scan the shipped default list (real SmolLM2 and Gemma-3, planted models)
+#               on a local Ray into out/catalog and publish the index to out/index
 #   make test   set up, then run the tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,9 +27,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 scan: setup
-	$(SW) scan --catalog $(CATALOG)
 	$(SW) import-reference --catalog $(CATALOG)
-	$(SW) publish $(INDEX) --catalog $(CATALOG)
+	$(SW) batch --catalog $(CATALOG) --publish $(INDEX)
 
 # The index.html test opens the page in Debian's chromium (driven by Playwright, no browser download).
 browser:

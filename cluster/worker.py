@@ -18,7 +18,13 @@ class ScanWorker:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        set_threads()
+        omp = os.environ.get("OMP_NUM_THREADS", "")  # Ray sets it to the actor's CPUs: share, don't oversubscribe
+        if omp.isdigit() and int(omp) > 0:
+            import torch
+
+            torch.set_num_threads(int(omp))
+        else:
+            set_threads()
         self.scan_options = scan or {}
         self.host = socket.gethostname()
 
