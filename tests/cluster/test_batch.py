@@ -47,8 +47,7 @@ def _kill_a_worker_mid_scan(stop: threading.Event, killed: list) -> None:
     while not stop.is_set() and not killed:
         for p in me.children(recursive=True):
             try:
-                if "ScanWorker.scan" in " ".join(p.cmdline()):
-                    time.sleep(0.3)  # inside the scan
+                if "ScanWorker.scan" in " ".join(p.cmdline()):  # Ray's title while the method runs
                     p.send_signal(signal.SIGKILL)
                     killed.append(p.pid)
                     return
