@@ -25,6 +25,9 @@ from .ablation import read_matrix, zeroed
 from .adapters import Coord
 from .detect import Candidate
 from .loading import Loaded
+from .replay import Prefix, corrections, dense, first_layer, skip_before
+
+LOGITS_BUDGET = 1 << 30  # bytes of float32 logits per batched pass
 
 log = logging.getLogger("superweights")
 
@@ -80,20 +83,50 @@ class Evaluator:
         self.stop = torch.tensor(stop, dtype=torch.long) if stop else None
         self.cache: dict[frozenset, Evaluation] = {}
         self.passes = 0
+        self.prefix = Prefix()
+        self.vocab = 0
 
     @property
     def tokens(self) -> int:
         return self.ids.shape[1]
 
-    @torch.no_grad()
     def __call__(self, coords=()) -> Evaluation:
-        key = frozenset(coords)
-        if key not in self.cache:
-            with zeroed(self.loaded.model, self.loaded.adapter, key):
-                logits = self.loaded.model(input_ids=self.ids, use_cache=False).logits[0]  # [tokens, vocab]
+        return self.many([list(coords)])[0]
+
+    @torch.no_grad()
+    def many(self, variants: list[list[Coord]]) -> list[Evaluation]:
+        """Evaluations of several ablations; those whose weights share a layer run as one batch from it."""
+        model, adapter = self.loaded.model, self.loaded.adapter
+        if frozenset() not in self.cache:  # the base pass keeps every layer's output for the rest
+            with self.prefix.capture(model, adapter):
+                logits = model(input_ids=self.ids, use_cache=False).logits  # [1, tokens, vocab]
             self.passes += 1
-            self.cache[key] = self._score(logits)
-        return self.cache[key]
+            self.vocab = logits.shape[-1]
+            self.cache[frozenset()] = self._score(logits[0])
+        todo = list(dict.fromkeys(frozenset(v) for v in variants if frozenset(v) not in self.cache))
+        batched = [v for v in todo if dense(list(v))]
+        by_layer: dict[int, list[frozenset]] = {}
+        for v in batched:
+            by_layer.setdefault(first_layer([list(v)]), []).append(v)
+        size = max(1, LOGITS_BUDGET // max(1, self.tokens * self.vocab * 4))
+        for start, group in by_layer.items():
+            for i in range(0, len(group), size):
+                chunk = group[i: i + size]
+                self._run(start, [list(v) for v in chunk], corrected=True)
+        for v in todo:  # expert weights: one variant at a time, zeroed in place
+            if v not in self.cache:
+                self._run(first_layer([list(v)]), [list(v)], corrected=False)
+        return [self.cache[frozenset(v)] for v in variants]
+
+    def _run(self, start: int, chunk: list[list[Coord]], corrected: bool) -> None:
+        model, adapter = self.loaded.model, self.loaded.adapter
+        n = len(chunk)
+        with skip_before(model, adapter, self.prefix, start, n), \
+                (corrections(model, adapter, chunk) if corrected else zeroed(model, adapter, chunk[0])):
+            logits = model(input_ids=self.ids.expand(n, -1), use_cache=False).logits  # [variants, tokens, vocab]
+        self.passes += 1
+        for v, lg in zip(chunk, logits):
+            self.cache[frozenset(v)] = self._score(lg)
 
     def _score(self, logits: torch.Tensor) -> Evaluation:
         targets = self.ids[0, 1:]
@@ -190,6 +223,9 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
         coords = [m.coord for m in members]
         log.info("validating %s: %d candidate(s)", members[0].coord.label().rsplit("[", 1)[0], len(members))
         rand, largest = _controls(loaded, coords, everything, cfg.seed)
+        # every ablation of this group (all in one layer) in one batched pass from that layer
+        ev.many([coords, rand, largest] + [[m.coord] for m in members]
+                + ([[c for c in coords if c != m.coord] for m in members] if len(members) > 1 else []))
         g = GroupResult(key, members, ev(coords), ev(rand), ev(largest),
                         {"random": [[c.row, c.col] for c in rand], "largest": [[c.row, c.col] for c in largest]})
         control = max(g.random.effect(base), g.largest.effect(base))

@@ -1,0 +1,131 @@
+"""Compute little: ablations at layer L recompute only layers L and later, all variants in one batch.
+
+The base pass keeps each decoder layer's output (the hidden states entering the next layer are small
+next to the weights). An ablation whose weights all sit in layer L then runs the model with layers
+before L answering from that store (their forward replaced for the duration, so their weights are not
+even touched), on a batch of V variants at once. Zeroing W[row, col] for variant v is applied to the
+down projection's output (y[v, :, row] recomputed from x[v] and the row with its zeroed entries),
+never by writing the weight, so the variants share one read of every later layer. Expert units of fused MoE modules have no separate
+output to correct; their variants run one at a time with the weight zeroed in place (`ablation.zeroed`).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .ablation import read_matrix, zeroed
+from .adapters import Adapter, Coord, get, layers
+
+
+class Prefix:
+    """Outputs of every decoder layer in the base pass, captured once."""
+
+    def __init__(self):
+        self.outputs: list = []  # per layer: what its forward returned (a Tensor or a tuple)
+
+    @contextmanager
+    def capture(self, model: nn.Module, adapter: Adapter) -> Iterator[None]:
+        stack = layers(model, adapter)
+        self.outputs = [None] * len(stack)
+
+        def keep(i):
+            def hook(_module, _args, out):
+                self.outputs[i] = out
+            return hook
+
+        handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(stack)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.outputs) and all(o is not None for o in self.outputs)
+
+
+def _expand(out, batch: int):
+    """A stored layer output, repeated for `batch` variants (a view: no copy)."""
+    if isinstance(out, torch.Tensor):
+        return out.expand(batch, *out.shape[1:]) if out.dim() >= 2 and out.shape[0] == 1 else out
+    if isinstance(out, tuple):
+        return tuple(_expand(o, batch) if i == 0 else o for i, o in enumerate(out))
+    return out
+
+
+@contextmanager
+def skip_before(model: nn.Module, adapter: Adapter, prefix: Prefix, start: int, batch: int) -> Iterator[None]:
+    """Layers before `start` return their stored output instead of computing."""
+    stack = layers(model, adapter)
+    saved = []
+    for i in range(start):
+        layer = stack[i]
+        saved.append((layer, layer.__dict__.get("forward")))  # accelerate may have wrapped forward already
+        out = _expand(prefix.outputs[i], batch)
+        layer.forward = lambda *a, _out=out, **k: _out
+    try:
+        yield
+    finally:
+        for layer, old in saved:
+            if old is None:
+                del layer.forward
+            else:
+                layer.forward = old
+
+
+@contextmanager
+def corrections(model: nn.Module, adapter: Adapter, variants: list[list[Coord]]) -> Iterator[None]:
+    """Variant v of the batch sees every W[row, col] of variants[v] zeroed, through the output."""
+    stack = layers(model, adapter)
+    by_unit: dict[tuple, list[tuple[int, Coord]]] = {}
+    for v, coords in enumerate(variants):
+        for c in coords:
+            by_unit.setdefault((c.layer, c.unit), []).append((v, c))
+    handles = []
+    for (li, unit), items in by_unit.items():
+        layer = stack[li]
+        w = read_matrix(adapter, layer, unit)  # [hidden, d_mlp]
+        bias = getattr(get(layer, unit.module), "bias", None)
+        rows: dict[tuple[int, int], list[int]] = {}
+        for v, c in items:
+            rows.setdefault((v, c.row), []).append(c.col)
+        # each affected output entry is recomputed from its row with the weights zeroed: subtracting
+        # W[row, col] * x[col] from the full sum would lose the small remainder to rounding (a super
+        # weight's term is hundreds of times the rest of the sum)
+        fixes = []
+        for (v, row), cols in rows.items():
+            w_row = w[row].clone()  # [d_mlp]
+            w_row[cols] = 0
+            b = None if bias is None or bias.device.type == "meta" else bias[row].detach().clone()
+            fixes.append((v, row, w_row, b))
+        n = len(variants)
+
+        def hook(_module, args, out, fixes=fixes, n=n):
+            x = args[0].reshape(n, -1, args[0].shape[-1])  # [variants, tokens, d_mlp] (OPT passes 2-D)
+            y = out.reshape(n, -1, out.shape[-1]).clone()  # [variants, tokens, hidden]
+            for v, row, w_row, b in fixes:
+                val = x[v] @ w_row.to(x.device, x.dtype)  # [tokens]
+                y[v, :, row] = (val if b is None else val + b.to(val.device, val.dtype)).to(y.dtype)
+            return y.reshape(out.shape)
+
+        handles.append(get(layer, unit.module).register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def dense(coords: list[Coord]) -> bool:
+    return all(c.expert is None for c in coords)
+
+
+def first_layer(variants: list[list[Coord]]) -> int:
+    return min((c.layer for v in variants for c in v), default=0)
+
+
+__all__ = ["Prefix", "skip_before", "corrections", "zeroed", "dense", "first_layer"]
