@@ -27,7 +27,7 @@ from .detect import Candidate
 from .loading import Loaded
 from .replay import Prefix, corrections, dense, first_layer, skip_before
 
-LOGITS_BUDGET = 1 << 30  # bytes of float32 logits per batched pass
+LOGITS_BUDGET = 256 << 20  # bytes of float32 logits per batched pass (the peak memory they add)
 
 log = logging.getLogger("superweights")
 
