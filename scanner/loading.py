@@ -5,11 +5,13 @@ import logging
 import os
 import re
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from . import gguf_once
 from .adapters import Adapter, adapter_for, layers, matrix, units
 from .errors import BadInput, CorruptCheckpoint, NotAModel, UnsafeCheckpoint
 from .sources import Source
@@ -82,8 +84,6 @@ def _device(opts: LoadOptions) -> torch.device:
 
 
 def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     opts = opts or LoadOptions()
     adapter = adapter_for(source.model_type)
     device = _device(opts)
@@ -114,12 +114,24 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
         kw["device_map"] = {"": str(device)}
 
     path = str(source.path)
+    with gguf_once.parsed_once() if source.gguf_file else nullcontext():
+        tokenizer, model = _from_pretrained(source, path, opts, kw)
+    model.eval()
+    if model.config.model_type != source.model_type:
+        adapter = adapter_for(model.config.model_type)
+    offloaded = any(p.device.type == "meta" for p in model.parameters())
+    return Loaded(model, tokenizer, adapter, source, device, dtype, offloaded, tmp)
+
+
+def _from_pretrained(source: Source, path: str, opts: LoadOptions, kw: dict):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=source.gguf_file,
                                                   trust_remote_code=opts.trust_remote_code)
     except Exception as e:  # transformers raises many types for a folder without a usable tokenizer
         raise NotAModel(f"no usable tokenizer in {path}: {_first_line(e)}") from None
-    log.info("loading %s (%s, %s on %s)", source.spec, source.model_type, str(dtype)[6:], device)
+    log.info("loading %s (%s, %s)", source.spec, source.model_type, kw["dtype"])
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
     except ValueError as e:
@@ -129,11 +141,7 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
         raise CorruptCheckpoint(f"cannot load {source.spec}: {_first_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - a checkpoint that fails to load is a user-facing error
         raise CorruptCheckpoint(f"cannot load {source.spec}: {_first_line(e)}") from None
-    model.eval()
-    if model.config.model_type != source.model_type:
-        adapter = adapter_for(model.config.model_type)
-    offloaded = any(p.device.type == "meta" for p in model.parameters())
-    return Loaded(model, tokenizer, adapter, source, device, dtype, offloaded, tmp)
+    return tokenizer, model
 
 
 def _first_line(e: Exception) -> str:
