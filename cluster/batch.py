@@ -60,9 +60,10 @@ def completed(catalog: Catalog, scanner_version: str) -> set[tuple[str, str]]:
 
 
 def weight_bytes(p: Pinned) -> int | None:
-    """Bytes of weights where they are known without downloading (files on this machine)."""
+    """Bytes of weights where they are known without downloading: files on this machine, or the hub's
+    parameter count (at 2 bytes each: workers compute in bfloat16 on GPUs)."""
     if p.path is None or not p.path.exists():
-        return None
+        return 2 * p.params if p.params else None
     files = [p.path] if p.path.is_file() else [f for f in p.path.iterdir()
                                                if f.suffix in (".safetensors", ".bin", ".gguf")]
     return sum(f.stat().st_size for f in files)

@@ -24,6 +24,7 @@ class Pinned:
     source: str | None = None
     repo_id: str | None = None
     path: Path | None = None  # local files (folder, or the .gguf file), where known
+    params: int | None = None  # parameter count, where the hub's safetensors metadata gives it
     error: ScanError | None = None  # could not be pinned: the batch records it as a failed scan
 
 
@@ -45,17 +46,18 @@ def _cached_sha(repo_id: str, revision: str) -> str | None:
     return sha if SHA.match(sha) else None
 
 
-def hub_sha(repo_id: str, revision: str | None) -> str:
+def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
+    """The commit sha of a revision, and the parameter count when the hub knows it."""
     rev = revision or "main"
-    if SHA.match(rev):
-        return rev
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
     if not constants.HF_HUB_OFFLINE:
         try:
-            return HfApi().model_info(repo_id, revision=rev).sha
+            info = HfApi().model_info(repo_id, revision=rev)
+            st = getattr(info, "safetensors", None)
+            return info.sha, (int(st.total) if st is not None and getattr(st, "total", None) else None)
         except GatedRepoError:
             raise ModelNotFound(f"{repo_id} is gated: accept its licence on the hub and log in") from None
         except RevisionNotFoundError:
@@ -64,11 +66,11 @@ def hub_sha(repo_id: str, revision: str | None) -> str:
             raise ModelNotFound(f"no model {repo_id!r} on the hub (or it is private)") from None
         except (HfHubHTTPError, OSError):
             pass  # unreachable: fall back to the cache
-    sha = _cached_sha(repo_id, rev)
+    sha = rev if SHA.match(rev) else _cached_sha(repo_id, rev)
     if sha is None:
         raise HubUnavailable(f"{repo_id}@{rev}: the hub cannot be reached and the local cache has no such "
                              "revision")
-    return sha
+    return sha, None
 
 
 def pin(entry: Entry) -> Pinned:
@@ -76,8 +78,8 @@ def pin(entry: Entry) -> Pinned:
 
     try:
         if _is_hub(entry.spec):
-            sha = hub_sha(entry.spec, entry.revision)
-            return Pinned(entry, entry.spec, sha, "hub", entry.spec)
+            sha, params = hub_sha(entry.spec, entry.revision)
+            return Pinned(entry, entry.spec, sha, "hub", entry.spec, params=params)
         from scanner.sources import resolve
 
         src = resolve(entry.spec, entry.revision)
