@@ -124,23 +124,28 @@ def default_plants(model_type: str) -> list[Plant]:
 
 
 def build(model_type: str, folder: str | Path, plants: list[Plant], planted: bool = True, seed: int = 0,
-          max_shard_size: str = "100KB") -> Path:
-    """Write a tiny sharded safetensors model (and tokenizer) with the plants to `folder`."""
+          max_shard_size: str = "100KB", config: dict | None = None, dtype: torch.dtype | None = None,
+          calib_chars: int = 2000) -> Path:
+    """Write a tiny sharded safetensors model (and tokenizer) with the plants to `folder`.
+
+    `config` replaces the tiny sizes (benchmarks build billion-parameter models this way), `dtype` is
+    the stored dtype, `calib_chars` the text the plant is measured on."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .validate import default_eval_text
 
     folder = Path(folder)
     adapter = adapter_for(model_type)
-    cfg = AutoConfig.for_model(model_type, **CONFIGS[model_type], vocab_size=VOCAB, tie_word_embeddings=False,
+    cfg = AutoConfig.for_model(model_type, **(config or CONFIGS[model_type]), vocab_size=VOCAB,
+                               tie_word_embeddings=False,
                                bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg).eval()
-    k = HIDDEN - 1  # the steady "bias" channel; plants use other rows
+    k = model.get_input_embeddings().weight.shape[1] - 1  # the steady "bias" channel; plants use other rows
     assert all(p.row != k for p in plants)
     tok = byte_tokenizer()
     text = default_eval_text()
-    ids = tok(text[:2000], return_tensors="pt").input_ids
+    ids = tok(text[:calib_chars], return_tensors="pt").input_ids
     saved = {n: p.detach().clone() for n, p in model.named_parameters()}
     with torch.no_grad():
         model.get_input_embeddings().weight[:, k] = 1.0
@@ -190,6 +195,8 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
             for name, param in model.named_parameters():
                 if param is not emb and param is not head_w:
                     param.copy_(saved[name])
+    if dtype is not None:
+        model.to(dtype)
     model.save_pretrained(folder, max_shard_size=max_shard_size)
     tok.save_pretrained(folder)
     truth = {"model_type": model_type, "planted": planted,

@@ -1,0 +1,220 @@
+"""A scan of a billion-parameter model, measured against reading its weights and against the authors' method.
+
+    .venv/bin/python bench/scan_bench.py                  # builds a 1.34 B-parameter planted Llama once (2.7 GB bf16)
+    .venv/bin/python bench/scan_bench.py --layers 4       # a quick look
+
+Each part runs as its own process and reports its wall time, peak RSS (VmHWM) and the bytes it read
+from storage (/proc/self/io). Before each part the page cache of the model's files is dropped with
+posix_fadvise(DONTNEED), so every part reads from storage (where the kernel honours it).
+  (a) read every weight file once;
+  (b) the authors' method written out: whole-model from_pretrained in float32, forward hooks on every
+      down projection, the largest input and output give the weight, then one full perplexity pass
+      per ablation;
+  (c) ours, in memory: scanner.loading + one hooked pass (scanner.profile) + the same ablations through
+      scanner.validate.Evaluator (layers before the ablated one answered from the base pass, the
+      ablations of one layer in one batch);
+  (d) ours, streaming: not built yet (issue "Speed").
+(b) and (c) validate the same 4 ablations: the planted weight, its two neighbours, and the same
+coordinate one layer later.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _read_bytes() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("read_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def weight_files(model: Path) -> list[Path]:
+    return sorted(model.glob("*.safetensors"))
+
+
+def drop_cache(model: Path) -> None:
+    for f in weight_files(model):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def variants(truth: dict, num_layers: int):
+    from scanner.adapters import Coord
+
+    p = truth["plants"][0]
+    L, row, col, mod = p["layer"], p["row"], p["col"], p["module"]
+    return [[Coord(L, mod, row, col)], [Coord(L, mod, row, col + 1)], [Coord(L, mod, row + 1, col)],
+            [Coord(min(L + 1, num_layers - 1), mod, row, col)]]
+
+
+def part_a(model: Path) -> dict:
+    n = 0
+    for f in weight_files(model):
+        with open(f, "rb", buffering=0) as fh:
+            while chunk := fh.read(64 << 20):
+                n += len(chunk)
+    return {"bytes": n}
+
+
+def _eval_ids(tok, tokens: int):
+    from scanner.validate import default_eval_text
+
+    return tok(default_eval_text(), return_tensors="pt").input_ids[:, :tokens]
+
+
+def part_b(model: Path, tokens: int) -> dict:
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    tok = AutoTokenizer.from_pretrained(model)
+    m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    prompt = tok("Apple Inc. is a worldwide tech company.", return_tensors="pt").input_ids
+    seen = {}
+
+    def hook(i):
+        def f(_mod, args, out):
+            seen[i] = (args[0].abs().amax(dim=(0, 1)), out.abs().amax(dim=(0, 1)))  # [d_mlp], [hidden]
+        return f
+
+    hs = [layer.mlp.down_proj.register_forward_hook(hook(i)) for i, layer in enumerate(m.model.layers)]
+    with torch.no_grad():
+        m(input_ids=prompt)
+    for h in hs:
+        h.remove()
+    L = max(seen, key=lambda i: float(seen[i][1].max()))
+    found = (L, int(seen[L][1].argmax()), int(seen[L][0].argmax()))
+    ids = _eval_ids(tok, tokens)
+    truth = json.loads((model / "planted.json").read_text())
+
+    def ppl(coords):
+        saved = []
+        with torch.no_grad():
+            for c in coords:
+                w = m.model.layers[c.layer].mlp.down_proj.weight
+                saved.append((w, c.row, c.col, w[c.row, c.col].clone()))
+                w[c.row, c.col] = 0
+            logits = m(input_ids=ids).logits[0, :-1]
+            nll = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:])
+            for w, r, c, v in saved:
+                w[r, c] = v
+        return math.exp(float(nll))
+
+    base = ppl([])
+    return {"found": found, "ppl_base": base,
+            "ppl": [ppl(v) for v in variants(truth, len(m.model.layers))], "passes": 5}
+
+
+def part_c(model: Path, tokens: int) -> dict:
+    from scanner.loading import LoadOptions, load, set_threads
+    from scanner.profile import record
+    from scanner.sources import resolve
+    from scanner.validate import Evaluator, default_eval_text
+
+    set_threads()
+    loaded = load(resolve(str(model)), LoadOptions(device="cpu"))
+    prompt = loaded.tokenizer("Apple Inc. is a worldwide tech company.", return_tensors="pt").input_ids
+    t0 = time.time()
+    profiles = record(loaded.model, loaded.adapter, [prompt], 8)
+    best = max(profiles, key=lambda p: abs(p.output.value))
+    found = (best.layer, best.output.channel, best.input.channel)
+    detect_s = time.time() - t0
+    truth = json.loads((model / "planted.json").read_text())
+    ev = Evaluator(loaded, default_eval_text(), tokens)
+    base = ev()
+    got = ev.many(variants(truth, len(loaded.layers)))
+    return {"found": found, "ppl_base": base.ppl, "ppl": [g.ppl for g in got], "passes": ev.passes,
+            "detect_s": detect_s}
+
+
+def child(part: str, model: Path, tokens: int) -> None:
+    t = time.time()
+    out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model, tokens)}[part]()
+    out.update(wall_s=time.time() - t, peak_rss=_status("VmHWM"), read_bytes=_read_bytes())
+    print("RESULT " + json.dumps(out))
+
+
+def build(model: Path, layers: int, hidden: int, intermediate: int) -> None:
+    import torch
+
+    from scanner.planted import Plant, build as build_planted
+
+    cfg = dict(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+               num_attention_heads=hidden // 128, num_key_value_heads=hidden // 128, head_dim=128,
+               max_position_embeddings=4096)
+    t = time.time()
+    build_planted("llama", model, [Plant(2 if layers > 3 else 1, 100, 300)], config=cfg, dtype=torch.bfloat16,
+                  max_shard_size="500MB", calib_chars=256)
+    print(f"built {model} in {time.time() - t:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", default="/tmp/sw-scan-bench")
+    ap.add_argument("--layers", type=int, default=20)
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--intermediate", type=int, default=8192)
+    ap.add_argument("--eval-tokens", type=int, default=512)
+    ap.add_argument("--part", choices=("a", "b", "c"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    model = Path(args.dir) / f"llama-{args.layers}x{args.hidden}x{args.intermediate}"
+    if args.part:
+        return child(args.part, model, args.eval_tokens)
+    if not (model / "planted.json").exists():
+        build(model, args.layers, args.hidden, args.intermediate)
+    size = sum(f.stat().st_size for f in weight_files(model))
+    truth = json.loads((model / "planted.json").read_text())["plants"][0]
+    print(f"model {model}: {size / 1e9:.2f} GB of bf16 safetensors; planted layer {truth['layer']} "
+          f"[{truth['row']}, {truth['col']}]; {os.cpu_count()} cores; evaluation {args.eval_tokens} tokens")
+    results = {}
+    for part, name in (("a", "read the weight files once"), ("b", "authors' method (whole model, fp32)"),
+                       ("c", "ours, in memory")):
+        drop_cache(model)
+        proc = subprocess.run([sys.executable, __file__, "--part", part, "--dir", args.dir, "--layers",
+                               str(args.layers), "--hidden", str(args.hidden), "--intermediate",
+                               str(args.intermediate), "--eval-tokens", str(args.eval_tokens)],
+                              capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"({part}) failed:\n{proc.stderr[-2000:]}")
+            continue
+        r = results[part] = json.loads(line[7:])
+        extra = ""
+        if "found" in r:
+            extra = (f"; found layer {r['found'][0]} [{r['found'][1]}, {r['found'][2]}]; ppl base "
+                     f"{r['ppl_base']:.4g}, ablations " + ", ".join(f"{p:.4g}" for p in r["ppl"])
+                     + f"; {r['passes']} pass(es)")
+        print(f"({part}) {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB "
+              f"({r['peak_rss'] / size:.2f}x the weights), read {r['read_bytes'] / 1e9:.2f} GB{extra}")
+    print("(d) ours, streaming: not built yet")
+    if "b" in results and "c" in results:
+        b, c = results["b"], results["c"]
+        worst = max(abs(x - y) / y for x, y in zip(c["ppl"] + [c["ppl_base"]], b["ppl"] + [b["ppl_base"]]))
+        print(f"(c) against (b): {b['wall_s'] / c['wall_s']:.2f}x faster, {b['peak_rss'] / c['peak_rss']:.2f}x leaner; "
+              f"same weight found: {b['found'] == c['found']}; perplexities agree to {worst:.1e} relative")
+
+
+if __name__ == "__main__":
+    main()
