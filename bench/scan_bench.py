@@ -13,7 +13,7 @@ posix_fadvise(DONTNEED), so every part reads from storage (where the kernel hono
   (c) ours, in memory: scanner.loading + one hooked pass (scanner.profile) + the same ablations through
       scanner.validate.Evaluator (layers before the ablated one answered from the base pass, the
       ablations of one layer in one batch);
-  (d) ours, streaming: not built yet (issue "Speed").
+  (d) ours, streaming: the same as (c) with the decoder layers read from the shards one at a time.
 (b) and (c) validate the same 4 ablations: the planted weight, its two neighbours, and the same
 coordinate one layer later.
 """
@@ -127,14 +127,14 @@ def part_b(model: Path, tokens: int) -> dict:
             "ppl": [ppl(v) for v in variants(truth, len(m.model.layers))], "passes": 5}
 
 
-def part_c(model: Path, tokens: int) -> dict:
+def part_c(model: Path, tokens: int, stream: bool = False) -> dict:
     from scanner.loading import LoadOptions, load, set_threads
     from scanner.profile import record
     from scanner.sources import resolve
     from scanner.validate import Evaluator, default_eval_text
 
     set_threads()
-    loaded = load(resolve(str(model)), LoadOptions(device="cpu"))
+    loaded = load(resolve(str(model)), LoadOptions(device="cpu", stream=stream))
     prompt = loaded.tokenizer("Apple Inc. is a worldwide tech company.", return_tensors="pt").input_ids
     t0 = time.time()
     profiles = record(loaded.model, loaded.adapter, [prompt], 8)
@@ -151,7 +151,8 @@ def part_c(model: Path, tokens: int) -> dict:
 
 def child(part: str, model: Path, tokens: int) -> None:
     t = time.time()
-    out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model, tokens)}[part]()
+    out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model, tokens),
+           "d": lambda: part_c(model, tokens, stream=True)}[part]()
     out.update(wall_s=time.time() - t, peak_rss=_status("VmHWM"), read_bytes=_read_bytes())
     print("RESULT " + json.dumps(out))
 
@@ -177,7 +178,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--intermediate", type=int, default=8192)
     ap.add_argument("--eval-tokens", type=int, default=512)
-    ap.add_argument("--part", choices=("a", "b", "c"), help=argparse.SUPPRESS)
+    ap.add_argument("--part", choices=("a", "b", "c", "d"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = Path(args.dir) / f"llama-{args.layers}x{args.hidden}x{args.intermediate}"
     if args.part:
@@ -190,7 +191,7 @@ def main() -> None:
           f"[{truth['row']}, {truth['col']}]; {os.cpu_count()} cores; evaluation {args.eval_tokens} tokens")
     results = {}
     for part, name in (("a", "read the weight files once"), ("b", "authors' method (whole model, fp32)"),
-                       ("c", "ours, in memory")):
+                       ("c", "ours, in memory"), ("d", "ours, streaming")):
         drop_cache(model)
         proc = subprocess.run([sys.executable, __file__, "--part", part, "--dir", args.dir, "--layers",
                                str(args.layers), "--hidden", str(args.hidden), "--intermediate",
@@ -208,12 +209,16 @@ def main() -> None:
                      + f"; {r['passes']} pass(es)")
         print(f"({part}) {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB "
               f"({r['peak_rss'] / size:.2f}x the weights), read {r['read_bytes'] / 1e9:.2f} GB{extra}")
-    print("(d) ours, streaming: not built yet")
-    if "b" in results and "c" in results:
-        b, c = results["b"], results["c"]
-        worst = max(abs(x - y) / y for x, y in zip(c["ppl"] + [c["ppl_base"]], b["ppl"] + [b["ppl_base"]]))
-        print(f"(c) against (b): {b['wall_s'] / c['wall_s']:.2f}x faster, {b['peak_rss'] / c['peak_rss']:.2f}x leaner; "
-              f"same weight found: {b['found'] == c['found']}; perplexities agree to {worst:.1e} relative")
+    for x in ("c", "d"):
+        if "b" in results and x in results:
+            b, c = results["b"], results[x]
+            worst = max(abs(p - q) / q for p, q in zip(c["ppl"] + [c["ppl_base"]], b["ppl"] + [b["ppl_base"]]))
+            print(f"({x}) against (b): {b['wall_s'] / c['wall_s']:.2f}x faster, {b['peak_rss'] / c['peak_rss']:.2f}x "
+                  f"leaner; same weight found: {b['found'] == c['found']}; perplexities agree to {worst:.1e} relative")
+    if "a" in results and "d" in results:
+        d = results["d"]
+        print(f"(d) detection (one hooked pass) {d['detect_s']:.1f} s = {d['detect_s'] / results['a']['wall_s']:.2f}x "
+              f"(a); peak {d['peak_rss'] / size:.2f}x the weight bytes")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ def read_matrix(adapter: Adapter, layer: nn.Module, unit: Unit) -> torch.Tensor:
     if mat.device.type != "meta":
         return mat.detach()
     owner, name = _param_owner(adapter, unit)
+    if hasattr(layer, "_sw_fetch"):  # streamed (scanner.stream): read it from its shard
+        stored = layer._sw_fetch(f"{owner}.{name}")
+        if unit.expert is not None:
+            return stored[unit.expert]
+        return stored.T if adapter.conv1d else stored
     stored = _offload_hook(get(layer, owner)).weights_map[name]
     if unit.expert is not None:
         return stored[unit.expert]
@@ -63,6 +68,7 @@ def zeroed(model: nn.Module, adapter: Adapter, coords: Iterable[Coord]) -> Itera
     stack = layers(model, adapter)
     saved: list[tuple[torch.Tensor, int, int, torch.Tensor]] = []
     hooked: list[tuple[nn.Module, object]] = []
+    streamed: list[tuple[nn.Module, object]] = []
     by_owner: dict[tuple[int, Unit], list[Coord]] = {}
     for c in coords:
         by_owner.setdefault((c.layer, c.unit), []).append(c)
@@ -81,6 +87,10 @@ def zeroed(model: nn.Module, adapter: Adapter, coords: Iterable[Coord]) -> Itera
                     m = matrix(adapter, layer, unit)
                     for c in cs:
                         m[c.row, c.col] = 0
+                if hasattr(layer, "_sw_after_load"):  # streamed: zero each time the layer is read
+                    layer._sw_after_load.append(zero)
+                    streamed.append((layer, zero))
+                    continue
                 old = owner._hf_hook
                 add_hook_to_module(owner, _ZeroAfterLoad(zero), append=True)
                 hooked.append((owner, old))
@@ -92,3 +102,5 @@ def zeroed(model: nn.Module, adapter: Adapter, coords: Iterable[Coord]) -> Itera
         for owner, old in hooked:
             remove_hook_from_module(owner)
             add_hook_to_module(owner, old)
+        for layer, fn in streamed:
+            layer._sw_after_load.remove(fn)

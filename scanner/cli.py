@@ -42,6 +42,9 @@ def _scan_parser(sub) -> None:
                                                    "bfloat16, float16")
     p.add_argument("--max-memory", help="memory budget on the device, e.g. 2GiB; the rest is offloaded")
     p.add_argument("--offload-folder", help="where to offload to disk (default: a temporary folder)")
+    p.add_argument("--stream", action="store_true",
+                   help="read decoder layers from the safetensors shards one at a time (peak memory about one "
+                        "layer); chosen by itself when the model does not fit the free memory")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own Python code to run (only for models you trust)")
     p.add_argument("--spike-ratio", type=float, default=10.0,
@@ -83,7 +86,8 @@ def _run_scan(args) -> int:
                      validate=ValidateConfig(min_ppl_ratio=args.min_ppl_ratio, eval_tokens=args.eval_tokens),
                      eval_text=eval_text, run_validation=not args.no_validate)
     opts = LoadOptions(device=args.device, dtype=args.dtype, max_memory=args.max_memory,
-                       offload_folder=args.offload_folder, trust_remote_code=args.trust_remote_code)
+                       offload_folder=args.offload_folder, trust_remote_code=args.trust_remote_code,
+                       stream=args.stream)
     catalog = None
     if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
         from catalog.store import Catalog

@@ -38,6 +38,7 @@ class LoadOptions:
     max_memory: str | None = None  # budget on the compute device; the rest is offloaded to CPU/disk
     offload_folder: str | None = None
     trust_remote_code: bool = False
+    stream: bool = False  # read decoder layers from the shards one at a time (scanner.stream)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Loaded:
     dtype: torch.dtype
     offloaded: bool
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    streamer: object | None = field(default=None, repr=False)
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -114,6 +116,8 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
         kw["device_map"] = {"": str(device)}
 
     path = str(source.path)
+    if opts.stream or (not opts.max_memory and _too_big(source, device, dtype)):
+        return _streamed(source, opts, adapter, device, dtype)
     with gguf_once.parsed_once() if source.gguf_file else nullcontext():
         tokenizer, model = _from_pretrained(source, path, opts, kw)
     model.eval()
@@ -121,6 +125,42 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
         adapter = adapter_for(model.config.model_type)
     offloaded = any(p.device.type == "meta" for p in model.parameters())
     return Loaded(model, tokenizer, adapter, source, device, dtype, offloaded, tmp)
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _too_big(source: Source, device: torch.device, dtype: torch.dtype) -> bool:
+    """Would the whole model, in the compute dtype, take more than 80% of the memory free now?"""
+    from . import stream
+
+    if source.gguf_file or not any(source.path.glob("*.safetensors")):
+        return False
+    need = stream.compute_bytes(source.path, dtype)
+    if need > 0.8 * available_bytes(device):
+        log.info("%s needs %.1f GB in %s, more than the memory free: streaming it", source.spec, need / 1e9,
+                 dtype)
+        return True
+    return False
+
+
+def _streamed(source: Source, opts: LoadOptions, adapter: Adapter, device, dtype) -> "Loaded":
+    from transformers import AutoTokenizer
+
+    from . import stream
+
+    if source.gguf_file or not any(source.path.glob("*.safetensors")):
+        raise BadInput(f"--stream reads safetensors checkpoints; {source.spec} has none")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=opts.trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        raise NotAModel(f"no usable tokenizer in {source.path}: {_first_line(e)}") from None
+    log.info("streaming %s (%s, %s) layer by layer", source.spec, source.model_type, dtype)
+    model, streamer = stream.build(source.path, adapter, device, dtype, opts.trust_remote_code)
+    return Loaded(model, tokenizer, adapter, source, device, dtype, True, None, streamer)
 
 
 def _from_pretrained(source: Source, path: str, opts: LoadOptions, kw: dict):

@@ -67,10 +67,12 @@ def skip_before(model: nn.Module, adapter: Adapter, prefix: Prefix, start: int, 
         saved.append((layer, layer.__dict__.get("forward")))  # accelerate may have wrapped forward already
         out = _expand(prefix.outputs[i], batch)
         layer.forward = lambda *a, _out=out, **k: _out
+        layer._sw_skip = True  # a streamed layer is then not read either
     try:
         yield
     finally:
         for layer, old in saved:
+            layer._sw_skip = False
             if old is None:
                 del layer.forward
             else:

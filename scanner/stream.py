@@ -1,0 +1,190 @@
+"""Streaming: decoder layers read from the safetensors shards one at a time, in their stored dtype,
+upcast while they compute, released after; the next layer is read while the current one computes.
+
+The model is built on the meta device; embeddings, final norm and head are loaded once. A forward
+pre-hook on each decoder layer puts its weights in place (from the prefetched read) and a forward hook
+returns them to meta, so the peak holds about one layer plus the rest. Why not accelerate's disk
+offload: it re-reads and re-converts every weight on every pass and converts the whole checkpoint into
+its offload folder first; here the shards are read where they are, and ablations skip the layers before
+theirs (`replay.skip_before` marks them, and they are not read at all).
+Supported: safetensors checkpoints whose tensor names are the model's own (the dense architectures;
+fused-expert MoE checkpoints are stored per expert and are not streamed).
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .adapters import Adapter, layers
+from .errors import NotAModel
+
+
+def _return_freed_memory() -> None:
+    """glibc raises its mmap threshold after a large free, so later layer-sized blocks come from the heap
+    and are never returned: the process would keep every layer it ever read. Fix it at 1 MiB."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+class Streamer:
+    def __init__(self, folder: Path, model: nn.Module, adapter: Adapter, device: torch.device, dtype: torch.dtype):
+        _return_freed_memory()
+        self.device, self.dtype = device, dtype
+        # the model's name -> (shard, header entry, where the data starts); read with pread, not a memory
+        # map: mapped pages of the shards would count in (and hold) the process's resident memory
+        self.where: dict[str, tuple[str, dict, int]] = {}
+        renames = _renames(model)
+        for f in sorted(folder.glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            for k, entry in header.items():
+                if k == "__metadata__":
+                    continue
+                name = k
+                for pattern, target in renames:
+                    name = pattern.sub(target, name)
+                self.where[name] = (str(f), entry, 8 + n)
+        names = set(model.state_dict().keys())
+        missing = sorted(n for n in names if n not in self.where and not _tied(model, n))
+        if missing:
+            raise NotAModel(f"cannot stream this checkpoint: its tensor names differ from the model's "
+                            f"(e.g. {missing[0]}); load it without --stream")
+        self.stack = layers(model, adapter)
+        self.prefix = adapter.layers
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: dict[int, Future] = {}
+        for i, layer in enumerate(self.stack):
+            layer._sw_index = i
+            layer._sw_after_load = []  # ablation.zeroed registers in-place zeroing here
+            layer._sw_fetch = lambda name, layer=layer: self.fetch(layer, name)
+            layer.register_forward_pre_hook(self._before)
+            layer.register_forward_hook(self._after)
+        for name, t in _non_layer_tensors(model, self.prefix):
+            _set(model, name, self.read(name))
+        if getattr(model.config, "tie_word_embeddings", False):
+            model.tie_weights()
+
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor from its shard, in the compute dtype on the compute device; always a copy: the shard
+        is memory-mapped, and an ablation zeroes entries of what it gets."""
+        shard, entry, base = self.where[name]
+        start, end = entry["data_offsets"]
+        buf = bytearray(end - start)
+        with open(shard, "rb", buffering=0) as fh:
+            fh.seek(base + start)
+            fh.readinto(buf)
+        t = torch.frombuffer(buf, dtype=SAFETENSORS_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        return t.to(self.device, self.dtype, copy=True)
+
+    def _layer_tensors(self, i: int) -> dict[str, torch.Tensor]:
+        start = f"{self.prefix}.{i}."
+        return {k[len(start):]: self.read(k) for k in self.where if k.startswith(start)}
+
+    def _fetch(self, i: int) -> Future:
+        if i not in self.pending:
+            self.pending[i] = self.pool.submit(self._layer_tensors, i)
+        return self.pending[i]
+
+    def _before(self, layer: nn.Module, _args):
+        if getattr(layer, "_sw_skip", False):
+            return None  # answered from the base pass: nothing to read
+        i = layer._sw_index
+        tensors = self._fetch(i).result()
+        del self.pending[i]
+        for name, t in tensors.items():
+            _set(layer, name, t)
+        for fn in layer._sw_after_load:
+            fn()
+        if i + 1 < len(self.stack):
+            self._fetch(i + 1)  # read the next layer while this one computes
+        return None
+
+    def _after(self, layer: nn.Module, _args, _out):
+        if getattr(layer, "_sw_skip", False):
+            return None
+        for name, _ in list(layer.named_parameters()):
+            _set(layer, name, None)  # back to meta: the memory is free for the next layer
+        return None
+
+    def fetch(self, layer: nn.Module, name: str) -> torch.Tensor:
+        return self.read(f"{self.prefix}.{layer._sw_index}.{name}")
+
+
+def _renames(model: nn.Module) -> list:
+    """transformers' plain renamings of checkpoint names (e.g. GPT-NeoX's embed_out -> lm_head); tensors
+    that it converts (fused MoE experts) are not renamings, and such checkpoints are not streamed."""
+    import re
+
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+
+        rules = [r for r in get_model_conversion_mapping(model) if type(r) is WeightRenaming]
+        return [(re.compile(r.source_patterns[0]), r.target_patterns[0]) for r in rules]
+    except (ImportError, AttributeError, IndexError, TypeError):
+        return []
+
+
+def _tied(model: nn.Module, name: str) -> bool:
+    return getattr(model.config, "tie_word_embeddings", False) and name.endswith("lm_head.weight")
+
+
+def _non_layer_tensors(model: nn.Module, prefix: str):
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if not name.startswith(prefix + ".") and t.device.type == "meta" and not _tied(model, name):
+            yield name, t
+
+
+def _set(root: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    """Put a tensor in place of a (meta) parameter, or return it to meta (None)."""
+    mod_name, _, attr = name.rpartition(".")
+    mod = root.get_submodule(mod_name) if mod_name else root
+    old = getattr(mod, attr)
+    if value is None:
+        value = torch.empty_like(old, device="meta")
+    if isinstance(old, nn.Parameter):
+        mod._parameters[attr] = nn.Parameter(value, requires_grad=False)
+    else:
+        mod._buffers[attr] = value
+
+
+def build(folder: Path, adapter: Adapter, device: torch.device, dtype: torch.dtype,
+          trust_remote_code: bool = False) -> tuple[nn.Module, Streamer]:
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.eval()
+    streamer = Streamer(folder, model, adapter, device, dtype)
+    return model, streamer
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+STORED_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1}
+
+
+def compute_bytes(folder: Path, dtype: torch.dtype) -> int:
+    """The weights' size once upcast to `dtype`, from the shards' headers (no tensor is read)."""
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        for k, t in header.items():
+            if k != "__metadata__":
+                size = t["data_offsets"][1] - t["data_offsets"][0]
+                total += size * dtype.itemsize // STORED_BYTES.get(t["dtype"], dtype.itemsize)
+    return total

@@ -1,0 +1,66 @@
+"""Streaming (layers read from the shards one at a time) gives the in-memory answers, in less memory."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from scanner.errors import NotAModel
+from scanner.planted import CONFIGS
+
+from .helpers import MOE, planted, positives, scan_dict, truth
+
+DENSE = sorted(set(CONFIGS) - MOE)
+
+
+@pytest.mark.parametrize("arch", DENSE)
+def test_streaming_gives_the_in_memory_answers(arch, tmp_path):
+    folder = planted(arch, tmp_path / arch)
+    memory, streamed = scan_dict(folder), scan_dict(folder, stream=True)
+    assert positives(streamed) == positives(memory) and set(positives(streamed)) == truth(folder)
+    assert [s["verdict"] for s in streamed["super_weights"]] == [s["verdict"] for s in memory["super_weights"]]
+    for a, b in zip(memory["super_weights"], streamed["super_weights"]):
+        if a["ppl"] is not None:
+            assert abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"]
+    assert abs(memory["perplexity"]["base"] - streamed["perplexity"]["base"]) <= 1e-4 * memory["perplexity"]["base"]
+
+
+@pytest.mark.parametrize("arch", sorted(MOE))
+def test_fused_expert_checkpoints_are_not_streamed(arch, tmp_path):
+    folder = planted(arch, tmp_path / arch)
+    with pytest.raises(NotAModel, match="cannot stream"):
+        scan_dict(folder, stream=True)
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from scanner.cli import main
+code = main(sys.argv[2:])
+hwm = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
+Path(sys.argv[1]).write_text(str(int(hwm.split()[1]) * 1024))
+sys.exit(code)
+"""
+
+
+def test_a_model_larger_than_the_memory_it_may_use(tmp_path):
+    """1.07 GB of bf16 weights (2.1 GB once upcast); the scanning process must peak below 1.07 GB."""
+    import torch
+
+    from scanner.planted import Plant, build
+
+    folder = build("llama", tmp_path / "big", [Plant(2, 100, 300)], dtype=torch.bfloat16, max_shard_size="200MB",
+                   calib_chars=256, config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=32,
+                                                num_attention_heads=8, num_key_value_heads=8, head_dim=128,
+                                                max_position_embeddings=2048))
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    assert weights > 1.0e9
+    out, peak = tmp_path / "result.json", tmp_path / "peak"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(peak), "scan", str(folder), "--stream", "--json", "-q",
+                           "--eval-tokens", "64", "--max-candidates", "4"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out.write_text(proc.stdout)
+    result = json.loads(proc.stdout)
+    found = {(s["layer"], s["row"], s["col"]) for s in result["super_weights"] if s["verdict"] == "super_weight"}
+    assert found == {(2, 100, 300)}
+    assert int(peak.read_text()) < weights, f"peak {int(peak.read_text()) / 1e9:.2f} GB, weights {weights / 1e9:.2f} GB"
