@@ -1,5 +1,6 @@
 """Streaming: decoder layers read from the safetensors shards one at a time, in their stored dtype,
-upcast while they compute, released after; the next layer is read while the current one computes.
+each module upcast only while it computes, released after; the next layer is read while the current
+one computes.
 
 The model is built on the meta device; embeddings, final norm and head are loaded once. A forward
 pre-hook on each decoder layer puts its weights in place (from the prefetched read) and a forward hook
@@ -68,14 +69,18 @@ class Streamer:
             layer._sw_fetch = lambda name, layer=layer: self.fetch(layer, name)
             layer.register_forward_pre_hook(self._before)
             layer.register_forward_hook(self._after)
+            for mod in layer.modules():
+                if mod._parameters:
+                    mod.register_forward_pre_hook(self._upcast)
+                    mod.register_forward_hook(self._downcast)
         for name, t in _non_layer_tensors(model, self.prefix):
             _set(model, name, self.read(name))
         if getattr(model.config, "tie_word_embeddings", False):
             model.tie_weights()
 
-    def read(self, name: str) -> torch.Tensor:
-        """One tensor from its shard, in the compute dtype on the compute device; always a copy: the shard
-        is memory-mapped, and an ablation zeroes entries of what it gets."""
+    def read(self, name: str, upcast: bool = True) -> torch.Tensor:
+        """One tensor from its shard, on the compute device, in the compute dtype (or as stored); never
+        shared with anything, since an ablation zeroes entries of what it gets."""
         shard, entry, base = self.where[name]
         start, end = entry["data_offsets"]
         buf = bytearray(end - start)
@@ -83,11 +88,29 @@ class Streamer:
             fh.seek(base + start)
             fh.readinto(buf)
         t = torch.frombuffer(buf, dtype=SAFETENSORS_DTYPES[entry["dtype"]]).reshape(entry["shape"])
-        return t.to(self.device, self.dtype, copy=True)
+        if upcast and t.is_floating_point():
+            return t.to(self.device, self.dtype)
+        return t.to(self.device)  # owns `buf`: a private copy already
 
     def _layer_tensors(self, i: int) -> dict[str, torch.Tensor]:
+        """A layer as stored: each module is upcast only while it computes (`_upcast`)."""
         start = f"{self.prefix}.{i}."
-        return {k[len(start):]: self.read(k) for k in self.where if k.startswith(start)}
+        return {k[len(start):]: self.read(k, upcast=False) for k in self.where if k.startswith(start)}
+
+    def _upcast(self, module: nn.Module, _args):
+        stored = {n: p for n, p in module._parameters.items()
+                  if p is not None and p.is_floating_point() and p.dtype != self.dtype and p.device.type != "meta"}
+        if stored:
+            module._sw_stored = stored
+            for n, p in stored.items():
+                module._parameters[n] = nn.Parameter(p.to(self.dtype), requires_grad=False)
+        return None
+
+    def _downcast(self, module: nn.Module, _args, _out):
+        for n, p in getattr(module, "_sw_stored", {}).items():
+            module._parameters[n] = p  # the upcast copy is dropped
+        module._sw_stored = {}
+        return None
 
     def _fetch(self, i: int) -> Future:
         if i not in self.pending:

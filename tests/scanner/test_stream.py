@@ -64,3 +64,22 @@ def test_a_model_larger_than_the_memory_it_may_use(tmp_path):
     found = {(s["layer"], s["row"], s["col"]) for s in result["super_weights"] if s["verdict"] == "super_weight"}
     assert found == {(2, 100, 300)}
     assert int(peak.read_text()) < weights, f"peak {int(peak.read_text()) / 1e9:.2f} GB, weights {weights / 1e9:.2f} GB"
+
+
+@pytest.mark.parametrize("arch", DENSE)
+def test_streaming_a_bf16_checkpoint_upcasts_exactly(arch, tmp_path):
+    """Stored in bfloat16: in memory the whole model is upcast at load; streamed, each module while it
+    computes. bf16 values are exact in fp32, so the answers must agree."""
+    import torch
+
+    from scanner.planted import Plant, build
+
+
+    folder = build(arch, tmp_path / arch, [Plant(1, 10, 20)], dtype=torch.bfloat16)
+    memory, streamed = scan_dict(folder), scan_dict(folder, stream=True)
+    assert positives(streamed) == positives(memory)
+    assert [s["verdict"] for s in streamed["super_weights"]] == [s["verdict"] for s in memory["super_weights"]]
+    assert abs(memory["perplexity"]["base"] - streamed["perplexity"]["base"]) <= 1e-4 * memory["perplexity"]["base"]
+    for a, b in zip(memory["super_weights"], streamed["super_weights"]):
+        if a["ppl"] is not None:
+            assert abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"]
