@@ -100,7 +100,9 @@ def _run_batch(args) -> int:
 
 
 def _run_submit(args) -> int:
-    from cluster import jobs
+    from cluster import jobs, models
+
+    models.read(args.models_file)  # a missing or malformed list is refused here, not by the cluster
 
     options = [*(["--timeout", str(args.timeout)] if args.timeout else []),
                *(["--workers", str(args.workers)] if args.workers else []),

@@ -11,6 +11,7 @@ def test_batch_input_errors(tmp_path):
     bad.write_text("org/a\n")
     assert_clean_error(run_cli("batch", str(bad), "--workers", "0"), "--workers")
     assert_clean_error(run_cli("batch", str(bad), "--timeout", "-5"), "--timeout")
+    assert_clean_error(run_cli("submit", str(tmp_path / "missing.txt"), "--catalog", "s3://b/c"), "cannot read")
 
 
 def test_default_models_file_is_shipped():
