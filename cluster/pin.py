@@ -50,20 +50,16 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
     """The commit sha of a revision, and the parameter count when the hub knows it."""
     rev = revision or "main"
     from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from scanner.sources import hub_errors
 
     if not constants.HF_HUB_OFFLINE:
         try:
-            info = HfApi().model_info(repo_id, revision=rev)
+            with hub_errors(repo_id, rev):
+                info = HfApi().model_info(repo_id, revision=rev)
             st = getattr(info, "safetensors", None)
             return info.sha, (int(st.total) if st is not None and getattr(st, "total", None) else None)
-        except GatedRepoError:
-            raise ModelNotFound(f"{repo_id} is gated: accept its licence on the hub and log in") from None
-        except RevisionNotFoundError:
-            raise ModelNotFound(f"{repo_id} has no revision {rev!r}") from None
-        except RepositoryNotFoundError:
-            raise ModelNotFound(f"no model {repo_id!r} on the hub (or it is private)") from None
         except (HfHubHTTPError, OSError):
             pass  # unreachable: fall back to the cache
     sha = rev if SHA.match(rev) else _cached_sha(repo_id, rev)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import os
 import socket
-import time
 
 
 class ScanWorker:
@@ -34,26 +33,16 @@ class ScanWorker:
     def scan(self, spec: str, revision: str | None, trust_remote_code: bool = False) -> dict:
         """One model -> one catalog row. Only the model's own failures become rows here; if this process
         dies (killed, out of host memory) the batch driver sees the actor die and retries elsewhere."""
-        from catalog.rows import failed_row, ok_row
         from scanner.loading import LoadOptions
-        from scanner.scan import ScanConfig, scan_source
-        from scanner.sources import resolve
+        from scanner.scan import ScanConfig, scan_to_row
 
-        started, source = time.time(), None
         opts = LoadOptions(device=self.scan_options.get("device", "auto"),
                            dtype=self.scan_options.get("dtype", "auto"),
                            max_memory=self.scan_options.get("max_memory"), trust_remote_code=trust_remote_code)
         cfg = ScanConfig(**{k: v for k, v in self.scan_options.items() if k in ("prompts", "run_validation")})
         try:
-            source = resolve(spec, revision)
-            result = scan_source(source, opts, cfg, started)
-            return ok_row(result.to_dict(), host=self.host)
-        except Exception as e:  # noqa: BLE001  a model that fails by itself is a row, not a crash
-            return failed_row(spec, e, started, revision=source.revision if source else revision,
-                              repo_id=source.repo_id if source else None, source=source.kind if source else None,
-                              prompts=cfg.prompts, host=self.host)
+            return scan_to_row(spec, revision, opts, cfg, host=self.host)[0]
         finally:
-            source = None
             _free()
 
 

@@ -110,30 +110,14 @@ def _run_scan(args) -> int:
 
 def _scan_into(catalog, args, opts, cfg):
     """Scan; with a catalog, write the result, or a `failed` row naming the error, then re-raise it."""
-    import time
+    from .scan import scan_to_row
 
-    from .scan import scan_source
-    from .sources import resolve
-
-    started, source = time.time(), None
-    try:
-        source = resolve(args.model, args.revision)
-        result = scan_source(source, opts, cfg, started)
-    except Exception as e:
-        if catalog is not None:
-            from catalog.rows import failed_row
-
-            catalog.write_scan(failed_row(
-                args.model, e, started, revision=source.revision if source else args.revision,
-                repo_id=source.repo_id if source else None, source=source.kind if source else None,
-                prompts=cfg.prompts))
-            log.info("wrote a failed scan of %s to %s", args.model, catalog.location)
-        raise
+    row, result, error = scan_to_row(args.model, args.revision, opts, cfg)
     if catalog is not None:
-        from catalog.rows import ok_row
-
-        path = catalog.write_scan(ok_row(result.to_dict()))
-        log.info("wrote the scan to %s", path)
+        path = catalog.write_scan(row)
+        log.info("wrote the %sscan of %s to %s", "failed " if error else "", args.model, path)
+    if error is not None:
+        raise error
     return result
 
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .ablation import read_matrix, zeroed
+from .ablation import read_matrix
 from .adapters import Adapter, Coord, get, layers
 
 
@@ -129,5 +129,3 @@ def dense(coords: list[Coord]) -> bool:
 def first_layer(variants: list[list[Coord]]) -> int:
     return min((c.layer for v in variants for c in v), default=0)
 
-
-__all__ = ["Prefix", "skip_before", "corrections", "zeroed", "dense", "first_layer"]

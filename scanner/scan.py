@@ -49,6 +49,22 @@ def scan_source(source, opts: LoadOptions | None = None, cfg: ScanConfig | None 
         loaded.close()
 
 
+def scan_to_row(spec: str, revision: str | None, opts: LoadOptions, cfg: ScanConfig, host: str | None = None):
+    """Scan, and the catalog row of the outcome: (row, result, None), or a `failed` row naming what went
+    wrong, (row, None, error), for the caller to record and re-raise. One place for the CLI and workers."""
+    from catalog.rows import failed_row, ok_row
+
+    started, source = time.time(), None
+    try:
+        source = resolve(spec, revision)
+        result = scan_source(source, opts, cfg, started)
+    except Exception as e:  # noqa: BLE001  the caller decides: re-raise (CLI) or keep the row (batch)
+        return failed_row(spec, e, started, revision=source.revision if source else revision,
+                          repo_id=source.repo_id if source else None, source=source.kind if source else None,
+                          prompts=cfg.prompts, host=host), None, e
+    return ok_row(result.to_dict(), host=host), result, None
+
+
 def _tokenize(loaded: Loaded, prompts: list[str]) -> list[torch.Tensor]:
     out = []
     for p in prompts:

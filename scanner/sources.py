@@ -10,9 +10,11 @@ import json
 import os
 import re
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
+from typing import Iterator
 
 from .adapters import adapter_for
 from .errors import CorruptCheckpoint, HubUnavailable, ModelNotFound, NotAModel
@@ -152,23 +154,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SUPERWEIGHTS_CACHE", Path.home() / ".cache" / "superweights"))
 
 
-def _hub(spec: str, revision: str | None) -> Source:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+@contextmanager
+def hub_errors(repo_id: str, rev: str | None) -> Iterator[None]:
+    """The hub's answers that mean "no such model" as ModelNotFound; anything else passes through."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    repo_id, _, at_rev = spec.partition("@")
-    if at_rev and revision and at_rev != revision:
-        raise NotAModel(f"{spec}: revision given twice ({at_rev!r} and --revision {revision!r})")
-    rev = at_rev or revision
     try:
-        folder = Path(snapshot_download(repo_id, revision=rev, allow_patterns=WEIGHT_PATTERNS))
+        yield
     except GatedRepoError:
         raise ModelNotFound(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)") from None
     except RevisionNotFoundError:
         raise ModelNotFound(f"{repo_id} has no revision {rev!r}") from None
     except RepositoryNotFoundError:
         raise ModelNotFound(f"no model {repo_id!r} on the hub (or it is private and you are not logged in)") from None
+
+
+def _hub(spec: str, revision: str | None) -> Source:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo_id, _, at_rev = spec.partition("@")
+    if at_rev and revision and at_rev != revision:
+        raise NotAModel(f"{spec}: revision given twice ({at_rev!r} and --revision {revision!r})")
+    rev = at_rev or revision
+    try:
+        with hub_errors(repo_id, rev):
+            folder = Path(snapshot_download(repo_id, revision=rev, allow_patterns=WEIGHT_PATTERNS))
     except LocalEntryNotFoundError:
         raise HubUnavailable(f"{spec} is not in the local hub cache and the hub cannot be reached "
                              "(offline: HF_HUB_OFFLINE is set or there is no network)") from None

@@ -43,17 +43,11 @@ class Streamer:
         # map: mapped pages of the shards would count in (and hold) the process's resident memory
         self.where: dict[str, tuple[str, dict, int]] = {}
         renames = _renames(model)
-        for f in sorted(folder.glob("*.safetensors")):
-            with open(f, "rb") as fh:
-                n = int.from_bytes(fh.read(8), "little")
-                header = json.loads(fh.read(n))
-            for k, entry in header.items():
-                if k == "__metadata__":
-                    continue
-                name = k
-                for pattern, target in renames:
-                    name = pattern.sub(target, name)
-                self.where[name] = (str(f), entry, 8 + n)
+        for f, k, entry, data_start in _entries(folder):
+            name = k
+            for pattern, target in renames:
+                name = pattern.sub(target, name)
+            self.where[name] = (str(f), entry, data_start)
         names = set(model.state_dict().keys())
         missing = sorted(n for n in names if n not in self.where and not _tied(model, n))
         if missing:
@@ -73,7 +67,7 @@ class Streamer:
                 if mod._parameters:
                     mod.register_forward_pre_hook(self._upcast)
                     mod.register_forward_hook(self._downcast)
-        for name, t in _non_layer_tensors(model, self.prefix):
+        for name in _non_layer_tensors(model, self.prefix):
             _set(model, name, self.read(name))
         if getattr(model.config, "tie_word_embeddings", False):
             model.tie_weights()
@@ -164,7 +158,7 @@ def _tied(model: nn.Module, name: str) -> bool:
 def _non_layer_tensors(model: nn.Module, prefix: str):
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if not name.startswith(prefix + ".") and t.device.type == "meta" and not _tied(model, name):
-            yield name, t
+            yield name
 
 
 def _set(root: nn.Module, name: str, value: torch.Tensor | None) -> None:
@@ -199,15 +193,21 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.
 STORED_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1}
 
 
-def compute_bytes(folder: Path, dtype: torch.dtype) -> int:
-    """The weights' size once upcast to `dtype`, from the shards' headers (no tensor is read)."""
-    total = 0
-    for f in folder.glob("*.safetensors"):
+def _entries(folder: Path):
+    """(shard, tensor name, header entry, offset of the shard's data) for every tensor, from the headers."""
+    for f in sorted(folder.glob("*.safetensors")):
         with open(f, "rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(n))
-        for k, t in header.items():
+        for k, entry in header.items():
             if k != "__metadata__":
-                size = t["data_offsets"][1] - t["data_offsets"][0]
-                total += size * dtype.itemsize // STORED_BYTES.get(t["dtype"], dtype.itemsize)
+                yield f, k, entry, 8 + n
+
+
+def compute_bytes(folder: Path, dtype: torch.dtype) -> int:
+    """The weights' size once upcast to `dtype`, from the shards' headers (no tensor is read)."""
+    total = 0
+    for _f, _k, t, _start in _entries(folder):
+        size = t["data_offsets"][1] - t["data_offsets"][0]
+        total += size * dtype.itemsize // STORED_BYTES.get(t["dtype"], dtype.itemsize)
     return total
