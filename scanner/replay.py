@@ -16,8 +16,10 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .ablation import read_matrix
+from .ablation import read_matrix, zeroed
 from .adapters import Adapter, Coord, get, layers
+
+BATCH_BUDGET = 256 << 20  # bytes of activations a batch of variants may add (a rough estimate, below)
 
 
 class Prefix:
@@ -115,6 +117,7 @@ def corrections(model: nn.Module, adapter: Adapter, variants: list[list[Coord]])
             return y.reshape(out.shape)
 
         handles.append(get(layer, unit.module).register_forward_hook(hook))
+    w = None  # a streamed layer's matrix was read for the rows above: not kept through the pass
     try:
         yield
     finally:
@@ -129,3 +132,83 @@ def dense(coords: list[Coord]) -> bool:
 def first_layer(variants: list[list[Coord]]) -> int:
     return min((c.layer for v in variants for c in v), default=0)
 
+
+
+def finish_logits(config, logits: torch.Tensor) -> torch.Tensor:
+    """What a causal LM does to its head's output before returning it (Gemma 2/3 soft-cap the logits).
+    Every architecture's planted test compares scores made this way with the model's own logits."""
+    cap = getattr(config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+@contextmanager
+def final_hidden(model: nn.Module) -> Iterator[list]:
+    """The model runs up to its output head, which keeps its input and returns no logits: the caller
+    scores a few tokens at a time, so [variants, tokens, vocab] logits never exist at once."""
+    head = model.get_output_embeddings()
+    old = head.__dict__.get("forward")
+    got: list[torch.Tensor] = []
+
+    def keep(x, *_a, **_k):
+        got.append(x)
+        return x.new_zeros(*x.shape[:-1], 0)
+
+    head.forward = keep
+    try:
+        yield got
+    finally:
+        if old is None:
+            del head.forward
+        else:
+            head.forward = old
+
+
+def _variant_bytes(config, tokens: int) -> int:
+    c = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = c.hidden_size
+    d_mlp = getattr(c, "intermediate_size", None) or getattr(c, "ffn_dim", None) or 4 * hidden
+    heads = getattr(c, "num_attention_heads", 1)
+    return tokens * (4 * d_mlp + 4 * hidden + heads * tokens) * 4  # MLP and attention scores, float32
+
+
+class Runner:
+    """One input through the model: the base pass, whose layer outputs are kept, then ablation variants,
+    those of one layer batched from it (replaying the layers before), expert variants one at a time.
+    Each pass ends at the head's input: [tokens, hidden] per variant, for the caller to score."""
+
+    def __init__(self, model: nn.Module, adapter: Adapter, ids: torch.Tensor):
+        self.model, self.adapter, self.ids = model, adapter, ids  # ids: [1, tokens]
+        self.prefix = Prefix()
+        self.passes = 0
+        self.batch = max(1, BATCH_BUDGET // _variant_bytes(model.config, ids.shape[1]))
+
+    @torch.no_grad()
+    def base(self) -> torch.Tensor:
+        with self.prefix.capture(self.model, self.adapter), final_hidden(self.model) as got:
+            self.model(input_ids=self.ids, use_cache=False)
+        self.passes += 1
+        return got[0][0]  # [tokens, hidden]
+
+    @torch.no_grad()
+    def run(self, variants: list[list[Coord]]) -> Iterator[tuple[list[Coord], torch.Tensor]]:
+        if not self.prefix.complete:
+            self.base()
+        by_layer: dict[int, list[list[Coord]]] = {}
+        for v in variants:
+            if dense(v):
+                by_layer.setdefault(first_layer([v]), []).append(v)
+        for start, group in by_layer.items():
+            for i in range(0, len(group), self.batch):
+                chunk = group[i: i + self.batch]
+                yield from zip(chunk, self._pass(start, chunk, corrections(self.model, self.adapter, chunk)))
+        for v in variants:  # expert weights: zeroed in place, one variant at a time
+            if not dense(v):
+                yield v, self._pass(first_layer([v]), [v], zeroed(self.model, self.adapter, v))[0]
+
+    def _pass(self, start: int, chunk: list[list[Coord]], ablate) -> torch.Tensor:
+        n = len(chunk)
+        with skip_before(self.model, self.adapter, self.prefix, start, n), ablate, \
+                final_hidden(self.model) as got:
+            self.model(input_ids=self.ids.expand(n, -1), use_cache=False)
+        self.passes += 1
+        return got[0]  # [variants, tokens, hidden]

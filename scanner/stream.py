@@ -18,21 +18,37 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .adapters import Adapter, layers
 from .errors import NotAModel
 
 
-def _return_freed_memory() -> None:
-    """glibc raises its mmap threshold after a large free, so later layer-sized blocks come from the heap
-    and are never returned: the process would keep every layer it ever read. Fix it at 1 MiB."""
+def _libc():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def _return_freed_memory() -> None:
+    """glibc raises its mmap threshold after a large free, so later layer-sized blocks come from the heap
+    and are never returned: the process would keep every layer it ever read. Fix it at 1 MiB."""
+    if _LIBC is not None and hasattr(_LIBC, "mallopt"):
+        _LIBC.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+def _trim() -> None:
+    """Hand freed heap pages back to the system: smaller blocks freed in the middle of the heap (a layer's
+    activations) otherwise stay resident, and the peak creeps up pass after pass."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 class Streamer:
@@ -55,6 +71,15 @@ class Streamer:
                             f"(e.g. {missing[0]}); load it without --stream")
         self.stack = layers(model, adapter)
         self.prefix = adapter.layers
+        self.layer_entries: list[dict] = [{} for _ in self.stack]
+        for name, where in self.where.items():
+            head, _, rest = name.partition(self.prefix + ".")
+            index, _, local = rest.partition(".")
+            if not head and index.isdigit() and int(index) < len(self.stack):
+                self.layer_entries[int(index)][local] = where
+        size = max(sum(_aligned(e["data_offsets"][1] - e["data_offsets"][0]) for _, e, _ in le.values())
+                   for le in self.layer_entries)
+        self.buffers = [bytearray(size), bytearray(size)]
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[int, Future] = {}
         for i, layer in enumerate(self.stack):
@@ -64,13 +89,29 @@ class Streamer:
             layer.register_forward_pre_hook(self._before)
             layer.register_forward_hook(self._after)
             for mod in layer.modules():
-                if mod._parameters:
+                if type(mod) is nn.Linear:  # the big ones: upcast a block of rows at a time
+                    mod.forward = lambda x, mod=mod: _blocked_linear(mod, x, dtype)
+                elif mod._parameters:
                     mod.register_forward_pre_hook(self._upcast)
                     mod.register_forward_hook(self._downcast)
+        # embeddings and head stay as stored too (with a 50k vocabulary they are as big as a layer or two)
+        big = {m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+        big_names = {f"{n}.weight" for n, m in model.named_modules() if m in big}
         for name in _non_layer_tensors(model, self.prefix):
-            _set(model, name, self.read(name))
+            _set(model, name, self.read(name, upcast=name not in big_names))
         if getattr(model.config, "tie_word_embeddings", False):
             model.tie_weights()
+        for mod in big:
+            if mod.weight.dtype == dtype:
+                continue
+            if type(mod).forward is nn.Embedding.forward:
+                # look up rows as stored, then upcast them: exact, and the table is never copied
+                mod.register_forward_hook(lambda _m, _a, out: out.to(dtype))
+            elif isinstance(mod, nn.Linear):
+                mod.forward = lambda x, mod=mod: _blocked_linear(mod, x, dtype)
+            else:  # e.g. Gemma's scaled embedding, which multiplies in its weight's dtype: upcast while used
+                mod.register_forward_pre_hook(self._upcast)
+                mod.register_forward_hook(self._downcast)
 
     def read(self, name: str, upcast: bool = True) -> torch.Tensor:
         """One tensor from its shard, on the compute device, in the compute dtype (or as stored); never
@@ -87,9 +128,21 @@ class Streamer:
         return t.to(self.device)  # owns `buf`: a private copy already
 
     def _layer_tensors(self, i: int) -> dict[str, torch.Tensor]:
-        """A layer as stored: each module is upcast only while it computes (`_upcast`)."""
-        start = f"{self.prefix}.{i}."
-        return {k[len(start):]: self.read(k, upcast=False) for k in self.where if k.startswith(start)}
+        """A layer as stored, read into one of two buffers that are allocated once (the layer computing
+        and the next): a fixed footprint, where fresh allocations per layer left the peak to the
+        allocator's timing. Each module is upcast only while it computes."""
+        buf = self.buffers[i % 2]
+        out, at = {}, 0
+        for k, (shard, entry, base) in self.layer_entries[i].items():
+            start, end = entry["data_offsets"]
+            with open(shard, "rb", buffering=0) as fh:
+                fh.seek(base + start)
+                fh.readinto(memoryview(buf)[at: at + end - start])
+            dt = SAFETENSORS_DTYPES[entry["dtype"]]
+            t = torch.frombuffer(buf, dtype=dt, count=(end - start) // dt.itemsize, offset=at)
+            out[k] = t.reshape(entry["shape"]).to(self.device)
+            at += _aligned(end - start)
+        return out
 
     def _upcast(self, module: nn.Module, _args):
         stored = {n: p for n, p in module._parameters.items()
@@ -108,6 +161,8 @@ class Streamer:
 
     def _fetch(self, i: int) -> Future:
         if i not in self.pending:
+            for j in [j for j in self.pending if j % 2 == i % 2]:  # a read left over (a pass that failed)
+                self.pending.pop(j).result()  # shares layer i's buffer: done with it first
             self.pending[i] = self.pool.submit(self._layer_tensors, i)
         return self.pending[i]
 
@@ -130,10 +185,27 @@ class Streamer:
             return None
         for name, _ in list(layer.named_parameters()):
             _set(layer, name, None)  # back to meta: the memory is free for the next layer
+        _trim()
         return None
 
     def fetch(self, layer: nn.Module, name: str) -> torch.Tensor:
         return self.read(f"{self.prefix}.{layer._sw_index}.{name}")
+
+
+def _aligned(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+def _blocked_linear(mod: nn.Linear, x: torch.Tensor, dtype: torch.dtype, block_bytes: int = 8 << 20):
+    """A linear layer stored in bf16 applied in the compute dtype, upcasting ~8 MiB of its rows at a time
+    (an output feature's sum is the same whichever block it is in)."""
+    w, b = mod.weight, mod.bias
+    if w.dtype == dtype:
+        return F.linear(x, w, b)
+    rows = max(1, block_bytes // (w.shape[1] * dtype.itemsize))
+    x = x.to(dtype)
+    return torch.cat([F.linear(x, w[i: i + rows].to(dtype), None if b is None else b[i: i + rows].to(dtype))
+                      for i in range(0, w.shape[0], rows)], dim=-1)  # [..., vocab]
 
 
 def _renames(model: nn.Module) -> list:

@@ -25,9 +25,9 @@ from .ablation import read_matrix, zeroed
 from .adapters import Coord
 from .detect import Candidate
 from .loading import Loaded
-from .replay import Prefix, corrections, dense, first_layer, skip_before
+from .replay import Runner, finish_logits
 
-LOGITS_BUDGET = 256 << 20  # bytes of float32 logits per batched pass (the peak memory they add)
+SCORE_BYTES = 64 << 20  # float32 logits scored at once (a chunk of tokens)
 
 log = logging.getLogger("superweights")
 
@@ -82,13 +82,15 @@ class Evaluator:
         stop = stopword_ids(tok)
         self.stop = torch.tensor(stop, dtype=torch.long) if stop else None
         self.cache: dict[frozenset, Evaluation] = {}
-        self.passes = 0
-        self.prefix = Prefix()
-        self.vocab = 0
+        self.runner = Runner(loaded.model, loaded.adapter, self.ids)
 
     @property
     def tokens(self) -> int:
         return self.ids.shape[1]
+
+    @property
+    def passes(self) -> int:
+        return self.runner.passes
 
     def __call__(self, coords=()) -> Evaluation:
         return self.many([list(coords)])[0]
@@ -96,46 +98,33 @@ class Evaluator:
     @torch.no_grad()
     def many(self, variants: list[list[Coord]]) -> list[Evaluation]:
         """Evaluations of several ablations; those whose weights share a layer run as one batch from it."""
-        model, adapter = self.loaded.model, self.loaded.adapter
-        if frozenset() not in self.cache:  # the base pass keeps every layer's output for the rest
-            with self.prefix.capture(model, adapter):
-                logits = model(input_ids=self.ids, use_cache=False).logits  # [1, tokens, vocab]
-            self.passes += 1
-            self.vocab = logits.shape[-1]
-            self.cache[frozenset()] = self._score(logits[0])
+        if frozenset() not in self.cache:
+            self.cache[frozenset()] = self._score(self.runner.base())
         todo = list(dict.fromkeys(frozenset(v) for v in variants if frozenset(v) not in self.cache))
-        batched = [v for v in todo if dense(list(v))]
-        by_layer: dict[int, list[frozenset]] = {}
-        for v in batched:
-            by_layer.setdefault(first_layer([list(v)]), []).append(v)
-        size = max(1, LOGITS_BUDGET // max(1, self.tokens * self.vocab * 4))
-        for start, group in by_layer.items():
-            for i in range(0, len(group), size):
-                chunk = group[i: i + size]
-                self._run(start, [list(v) for v in chunk], corrected=True)
-        for v in todo:  # expert weights: one variant at a time, zeroed in place
-            if v not in self.cache:
-                self._run(first_layer([list(v)]), [list(v)], corrected=False)
+        for v, hidden in self.runner.run([list(v) for v in todo]):
+            self.cache[frozenset(v)] = self._score(hidden)
         return [self.cache[frozenset(v)] for v in variants]
 
-    def _run(self, start: int, chunk: list[list[Coord]], corrected: bool) -> None:
-        model, adapter = self.loaded.model, self.loaded.adapter
-        n = len(chunk)
-        with skip_before(model, adapter, self.prefix, start, n), \
-                (corrections(model, adapter, chunk) if corrected else zeroed(model, adapter, chunk[0])):
-            logits = model(input_ids=self.ids.expand(n, -1), use_cache=False).logits  # [variants, tokens, vocab]
-        self.passes += 1
-        for v, lg in zip(chunk, logits):
-            self.cache[frozenset(v)] = self._score(lg)
+    def _score(self, hidden: torch.Tensor) -> Evaluation:
+        """From the head's input [tokens, hidden]: logits a few tokens at a time."""
+        model = self.loaded.model
+        head = model.get_output_embeddings()
+        vocab = head.weight.shape[0]
+        chunk = max(8, SCORE_BYTES // (vocab * 4))
+        return self.score_logits(finish_logits(model.config, head(hidden[s: s + chunk]))
+                                 for s in range(0, self.tokens - 1, chunk))
 
-    def _score(self, logits: torch.Tensor) -> Evaluation:
+    def score_logits(self, chunks) -> Evaluation:
+        """Perplexity and stopword mass from logits [tokens, vocab], whole or as consecutive chunks."""
         targets = self.ids[0, 1:]
-        nll, stop = 0.0, 0.0
-        for s in range(0, targets.numel(), 256):  # chunks keep [chunk, vocab] float32 small
-            lp = torch.log_softmax(logits[s: s + 256][: targets.numel() - s].float(), dim=-1)
-            nll -= float(lp.gather(1, targets[s: s + 256, None]).sum())
+        nll, stop, s = 0.0, 0.0, 0
+        for logits in ([chunks] if isinstance(chunks, torch.Tensor) else chunks):
+            lg = logits[: targets.numel() - s]
+            lp = torch.log_softmax(lg.float(), dim=-1)  # [chunk, vocab]
+            nll -= float(lp.gather(1, targets[s: s + lg.shape[0], None]).sum())
             if self.stop is not None:
                 stop += float(lp[:, self.stop.to(lp.device)].exp().sum())
+            s += lg.shape[0]
         n = targets.numel()
         return Evaluation(math.exp(nll / n), stop / n if self.stop is not None else None)
 
@@ -151,25 +140,31 @@ def group_candidates(candidates: list[Candidate]) -> dict[tuple, list[Candidate]
 @torch.no_grad()
 def triage(loaded: Loaded, prompts: list[torch.Tensor], candidates: list[Candidate], budget: int):
     """Rank spikes by how much zeroing their candidates moves the model's output on the calibration
-    prompts (mean KL divergence, a few cheap short passes), and keep whole groups, best first, up to
-    `budget` candidates for the full perplexity validation. Sets `screen_kl` and `rank`."""
+    prompts (mean KL divergence; the groups of one layer in one batched pass from that layer), and keep
+    whole groups, best first, up to `budget` candidates for the full perplexity validation. Sets
+    `screen_kl` and `rank`."""
     model = loaded.model
+    head = model.get_output_embeddings()
 
-    def logprobs():
-        return [torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0].float(), -1) for ids in prompts]
+    def logprobs(hidden):  # [tokens, hidden] -> [tokens, vocab]
+        return torch.log_softmax(finish_logits(model.config, head(hidden)).float(), -1)
 
-    base = logprobs()
-    scored = []
-    for key, members in group_candidates(candidates).items():
-        with zeroed(model, loaded.adapter, [m.coord for m in members]):
-            ablated = logprobs()
-        kl = sum(float((b.exp() * (b - a)).sum(-1).mean()) for b, a in zip(base, ablated)) / len(prompts)
+    groups = list(group_candidates(candidates).values())
+    kl = [0.0] * len(groups)
+    variants = [[m.coord for m in members] for members in groups]
+    index = {frozenset(v): i for i, v in enumerate(variants)}
+    for ids in prompts:
+        runner = Runner(model, loaded.adapter, ids)
+        base = logprobs(runner.base())
+        for v, hidden in runner.run(variants):
+            a = logprobs(hidden)
+            kl[index[frozenset(v)]] += float((base.exp() * (base - a)).sum(-1).mean()) / len(prompts)
+    scored = sorted(zip(kl, groups), key=lambda s: -s[0])
+    for k, members in scored:
         for m in members:
-            m.screen_kl = kl
-        scored.append((kl, members))
-    scored.sort(key=lambda s: -s[0])
+            m.screen_kl = k
     kept, rest = [], []
-    for kl, members in scored:
+    for k, members in scored:
         (kept if not kept or len(kept) + len(members) <= budget else rest).extend(members)
     for i, c in enumerate(kept + rest, 1):
         c.rank = i
@@ -219,13 +214,20 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
 
     singles: dict[Coord, Evaluation] = {}
     results = []
+    # stage 1, every group at once (variants of one layer share a batch): each group, its controls,
+    # each member alone
+    plans = []
     for key, members in groups.items():
         coords = [m.coord for m in members]
-        log.info("validating %s: %d candidate(s)", members[0].coord.label().rsplit("[", 1)[0], len(members))
         rand, largest = _controls(loaded, coords, everything, cfg.seed)
-        # every ablation of this group (all in one layer) in one batched pass from that layer
-        ev.many([coords, rand, largest] + [[m.coord] for m in members]
-                + ([[c for c in coords if c != m.coord] for m in members] if len(members) > 1 else []))
+        plans.append((key, members, coords, rand, largest))
+    ev.many([v for _, members, coords, rand, largest in plans
+             for v in [coords, rand, largest] + [[m.coord] for m in members]])
+    # stage 2: leave-one-out, only where a verdict depends on it (a member of a significant group
+    # that is not significant alone); computed up front for every member, most would go unused
+    needed = []
+    for key, members, coords, rand, largest in plans:
+        log.info("validating %s: %d candidate(s)", members[0].coord.label().rsplit("[", 1)[0], len(members))
         g = GroupResult(key, members, ev(coords), ev(rand), ev(largest),
                         {"random": [[c.row, c.col] for c in rand], "largest": [[c.row, c.col] for c in largest]})
         control = max(g.random.effect(base), g.largest.effect(base))
@@ -235,10 +237,12 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
             own = singles[m.coord] = ev([m.coord])
             if significant(own.effect(base), control):
                 m.verdict = "super_weight"
-            elif g_sig and len(members) > 1 and \
-                    g.ablated.effect(base) - ev([c for c in coords if c != m.coord]).effect(base) >= threshold:
-                m.verdict = "partner"
+            elif g_sig and len(members) > 1:
+                needed.append((g, m, [c for c in coords if c != m.coord]))
             else:
                 m.verdict = "negligible"
         results.append(g)
+    ev.many([rest for _, _, rest in needed])
+    for g, m, rest in needed:
+        m.verdict = "partner" if g.ablated.effect(base) - ev(rest).effect(base) >= threshold else "negligible"
     return base, singles, results

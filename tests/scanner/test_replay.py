@@ -26,7 +26,7 @@ def test_batched_partial_passes_equal_full_passes(arch, tmp_path):
     assert got[2].ppl > 2 * ev().ppl  # the pair matters, so the comparison is not trivial
     for v, g in zip(variants, got):
         with zeroed(loaded.model, loaded.adapter, v), torch.no_grad():
-            want = ev._score(loaded.model(input_ids=ev.ids, use_cache=False).logits[0])
+            want = ev.score_logits(loaded.model(input_ids=ev.ids, use_cache=False).logits[0])
         assert abs(g.ppl - want.ppl) <= 1e-4 * want.ppl, (v, g.ppl, want.ppl)
         assert abs(g.stopword - want.stopword) <= 1e-5
     # dense weights: the variants in layer 1 shared one pass (expert weights run one at a time)
