@@ -206,10 +206,15 @@ class Recorder:
             _bigger(old and old.post, post), sorted(peaks.values(), key=lambda p: -abs(p.value)))
 
 
-def record(model: nn.Module, adapter: Adapter, prompts: list[torch.Tensor], top_rows: int = 8
-           ) -> list[LayerProfile]:
-    """Run every prompt ([1, tokens] ids) through the hooked model; profiles merged over prompts."""
+def record(model: nn.Module, adapter: Adapter, prompts: list[torch.Tensor], top_rows: int = 8,
+           run=None) -> list[LayerProfile]:
+    """Run every prompt ([1, tokens] ids) through the hooked model; profiles merged over prompts.
+    `run(i)`, when given, makes prompt i's forward pass itself (a `replay.Runner` keeping its base pass)."""
     with Recorder(model, adapter, top_rows) as rec:
         for i, ids in enumerate(prompts):
-            rec.run(ids, i)
+            if run is None:
+                rec.run(ids, i)
+            else:
+                rec.prompt = i
+                run(i)
     return [rec.profiles[i] for i in sorted(rec.profiles)]

@@ -179,15 +179,19 @@ class Runner:
     def __init__(self, model: nn.Module, adapter: Adapter, ids: torch.Tensor):
         self.model, self.adapter, self.ids = model, adapter, ids  # ids: [1, tokens]
         self.prefix = Prefix()
+        self.hidden: torch.Tensor | None = None  # the base pass's head input, [tokens, hidden]
         self.passes = 0
         self.batch = max(1, BATCH_BUDGET // _variant_bytes(model.config, ids.shape[1]))
 
     @torch.no_grad()
     def base(self) -> torch.Tensor:
-        with self.prefix.capture(self.model, self.adapter), final_hidden(self.model) as got:
-            self.model(input_ids=self.ids, use_cache=False)
-        self.passes += 1
-        return got[0][0]  # [tokens, hidden]
+        """The unablated pass (once; detection's hooked pass can be it)."""
+        if self.hidden is None:
+            with self.prefix.capture(self.model, self.adapter), final_hidden(self.model) as got:
+                self.model(input_ids=self.ids, use_cache=False)
+            self.passes += 1
+            self.hidden = got[0][0]  # [tokens, hidden]
+        return self.hidden
 
     @torch.no_grad()
     def run(self, variants: list[list[Coord]]) -> Iterator[tuple[list[Coord], torch.Tensor]]:

@@ -15,6 +15,7 @@ from .detect import Baseline, Candidate, DetectConfig, Spike, attribute, find_sp
 from .errors import BadInput
 from .loading import Loaded, LoadOptions, load
 from .profile import LayerProfile, record
+from .replay import Runner
 from .report import ScanResult
 from .sources import resolve
 from .validate import Evaluator, ValidateConfig, default_eval_text, triage, validate
@@ -75,8 +76,9 @@ def _tokenize(loaded: Loaded, prompts: list[str]) -> list[torch.Tensor]:
     return out
 
 
-def detect(loaded: Loaded, prompts: list[torch.Tensor], cfg: DetectConfig):
-    """Iterate: profile, find spikes, attribute them, zero what was found, profile again."""
+def detect(loaded: Loaded, prompts: list[torch.Tensor], cfg: DetectConfig, runners: list[Runner] | None = None):
+    """Iterate: profile, find spikes, attribute them, zero what was found, profile again. The first
+    round's passes are the runners' base passes (kept for triage's ablations)."""
     found: dict[Coord, Candidate] = {}
     spikes: dict[tuple, Spike] = {}
     first: list[LayerProfile] | None = None
@@ -84,8 +86,9 @@ def detect(loaded: Loaded, prompts: list[torch.Tensor], cfg: DetectConfig):
     rounds = 0
     for rnd in range(1, cfg.max_rounds + 1):
         rounds = rnd
+        first_pass = (lambda i: runners[i].base()) if runners and rnd == 1 else None
         with zeroed(loaded.model, loaded.adapter, found):
-            profiles = record(loaded.model, loaded.adapter, prompts, cfg.top_rows)
+            profiles = record(loaded.model, loaded.adapter, prompts, cfg.top_rows, run=first_pass)
         if base is None:
             first, base = profiles, Baseline.of(profiles)
         new: dict[Coord, Candidate] = {}
@@ -124,8 +127,10 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None) -
     started = started or time.time()
     t0 = time.time()
     prompts = _tokenize(loaded, cfg.prompts)
-    profiles, base, spikes, ranked, rounds = detect(loaded, prompts, cfg.detect)
-    kept, dropped = triage(loaded, prompts, ranked, cfg.detect.max_candidates)
+    runners = [Runner(loaded.model, loaded.adapter, ids) for ids in prompts]
+    profiles, base, spikes, ranked, rounds = detect(loaded, prompts, cfg.detect, runners)
+    kept, dropped = triage(loaded, runners, ranked, cfg.detect.max_candidates)
+    del runners  # their stored layer outputs
     for c in dropped:
         c.verdict = "unvalidated"
     warnings = [f"{len(dropped)} candidate(s) of spikes that barely move the output (by KL on the prompts) "

@@ -138,7 +138,7 @@ def group_candidates(candidates: list[Candidate]) -> dict[tuple, list[Candidate]
 
 
 @torch.no_grad()
-def triage(loaded: Loaded, prompts: list[torch.Tensor], candidates: list[Candidate], budget: int):
+def triage(loaded: Loaded, runners: list[Runner], candidates: list[Candidate], budget: int):
     """Rank spikes by how much zeroing their candidates moves the model's output on the calibration
     prompts (mean KL divergence; the groups of one layer in one batched pass from that layer), and keep
     whole groups, best first, up to `budget` candidates for the full perplexity validation. Sets
@@ -153,12 +153,11 @@ def triage(loaded: Loaded, prompts: list[torch.Tensor], candidates: list[Candida
     kl = [0.0] * len(groups)
     variants = [[m.coord for m in members] for members in groups]
     index = {frozenset(v): i for i, v in enumerate(variants)}
-    for ids in prompts:
-        runner = Runner(model, loaded.adapter, ids)
+    for runner in runners:  # one per prompt, their base passes usually made by detection already
         base = logprobs(runner.base())
         for v, hidden in runner.run(variants):
             a = logprobs(hidden)
-            kl[index[frozenset(v)]] += float((base.exp() * (base - a)).sum(-1).mean()) / len(prompts)
+            kl[index[frozenset(v)]] += float((base.exp() * (base - a)).sum(-1).mean()) / len(runners)
     scored = sorted(zip(kl, groups), key=lambda s: -s[0])
     for k, members in scored:
         for m in members:

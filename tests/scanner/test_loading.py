@@ -1,4 +1,5 @@
 """Loading: accelerate offload gives the same answer; .bin only as plain tensors; ablation restores."""
+import os
 import pickle
 
 import pytest
@@ -63,3 +64,19 @@ def test_parse_size():
     assert parse_size("1e9") == 10**9
     with pytest.raises(BadInput):
         parse_size("lots")
+
+
+def test_available_cpus_follows_affinity_and_container_quota(tmp_path):
+    from scanner.loading import available_cpus
+
+    cores = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path / "none") == cores  # no cgroup files: the affinity
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path / "v2") == cores
+    (tmp_path / "v2" / "cpu.max").write_text("50000 100000\n")  # half a core: still one thread
+    assert available_cpus(tmp_path / "v2") == 1
+    (tmp_path / "v1" / "cpu").mkdir(parents=True)
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path / "v1") == cores
