@@ -149,10 +149,63 @@ def part_c(model: Path, tokens: int, stream: bool = False) -> dict:
             "detect_s": detect_s}
 
 
+def part_e_authors() -> dict:
+    """SmolLM2 GGUF, the authors' way: whole-model load, hooked pass, one perplexity pass with the weight
+    found zeroed (1024 evaluation tokens, as our scans)."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scanner.sources import resolve
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    src = resolve("pkg:smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+    m = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file, dtype=torch.float32).eval()
+    seen = {}
+    hs = [layer.mlp.down_proj.register_forward_hook(
+        lambda _m, a, o, i=i: seen.__setitem__(i, (a[0].abs().amax(dim=(0, 1)), o.abs().amax(dim=(0, 1)))))
+        for i, layer in enumerate(m.model.layers)]
+    with torch.no_grad():
+        m(input_ids=tok("Apple Inc. is a worldwide tech company.", return_tensors="pt").input_ids)
+    for h in hs:
+        h.remove()
+    L = max(seen, key=lambda i: float(seen[i][1].max()))
+    row, col = int(seen[L][1].argmax()), int(seen[L][0].argmax())
+    ids = _eval_ids(tok, 1024)
+    w = m.model.layers[L].mlp.down_proj.weight
+    ppl = []
+    with torch.no_grad():
+        for zero in (False, True):
+            if zero:
+                w[row, col] = 0
+            logits = m(input_ids=ids).logits[0, :-1]
+            ppl.append(math.exp(float(torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:]))))
+    return {"found": (L, row, col), "ppl_base": ppl[0], "ppl": [ppl[1]], "passes": 3}
+
+
+def part_e_ours() -> dict:
+    """SmolLM2 GGUF, our whole scan (3 detection rounds, triage, every validation ablation), twice in one
+    process: the second is a warm batch worker's."""
+    from scanner.loading import LoadOptions, set_threads
+    from scanner.scan import scan
+
+    set_threads()
+    times, result = [], None
+    for _ in range(2):
+        t = time.time()
+        result = scan("pkg:smollm2-135m", LoadOptions(device="cpu"))
+        times.append(time.time() - t)
+    sw = [c for c in result.candidates if c.verdict == "super_weight"]
+    return {"cold_s": times[0], "warm_s": times[1], "timings": result.timings, "ablations": len(result.singles),
+            "passes": result.eval_passes, "super_weights": [c.coord.label() for c in sw]}
+
+
 def child(part: str, model: Path, tokens: int) -> None:
     t = time.time()
     out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model, tokens),
-           "d": lambda: part_c(model, tokens, stream=True)}[part]()
+           "d": lambda: part_c(model, tokens, stream=True), "e1": part_e_authors, "e2": part_e_ours}[part]()
     out.update(wall_s=time.time() - t, peak_rss=_status("VmHWM"), read_bytes=_read_bytes())
     print("RESULT " + json.dumps(out))
 
@@ -178,7 +231,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--intermediate", type=int, default=8192)
     ap.add_argument("--eval-tokens", type=int, default=512)
-    ap.add_argument("--part", choices=("a", "b", "c", "d"), help=argparse.SUPPRESS)
+    ap.add_argument("--part", choices=("a", "b", "c", "d", "e1", "e2"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = Path(args.dir) / f"llama-{args.layers}x{args.hidden}x{args.intermediate}"
     if args.part:
@@ -215,6 +268,20 @@ def main() -> None:
             worst = max(abs(p - q) / q for p, q in zip(c["ppl"] + [c["ppl_base"]], b["ppl"] + [b["ppl_base"]]))
             print(f"({x}) against (b): {b['wall_s'] / c['wall_s']:.2f}x faster, {b['peak_rss'] / c['peak_rss']:.2f}x "
                   f"leaner; same weight found: {b['found'] == c['found']}; perplexities agree to {worst:.1e} relative")
+    for part in ("e1", "e2"):
+        proc = subprocess.run([sys.executable, __file__, "--part", part], capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"({part}) failed:\n{proc.stderr[-2000:]}")
+            continue
+        results[part] = json.loads(line[7:])
+    if "e1" in results and "e2" in results:
+        e1, e2 = results["e1"], results["e2"]
+        print(f"(e) SmolLM2-135M GGUF: authors' method (load, hooked pass, one ablation) {e1['wall_s']:.1f} s, "
+              f"found layer {e1['found'][0]} [{e1['found'][1]}, {e1['found'][2]}], ppl x{e1['ppl'][0] / e1['ppl_base']:.3g}; "
+              f"our whole scan {e2['cold_s']:.1f} s cold, {e2['warm_s']:.1f} s warm (detect "
+              f"{e2['timings']['detect_s']:.1f} s, validate {e2['timings']['validate_s']:.1f} s: {e2['ablations']} "
+              f"single-weight ablations among {e2['passes']} batched passes); super weights {e2['super_weights']}")
     if "a" in results and "d" in results:
         d = results["d"]
         print(f"(d) detection (one hooked pass) {d['detect_s']:.1f} s = {d['detect_s'] / results['a']['wall_s']:.2f}x "

@@ -136,11 +136,14 @@ def available_bytes(device: torch.device) -> int:
 
 def _too_big(source: Source, device: torch.device, dtype: torch.dtype) -> bool:
     """Would the whole model, in the compute dtype, take more than 80% of the memory free now?"""
-    from . import stream
+    from . import stream, stream_gguf
 
-    if source.gguf_file or not any(source.path.glob("*.safetensors")):
+    if source.gguf_file:
+        need = stream_gguf.compute_bytes(source.path / source.gguf_file, dtype)
+    elif any(source.path.glob("*.safetensors")):
+        need = stream.compute_bytes(source.path, dtype)
+    else:
         return False
-    need = stream.compute_bytes(source.path, dtype)
     if need > 0.8 * available_bytes(device):
         log.info("%s needs %.1f GB in %s, more than the memory free: streaming it", source.spec, need / 1e9,
                  dtype)
@@ -151,16 +154,24 @@ def _too_big(source: Source, device: torch.device, dtype: torch.dtype) -> bool:
 def _streamed(source: Source, opts: LoadOptions, adapter: Adapter, device, dtype) -> "Loaded":
     from transformers import AutoTokenizer
 
-    from . import stream
+    from . import stream, stream_gguf
 
-    if source.gguf_file or not any(source.path.glob("*.safetensors")):
-        raise BadInput(f"--stream reads safetensors checkpoints; {source.spec} has none")
+    if not source.gguf_file and not any(source.path.glob("*.safetensors")):
+        raise BadInput(f"--stream reads safetensors checkpoints and GGUF files; {source.spec} has neither")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=opts.trust_remote_code)
+        with gguf_once.parsed_once() if source.gguf_file else nullcontext():
+            tokenizer = AutoTokenizer.from_pretrained(str(source.path), gguf_file=source.gguf_file,
+                                                      trust_remote_code=opts.trust_remote_code)
     except Exception as e:  # noqa: BLE001
         raise NotAModel(f"no usable tokenizer in {source.path}: {_first_line(e)}") from None
     log.info("streaming %s (%s, %s) layer by layer", source.spec, source.model_type, dtype)
-    model, streamer = stream.build(source.path, adapter, device, dtype, opts.trust_remote_code)
+    if source.gguf_file:
+        model, streamer = stream_gguf.build(source.path / source.gguf_file, adapter, device, dtype,
+                                            opts.trust_remote_code)
+    else:
+        model, streamer = stream.build(source.path, adapter, device, dtype, opts.trust_remote_code)
+    if model.config.model_type != source.model_type:
+        adapter = adapter_for(model.config.model_type)
     return Loaded(model, tokenizer, adapter, source, device, dtype, True, None, streamer)
 
 

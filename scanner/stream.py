@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,15 +57,9 @@ class Streamer:
     def __init__(self, folder: Path, model: nn.Module, adapter: Adapter, device: torch.device, dtype: torch.dtype):
         _return_freed_memory()
         self.device, self.dtype = device, dtype
-        # the model's name -> (shard, header entry, where the data starts); read with pread, not a memory
-        # map: mapped pages of the shards would count in (and hold) the process's resident memory
-        self.where: dict[str, tuple[str, dict, int]] = {}
-        renames = _renames(model)
-        for f, k, entry, data_start in _entries(folder):
-            name = k
-            for pattern, target in renames:
-                name = pattern.sub(target, name)
-            self.where[name] = (str(f), entry, data_start)
+        # read with pread, not a memory map: mapped pages of the files would count in (and hold) the
+        # process's resident memory
+        self.where: dict[str, Entry] = self._index(folder, model)
         names = set(model.state_dict().keys())
         missing = sorted(n for n in names if n not in self.where and not _tied(model, n))
         if missing:
@@ -77,8 +73,7 @@ class Streamer:
             index, _, local = rest.partition(".")
             if not head and index.isdigit() and int(index) < len(self.stack):
                 self.layer_entries[int(index)][local] = where
-        size = max(sum(_aligned(e["data_offsets"][1] - e["data_offsets"][0]) for _, e, _ in le.values())
-                   for le in self.layer_entries)
+        size = max(sum(_aligned(e.nbytes) for e in le.values()) for le in self.layer_entries)
         self.buffers = [bytearray(size), bytearray(size)]
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[int, Future] = {}
@@ -113,35 +108,45 @@ class Streamer:
                 mod.register_forward_pre_hook(self._upcast)
                 mod.register_forward_hook(self._downcast)
 
-    def read(self, name: str, upcast: bool = True) -> torch.Tensor:
-        """One tensor from its shard, on the compute device, in the compute dtype (or as stored); never
-        shared with anything, since an ablation zeroes entries of what it gets."""
-        shard, entry, base = self.where[name]
-        start, end = entry["data_offsets"]
-        buf = bytearray(end - start)
-        with open(shard, "rb", buffering=0) as fh:
-            fh.seek(base + start)
+    def _index(self, folder: Path, model: nn.Module) -> dict[str, "Entry"]:
+        """The model's parameter name -> where its bytes are (safetensors shards, by their headers)."""
+        where = {}
+        renames = _renames(model)
+        for f, k, entry, data_start in _entries(folder):
+            name = k
+            for pattern, target in renames:
+                name = pattern.sub(target, name)
+            start, end = entry["data_offsets"]
+            where[name] = Entry(str(f), data_start + start, end - start, SAFETENSORS_DTYPES[entry["dtype"]],
+                                tuple(entry["shape"]))
+        return where
+
+    def _load(self, e: "Entry", into: memoryview | None = None) -> torch.Tensor:
+        buf = into if into is not None else bytearray(e.nbytes)
+        with open(e.path, "rb", buffering=0) as fh:
+            fh.seek(e.offset)
             fh.readinto(buf)
-        t = torch.frombuffer(buf, dtype=SAFETENSORS_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        if e.decode is not None:
+            return e.decode(buf)
+        return torch.frombuffer(buf, dtype=e.dtype, count=e.nbytes // e.dtype.itemsize).reshape(e.shape)
+
+    def read(self, name: str, upcast: bool = True) -> torch.Tensor:
+        """One tensor from its file, on the compute device, in the compute dtype (or as stored); never
+        shared with anything, since an ablation zeroes entries of what it gets."""
+        t = self._load(self.where[name])
         if upcast and t.is_floating_point():
             return t.to(self.device, self.dtype)
-        return t.to(self.device)  # owns `buf`: a private copy already
+        return t.to(self.device)  # owns its buffer: a private copy already
 
     def _layer_tensors(self, i: int) -> dict[str, torch.Tensor]:
         """A layer as stored, read into one of two buffers that are allocated once (the layer computing
         and the next): a fixed footprint, where fresh allocations per layer left the peak to the
         allocator's timing. Each module is upcast only while it computes."""
-        buf = self.buffers[i % 2]
+        view = memoryview(self.buffers[i % 2])
         out, at = {}, 0
-        for k, (shard, entry, base) in self.layer_entries[i].items():
-            start, end = entry["data_offsets"]
-            with open(shard, "rb", buffering=0) as fh:
-                fh.seek(base + start)
-                fh.readinto(memoryview(buf)[at: at + end - start])
-            dt = SAFETENSORS_DTYPES[entry["dtype"]]
-            t = torch.frombuffer(buf, dtype=dt, count=(end - start) // dt.itemsize, offset=at)
-            out[k] = t.reshape(entry["shape"]).to(self.device)
-            at += _aligned(end - start)
+        for k, e in self.layer_entries[i].items():
+            out[k] = self._load(e, view[at: at + e.nbytes]).to(self.device)
+            at += _aligned(e.nbytes)
         return out
 
     def _upcast(self, module: nn.Module, _args):
@@ -190,6 +195,18 @@ class Streamer:
 
     def fetch(self, layer: nn.Module, name: str) -> torch.Tensor:
         return self.read(f"{self.prefix}.{layer._sw_index}.{name}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one tensor's bytes are, and how to make a tensor of them (`decode`: GGUF's dequantizing)."""
+
+    path: str
+    offset: int
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple
+    decode: Callable | None = None
 
 
 def _aligned(n: int) -> int:

