@@ -27,18 +27,21 @@ class Prefix:
 
     def __init__(self):
         self.outputs: list = []  # per layer: what its forward returned (a Tensor or a tuple)
+        self.upto = 0
 
     @contextmanager
-    def capture(self, model: nn.Module, adapter: Adapter) -> Iterator[None]:
+    def capture(self, model: nn.Module, adapter: Adapter, upto: int | None = None) -> Iterator[None]:
+        """Keep the outputs of layers before `upto` (all by default): no ablation starts later."""
         stack = layers(model, adapter)
         self.outputs = [None] * len(stack)
+        self.upto = len(stack) if upto is None else min(upto, len(stack))
 
         def keep(i):
             def hook(_module, _args, out):
                 self.outputs[i] = out
             return hook
 
-        handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(stack)]
+        handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(stack[: self.upto])]
         try:
             yield
         finally:
@@ -47,7 +50,7 @@ class Prefix:
 
     @property
     def complete(self) -> bool:
-        return bool(self.outputs) and all(o is not None for o in self.outputs)
+        return bool(self.outputs) and all(o is not None for o in self.outputs[: self.upto])
 
 
 def _expand(out, batch: int):
@@ -176,18 +179,20 @@ class Runner:
     those of one layer batched from it (replaying the layers before), expert variants one at a time.
     Each pass ends at the head's input: [tokens, hidden] per variant, for the caller to score."""
 
-    def __init__(self, model: nn.Module, adapter: Adapter, ids: torch.Tensor):
+    def __init__(self, model: nn.Module, adapter: Adapter, ids: torch.Tensor, budget: int = BATCH_BUDGET,
+                 upto: int | None = None):
         self.model, self.adapter, self.ids = model, adapter, ids  # ids: [1, tokens]
+        self.upto = upto  # layers whose outputs are kept: ablations start no later than this
         self.prefix = Prefix()
         self.hidden: torch.Tensor | None = None  # the base pass's head input, [tokens, hidden]
         self.passes = 0
-        self.batch = max(1, BATCH_BUDGET // _variant_bytes(model.config, ids.shape[1]))
+        self.batch = max(1, budget // _variant_bytes(model.config, ids.shape[1]))
 
     @torch.no_grad()
     def base(self) -> torch.Tensor:
         """The unablated pass (once; detection's hooked pass can be it)."""
         if self.hidden is None:
-            with self.prefix.capture(self.model, self.adapter), final_hidden(self.model) as got:
+            with self.prefix.capture(self.model, self.adapter, self.upto), final_hidden(self.model) as got:
                 self.model(input_ids=self.ids, use_cache=False)
             self.passes += 1
             self.hidden = got[0][0]  # [tokens, hidden]
@@ -200,14 +205,14 @@ class Runner:
         by_layer: dict[int, list[list[Coord]]] = {}
         for v in variants:
             if dense(v):
-                by_layer.setdefault(first_layer([v]), []).append(v)
+                by_layer.setdefault(min(first_layer([v]), self.prefix.upto), []).append(v)
         for start, group in by_layer.items():
             for i in range(0, len(group), self.batch):
                 chunk = group[i: i + self.batch]
                 yield from zip(chunk, self._pass(start, chunk, corrections(self.model, self.adapter, chunk)))
         for v in variants:  # expert weights: zeroed in place, one variant at a time
             if not dense(v):
-                yield v, self._pass(first_layer([v]), [v], zeroed(self.model, self.adapter, v))[0]
+                yield v, self._pass(min(first_layer([v]), self.prefix.upto), [v], zeroed(self.model, self.adapter, v))[0]
 
     def _pass(self, start: int, chunk: list[list[Coord]], ablate) -> torch.Tensor:
         n = len(chunk)

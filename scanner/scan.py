@@ -139,7 +139,7 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None) -
     text = cfg.eval_text if cfg.eval_text is not None else default_eval_text()
     base_eval, singles, groups, ev = None, {}, [], None
     if cfg.run_validation:
-        ev = Evaluator(loaded, text, cfg.validate.eval_tokens)
+        ev = Evaluator(loaded, text, cfg.validate.eval_tokens, upto=max((c.coord.layer for c in kept), default=0))
         if ev.tokens < 2:
             raise BadInput("the evaluation text has fewer than 2 tokens")
         if ev.tokens < 512:

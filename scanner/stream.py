@@ -75,6 +75,7 @@ class Streamer:
                 self.layer_entries[int(index)][local] = where
         size = max(sum(_aligned(e.nbytes) for e in le.values()) for le in self.layer_entries)
         self.buffers = [bytearray(size), bytearray(size)]
+        self.layer_bytes = size  # the largest layer as stored
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[int, Future] = {}
         for i, layer in enumerate(self.stack):
@@ -221,8 +222,10 @@ def _blocked_linear(mod: nn.Linear, x: torch.Tensor, dtype: torch.dtype, block_b
         return F.linear(x, w, b)
     rows = max(1, block_bytes // (w.shape[1] * dtype.itemsize))
     x = x.to(dtype)
-    return torch.cat([F.linear(x, w[i: i + rows].to(dtype), None if b is None else b[i: i + rows].to(dtype))
-                      for i in range(0, w.shape[0], rows)], dim=-1)  # [..., vocab]
+    out = x.new_empty(*x.shape[:-1], w.shape[0])  # [..., out_features]
+    for i in range(0, w.shape[0], rows):
+        out[..., i: i + rows] = F.linear(x, w[i: i + rows].to(dtype), None if b is None else b[i: i + rows].to(dtype))
+    return out
 
 
 def _renames(model: nn.Module) -> list:

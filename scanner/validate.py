@@ -25,7 +25,7 @@ from .ablation import read_matrix, zeroed
 from .adapters import Coord
 from .detect import Candidate
 from .loading import Loaded
-from .replay import Runner, finish_logits
+from .replay import BATCH_BUDGET, Runner, finish_logits
 
 SCORE_BYTES = 64 << 20  # float32 logits scored at once (a chunk of tokens)
 
@@ -72,7 +72,8 @@ def stopword_ids(tokenizer) -> list[int]:
 class Evaluator:
     """Perplexity (and stopword mass) of the loaded model with any set of weights zeroed."""
 
-    def __init__(self, loaded: Loaded, text: str, max_tokens: int):
+    def __init__(self, loaded: Loaded, text: str, max_tokens: int, upto: int | None = None):
+        """`upto`: the deepest layer an ablation will be in (the base pass keeps the outputs before it)."""
         tok = loaded.tokenizer
         cfg = loaded.model.config
         limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or max_tokens
@@ -82,7 +83,10 @@ class Evaluator:
         stop = stopword_ids(tok)
         self.stop = torch.tensor(stop, dtype=torch.long) if stop else None
         self.cache: dict[frozenset, Evaluation] = {}
-        self.runner = Runner(loaded.model, loaded.adapter, self.ids)
+        # streaming: a batch's activations may take about what one layer does, so the peak stays a few
+        # layers (a big model's layer allows a big batch, and every batch is one more read of the layers)
+        budget = loaded.streamer.layer_bytes if loaded.streamer is not None else BATCH_BUDGET
+        self.runner = Runner(loaded.model, loaded.adapter, self.ids, budget, upto)
 
     @property
     def tokens(self) -> int:
