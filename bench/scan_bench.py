@@ -16,6 +16,8 @@ posix_fadvise(DONTNEED), so every part reads from storage (where the kernel hono
   (d) ours, streaming: the same as (c) with the decoder layers read from the shards one at a time.
 (b) and (c) validate the same 4 ablations: the planted weight, its two neighbours, and the same
 coordinate one layer later.
+  (e) SmolLM2-135M GGUF (shipped by a PyPI package): the authors' method (load, hooked pass, one
+      ablation) against our whole scan, run twice in one process (the second: a warm batch worker).
 """
 from __future__ import annotations
 

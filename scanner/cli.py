@@ -43,8 +43,8 @@ def _scan_parser(sub) -> None:
     p.add_argument("--max-memory", help="memory budget on the device, e.g. 2GiB; the rest is offloaded")
     p.add_argument("--offload-folder", help="where to offload to disk (default: a temporary folder)")
     p.add_argument("--stream", action="store_true",
-                   help="read decoder layers from the safetensors shards one at a time (peak memory about one "
-                        "layer); chosen by itself when the model does not fit the free memory")
+                   help="read decoder layers from the safetensors shards or GGUF file one at a time (peak memory "
+                        "about two layers); chosen by itself when the model does not fit the free memory")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model's own Python code to run (only for models you trust)")
     p.add_argument("--spike-ratio", type=float, default=10.0,

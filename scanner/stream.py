@@ -1,15 +1,15 @@
 """Streaming: decoder layers read from the safetensors shards one at a time, in their stored dtype,
-each module upcast only while it computes, released after; the next layer is read while the current
-one computes.
+applied in the compute dtype a block of rows at a time, released after; the next layer is read while
+the current one computes.
 
-The model is built on the meta device; embeddings, final norm and head are loaded once. A forward
-pre-hook on each decoder layer puts its weights in place (from the prefetched read) and a forward hook
-returns them to meta, so the peak holds about one layer plus the rest. Why not accelerate's disk
-offload: it re-reads and re-converts every weight on every pass and converts the whole checkpoint into
-its offload folder first; here the shards are read where they are, and ablations skip the layers before
-theirs (`replay.skip_before` marks them, and they are not read at all).
+The model is built on the meta device; the final norm is loaded once, embeddings and head as stored.
+A forward pre-hook on each decoder layer puts its weights in place (read into one of two reusable
+buffers) and a forward hook returns them to meta, so the peak holds about two layers plus the rest.
+Why not accelerate's disk offload: it re-reads and re-converts every weight on every pass and converts
+the whole checkpoint into its offload folder first; here the shards are read where they are, and
+ablations skip the layers before theirs (`replay.skip_before` marks them, and they are not read at all).
 Supported: safetensors checkpoints whose tensor names are the model's own (the dense architectures;
-fused-expert MoE checkpoints are stored per expert and are not streamed).
+fused-expert MoE checkpoints are stored per expert and are not streamed); GGUF in `stream_gguf`.
 """
 from __future__ import annotations
 
