@@ -40,7 +40,9 @@ def _scan_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 on cpu), float32, "
                                                    "bfloat16, float16")
-    p.add_argument("--max-memory", help="memory budget on the device, e.g. 2GiB; the rest is offloaded")
+    p.add_argument("--max-memory", help="memory budget on the device, e.g. 2GiB: a model that does not fit is streamed layer "
+                        "by layer (CPU), or offloaded by accelerate (GPU, --offload-folder, or a checkpoint "
+                        "that cannot be streamed)")
     p.add_argument("--offload-folder", help="where to offload to disk (default: a temporary folder)")
     p.add_argument("--stream", action="store_true",
                    help="read decoder layers from the safetensors shards or GGUF file one at a time (peak memory "

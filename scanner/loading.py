@@ -97,16 +97,36 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
     else:
         raise BadInput(f"unknown dtype {opts.dtype!r}; choose from auto, {', '.join(DTYPES)}")
 
+    # streaming when asked, or when the model does not fit the budget (--max-memory on the CPU, else 80%
+    # of the memory free); accelerate's offload where streaming does not serve: an explicit
+    # --offload-folder, a budget on a GPU (accelerate splits the model between GPU and CPU), or a
+    # checkpoint that cannot be streamed (fused MoE experts, .bin)
+    budget = parse_size(opts.max_memory) if opts.max_memory else None
+    need = _compute_bytes(source, dtype)
+    limit = budget if budget is not None else int(0.8 * available_bytes(device))
+    fits = need is None or need <= limit
+    if opts.stream:
+        return _streamed(source, opts, adapter, device, dtype)
+    if not fits and opts.offload_folder is None and (budget is None or device.type == "cpu"):
+        log.info("%s needs %.1f GB in %s, more than %s: streaming it", source.spec, need / 1e9, dtype,
+                 "the budget" if budget is not None else "the memory free")
+        try:
+            return _streamed(source, opts, adapter, device, dtype)
+        except NotAModel as e:
+            if "cannot stream" not in str(e):
+                raise
+            log.info("%s; offloading with accelerate instead", e)
+            budget = limit
+
     tmp = None
     kw: dict = {"dtype": dtype, "trust_remote_code": opts.trust_remote_code}
     if source.gguf_file:
         kw["gguf_file"] = source.gguf_file
     else:
         kw["weights_only"] = True  # a .bin checkpoint is unpickled only as plain tensors
-    if opts.max_memory:
+    if budget is not None:
         # accelerate fills the compute device up to the budget, then CPU RAM (on a GPU worker),
         # then disk; offloaded layers are streamed in for each forward.
-        budget = parse_size(opts.max_memory)
         key = (device.index or 0) if device.type == "cuda" else "cpu"
         kw["max_memory"] = {key: budget} if key == "cpu" else {key: budget, "cpu": parse_size("1TiB")}
         kw["device_map"] = "auto"
@@ -117,8 +137,6 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
         kw["device_map"] = {"": str(device)}
 
     path = str(source.path)
-    if opts.stream or (not opts.max_memory and _too_big(source, device, dtype)):
-        return _streamed(source, opts, adapter, device, dtype)
     with gguf_once.parsed_once() if source.gguf_file else nullcontext():
         tokenizer, model = _from_pretrained(source, path, opts, kw)
     model.eval()
@@ -134,21 +152,16 @@ def available_bytes(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _too_big(source: Source, device: torch.device, dtype: torch.dtype) -> bool:
-    """Would the whole model, in the compute dtype, take more than 80% of the memory free now?"""
+def _compute_bytes(source: Source, dtype: torch.dtype) -> int | None:
+    """The whole model's weights in the compute dtype, from the files' headers (None: neither safetensors
+    nor GGUF, so it cannot be streamed anyway)."""
     from . import stream, stream_gguf
 
     if source.gguf_file:
-        need = stream_gguf.compute_bytes(source.path / source.gguf_file, dtype)
-    elif any(source.path.glob("*.safetensors")):
-        need = stream.compute_bytes(source.path, dtype)
-    else:
-        return False
-    if need > 0.8 * available_bytes(device):
-        log.info("%s needs %.1f GB in %s, more than the memory free: streaming it", source.spec, need / 1e9,
-                 dtype)
-        return True
-    return False
+        return stream_gguf.compute_bytes(source.path / source.gguf_file, dtype)
+    if any(source.path.glob("*.safetensors")):
+        return stream.compute_bytes(source.path, dtype)
+    return None
 
 
 def _streamed(source: Source, opts: LoadOptions, adapter: Adapter, device, dtype) -> "Loaded":

@@ -32,6 +32,24 @@ def test_fused_expert_checkpoints_are_not_streamed(arch, tmp_path):
         scan_dict(folder, stream=True)
 
 
+def test_a_memory_budget_streams_what_does_not_fit_and_offloads_what_cannot_stream(tmp_path, caplog):
+    from scanner.loading import LoadOptions, load
+    from scanner.sources import resolve
+
+    dense = planted("llama", tmp_path / "llama")
+    loaded = load(resolve(str(dense)), LoadOptions(device="cpu", max_memory="150KB"))
+    try:
+        assert loaded.streamer is not None  # streamed, not offloaded to a folder by accelerate
+    finally:
+        loaded.close()
+    assert positives(scan_dict(dense, max_memory="150KB")) == positives(scan_dict(dense))
+    moe = planted("mixtral", tmp_path / "mixtral")  # fused experts: accelerate's disk offload instead
+    with caplog.at_level("INFO", logger="superweights"):
+        off = scan_dict(moe, max_memory="150KB")
+    assert off["offloaded"] and "offloading with accelerate instead" in caplog.text
+    assert positives(off) == positives(scan_dict(moe)) and set(positives(off)) == truth(moe)
+
+
 CHILD = """
 import sys
 from pathlib import Path
