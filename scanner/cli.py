@@ -70,7 +70,7 @@ def _positive(name: str, value, minimum) -> None:
 def _run_scan(args) -> int:
     from .detect import DetectConfig
     from .loading import LoadOptions, set_threads
-    from .scan import PAPER_PROMPT, ScanConfig, scan
+    from .scan import PAPER_PROMPT, ScanConfig
     from .validate import ValidateConfig
 
     _positive("--eval-tokens", args.eval_tokens, 2)

@@ -101,12 +101,12 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
     # of the memory free); accelerate's offload where streaming does not serve: an explicit
     # --offload-folder, a budget on a GPU (accelerate splits the model between GPU and CPU), or a
     # checkpoint that cannot be streamed (fused MoE experts, .bin)
+    if opts.stream:
+        return _streamed(source, opts, adapter, device, dtype)
     budget = parse_size(opts.max_memory) if opts.max_memory else None
     need = _compute_bytes(source, dtype)
     limit = budget if budget is not None else int(0.8 * available_bytes(device))
     fits = need is None or need <= limit
-    if opts.stream:
-        return _streamed(source, opts, adapter, device, dtype)
     if not fits and opts.offload_folder is None and (budget is None or device.type == "cpu"):
         log.info("%s needs %.1f GB in %s, more than %s: streaming it", source.spec, need / 1e9, dtype,
                  "the budget" if budget is not None else "the memory free")
@@ -165,18 +165,12 @@ def _compute_bytes(source: Source, dtype: torch.dtype) -> int | None:
 
 
 def _streamed(source: Source, opts: LoadOptions, adapter: Adapter, device, dtype) -> "Loaded":
-    from transformers import AutoTokenizer
-
     from . import stream, stream_gguf
 
     if not source.gguf_file and not any(source.path.glob("*.safetensors")):
         raise BadInput(f"--stream reads safetensors checkpoints and GGUF files; {source.spec} has neither")
-    try:
-        with gguf_once.parsed_once() if source.gguf_file else nullcontext():
-            tokenizer = AutoTokenizer.from_pretrained(str(source.path), gguf_file=source.gguf_file,
-                                                      trust_remote_code=opts.trust_remote_code)
-    except Exception as e:  # noqa: BLE001
-        raise NotAModel(f"no usable tokenizer in {source.path}: {_first_line(e)}") from None
+    with gguf_once.parsed_once() if source.gguf_file else nullcontext():
+        tokenizer = _tokenizer(source, opts)
     log.info("streaming %s (%s, %s) layer by layer", source.spec, source.model_type, dtype)
     if source.gguf_file:
         model, streamer = stream_gguf.build(source.path / source.gguf_file, adapter, device, dtype,
@@ -188,14 +182,20 @@ def _streamed(source: Source, opts: LoadOptions, adapter: Adapter, device, dtype
     return Loaded(model, tokenizer, adapter, source, device, dtype, True, None, streamer)
 
 
-def _from_pretrained(source: Source, path: str, opts: LoadOptions, kw: dict):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _tokenizer(source: Source, opts: LoadOptions):
+    from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=source.gguf_file,
-                                                  trust_remote_code=opts.trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(source.path), gguf_file=source.gguf_file,
+                                             trust_remote_code=opts.trust_remote_code)
     except Exception as e:  # transformers raises many types for a folder without a usable tokenizer
-        raise NotAModel(f"no usable tokenizer in {path}: {_first_line(e)}") from None
+        raise NotAModel(f"no usable tokenizer in {source.path}: {_first_line(e)}") from None
+
+
+def _from_pretrained(source: Source, path: str, opts: LoadOptions, kw: dict):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = _tokenizer(source, opts)
     log.info("loading %s (%s, %s)", source.spec, source.model_type, kw["dtype"])
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kw)

@@ -136,12 +136,16 @@ def first_layer(variants: list[list[Coord]]) -> int:
     return min((c.layer for v in variants for c in v), default=0)
 
 
-
 def finish_logits(config, logits: torch.Tensor) -> torch.Tensor:
     """What a causal LM does to its head's output before returning it (Gemma 2/3 soft-cap the logits).
     Every architecture's planted test compares scores made this way with the model's own logits."""
     cap = getattr(config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's logits from its head's input: [tokens, hidden] -> [tokens, vocab]."""
+    return finish_logits(model.config, model.get_output_embeddings()(hidden))
 
 
 @contextmanager
@@ -205,14 +209,18 @@ class Runner:
         by_layer: dict[int, list[list[Coord]]] = {}
         for v in variants:
             if dense(v):
-                by_layer.setdefault(min(first_layer([v]), self.prefix.upto), []).append(v)
+                by_layer.setdefault(self._start(v), []).append(v)
         for start, group in by_layer.items():
             for i in range(0, len(group), self.batch):
                 chunk = group[i: i + self.batch]
                 yield from zip(chunk, self._pass(start, chunk, corrections(self.model, self.adapter, chunk)))
         for v in variants:  # expert weights: zeroed in place, one variant at a time
             if not dense(v):
-                yield v, self._pass(min(first_layer([v]), self.prefix.upto), [v], zeroed(self.model, self.adapter, v))[0]
+                yield v, self._pass(self._start(v), [v], zeroed(self.model, self.adapter, v))[0]
+
+    def _start(self, v: list[Coord]) -> int:
+        """The layer a variant's pass starts from: its own, or the deepest whose input was kept."""
+        return min(first_layer([v]), self.prefix.upto)
 
     def _pass(self, start: int, chunk: list[list[Coord]], ablate) -> torch.Tensor:
         n = len(chunk)

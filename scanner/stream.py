@@ -75,7 +75,6 @@ class Streamer:
                 self.layer_entries[int(index)][local] = where
         size = max(sum(_aligned(e.nbytes) for e in le.values()) for le in self.layer_entries)
         self.buffers = [bytearray(size), bytearray(size)]
-        self.layer_bytes = size  # the largest layer as stored
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[int, Future] = {}
         for i, layer in enumerate(self.stack):
@@ -85,11 +84,8 @@ class Streamer:
             layer.register_forward_pre_hook(self._before)
             layer.register_forward_hook(self._after)
             for mod in layer.modules():
-                if type(mod) is nn.Linear:  # the big ones: upcast a block of rows at a time
-                    mod.forward = lambda x, mod=mod: _blocked_linear(mod, x, dtype)
-                elif mod._parameters:
-                    mod.register_forward_pre_hook(self._upcast)
-                    mod.register_forward_hook(self._downcast)
+                if mod._parameters:
+                    self._compute_as_stored(mod)
         # embeddings and head stay as stored too (with a 50k vocabulary they are as big as a layer or two)
         big = {m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
         big_names = {f"{n}.weight" for n, m in model.named_modules() if m in big}
@@ -98,16 +94,26 @@ class Streamer:
         if getattr(model.config, "tie_word_embeddings", False):
             model.tie_weights()
         for mod in big:
-            if mod.weight.dtype == dtype:
-                continue
-            if type(mod).forward is nn.Embedding.forward:
-                # look up rows as stored, then upcast them: exact, and the table is never copied
-                mod.register_forward_hook(lambda _m, _a, out: out.to(dtype))
-            elif isinstance(mod, nn.Linear):
-                mod.forward = lambda x, mod=mod: _blocked_linear(mod, x, dtype)
-            else:  # e.g. Gemma's scaled embedding, which multiplies in its weight's dtype: upcast while used
-                mod.register_forward_pre_hook(self._upcast)
-                mod.register_forward_hook(self._downcast)
+            if mod.weight.dtype != dtype:
+                self._compute_as_stored(mod)
+
+    @property
+    def layer_bytes(self) -> int:
+        """The largest layer as stored (the size of each read buffer)."""
+        return len(self.buffers[0])
+
+    def _compute_as_stored(self, mod: nn.Module) -> None:
+        """A module whose weights stay in their stored dtype computes in the compute dtype: a Linear a
+        block of rows at a time; a plain embedding looks rows up as stored and upcasts them (exact, the
+        table never copied); anything else (norms, Gemma's scaled embedding, which multiplies in its
+        weight's dtype) is upcast while it computes."""
+        if type(mod) is nn.Linear:
+            mod.forward = lambda x: _blocked_linear(mod, x, self.dtype)
+        elif type(mod).forward is nn.Embedding.forward:
+            mod.register_forward_hook(lambda _m, _a, out: out.to(self.dtype))
+        else:
+            mod.register_forward_pre_hook(self._upcast)
+            mod.register_forward_hook(self._downcast)
 
     def _index(self, folder: Path, model: nn.Module) -> dict[str, "Entry"]:
         """The model's parameter name -> where its bytes are (safetensors shards, by their headers)."""

@@ -21,11 +21,11 @@ from importlib import resources
 
 import torch
 
-from .ablation import read_matrix, zeroed
+from .ablation import read_matrix
 from .adapters import Coord
 from .detect import Candidate
 from .loading import Loaded
-from .replay import BATCH_BUDGET, Runner, finish_logits
+from .replay import BATCH_BUDGET, Runner, head_logits
 
 SCORE_BYTES = 64 << 20  # float32 logits scored at once (a chunk of tokens)
 
@@ -112,11 +112,9 @@ class Evaluator:
     def _score(self, hidden: torch.Tensor) -> Evaluation:
         """From the head's input [tokens, hidden]: logits a few tokens at a time."""
         model = self.loaded.model
-        head = model.get_output_embeddings()
-        vocab = head.weight.shape[0]
+        vocab = model.get_output_embeddings().weight.shape[0]
         chunk = max(8, SCORE_BYTES // (vocab * 4))
-        return self.score_logits(finish_logits(model.config, head(hidden[s: s + chunk]))
-                                 for s in range(0, self.tokens - 1, chunk))
+        return self.score_logits(head_logits(model, hidden[s: s + chunk]) for s in range(0, self.tokens - 1, chunk))
 
     def score_logits(self, chunks) -> Evaluation:
         """Perplexity and stopword mass from logits [tokens, vocab], whole or as consecutive chunks."""
@@ -147,11 +145,8 @@ def triage(loaded: Loaded, runners: list[Runner], candidates: list[Candidate], b
     prompts (mean KL divergence; the groups of one layer in one batched pass from that layer), and keep
     whole groups, best first, up to `budget` candidates for the full perplexity validation. Sets
     `screen_kl` and `rank`."""
-    model = loaded.model
-    head = model.get_output_embeddings()
-
     def logprobs(hidden):  # [tokens, hidden] -> [tokens, vocab]
-        return torch.log_softmax(finish_logits(model.config, head(hidden)).float(), -1)
+        return torch.log_softmax(head_logits(loaded.model, hidden).float(), -1)
 
     groups = list(group_candidates(candidates).values())
     kl = [0.0] * len(groups)
@@ -227,7 +222,7 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
     ev.many([v for _, members, coords, rand, largest in plans
              for v in [coords, rand, largest] + [[m.coord] for m in members]])
     # stage 2: leave-one-out, only where a verdict depends on it (a member of a significant group
-    # that is not significant alone); computed up front for every member, most would go unused
+    # that is not significant alone), not for every member: most would go unused
     needed = []
     for key, members, coords, rand, largest in plans:
         log.info("validating %s: %d candidate(s)", members[0].coord.label().rsplit("[", 1)[0], len(members))
