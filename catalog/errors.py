@@ -1,4 +1,4 @@
-"""Named catalog exceptions; the CLI turns them into one-line errors."""
+"""Named catalog exceptions; the command (`cluster.cli.main`) turns them into one-line errors."""
 
 
 class CatalogError(Exception):
@@ -25,3 +25,9 @@ class BadReference(CatalogError):
 
 class PublishError(CatalogError):
     """The index could not be written or uploaded."""
+
+
+class BadOption(CatalogError):
+    """A catalog command's option has a value it cannot take."""
+
+    exit_code = 2

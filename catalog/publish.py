@@ -55,8 +55,8 @@ def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
         coords = _dicts(con, f"""
             SELECT w.scan_id, w.layer, w.module, w.expert, w.row, w.col, w.value, w.output_ratio AS spike_ratio,
                    w.ppl_ratio, w.verdict, (SELECT string_agg(DISTINCT r.source, '; ') FROM reference r
-                       WHERE r.hub_id = w.model AND r.layer = w.layer AND r.module = w.module AND r.row = w.row
-                       AND r.col = w.col) AS published
+                       WHERE r.level = 'weight' AND r.hub_id = w.model AND r.layer = w.layer AND r.module = w.module
+                       AND r.expert IS NOT DISTINCT FROM w.expert AND r.row = w.row AND r.col = w.col) AS published
             FROM super_weights w WHERE w.scan_id IN (SELECT scan_id FROM latest_scans WHERE status = 'ok')
               AND w.verdict IN {query.FOUND}
             ORDER BY w.scan_id, w.layer, w.verdict <> 'super_weight', w.row, w.col""")

@@ -6,8 +6,10 @@ Views (the README documents their columns):
                                                    succeeded; older scans are superseded, not deleted
     scans_all, super_weights_all, ...              every scan ever written, with a `current` flag
     latest_scans                                   one scan per model: its most recent current scan
-    reference                                      published coordinates (the latest import of each file)
-    disagreements                                  latest scans of referenced models against the reference
+    reference                                      published claims (the latest import of each file): weights
+                                                   (coordinates) and channels (rows only), see catalog.reference
+    disagreements                                  latest scans of referenced models against the reference, at
+                                                   the level each claim was made
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import QueryError
-from .schema import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE
+from .schema import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE, SCHEMA_VERSION
 from .store import Catalog
 
 FOUND = "('super_weight', 'partner')"
+MATTERS = 0.1  # a channel claim whose measured loss change is at least +10% says the row matters
 KEY = "model, coalesce(revision, ''), scanner_version"
 NEWEST = "status = 'ok' DESC, started DESC, scan_id DESC"
 
@@ -39,25 +42,50 @@ VIEWS = {
     **{t: f"SELECT * EXCLUDE (current) FROM {t}_all WHERE current" for t in NESTED},
     "reference": "SELECT * FROM _reference QUALIFY imported = max(imported) OVER (PARTITION BY origin)",
     "disagreements": f"""
-        WITH sc AS (SELECT scan_id, model, revision, scanner_version FROM latest_scans WHERE status = 'ok'),
-        ref AS (SELECT hub_id AS model, layer, module, row, col, string_agg(DISTINCT source, '; ') AS source
-                FROM reference WHERE hub_id IN (SELECT model FROM sc) GROUP BY ALL),
-        cand AS (SELECT model, layer, module, row, col, verdict, ppl_ratio FROM super_weights
-                 WHERE scan_id IN (SELECT scan_id FROM sc) AND model IN (SELECT model FROM ref))
-        SELECT coalesce(c.model, r.model) AS model, sc.revision, coalesce(c.layer, r.layer) AS layer,
-               coalesce(c.module, r.module) AS module, coalesce(c.row, r.row) AS row, coalesce(c.col, r.col) AS col,
-               CASE WHEN r.model IS NULL THEN 'found, not published'
-                    WHEN c.model IS NULL THEN 'published, not detected'
-                    ELSE 'published, scan says ' || c.verdict END AS disagreement,
-               c.verdict, c.ppl_ratio, r.source, sc.scan_id
-        FROM cand c FULL OUTER JOIN ref r USING (model, layer, module, row, col)
-        JOIN sc ON sc.model = coalesce(c.model, r.model)
-        WHERE (r.model IS NULL AND c.verdict IN {FOUND}) OR (r.model IS NOT NULL AND c.verdict IS NULL)
-           OR (r.model IS NOT NULL AND c.verdict NOT IN {FOUND})
-        ORDER BY model, layer, row, col""",
+        WITH sc AS (SELECT scan_id, model, coalesce(repo_id, model) AS hub_id, revision FROM latest_scans
+                    WHERE status = 'ok'),
+        ref AS (SELECT sc.scan_id, r.layer, r.module, r.expert, r.row, r.col,
+                       string_agg(DISTINCT r.source, '; ') AS source
+                FROM reference r JOIN sc USING (hub_id) WHERE r.level = 'weight' GROUP BY ALL),
+        cand AS (SELECT scan_id, layer, module, expert, row, col, verdict, ppl_ratio FROM super_weights
+                 WHERE scan_id IN (SELECT scan_id FROM ref)),
+        weights AS (
+            SELECT coalesce(c.scan_id, r.scan_id) AS scan_id, 'weight' AS level,
+                   coalesce(c.layer, r.layer) AS layer, coalesce(c.module, r.module) AS module,
+                   coalesce(c.expert, r.expert) AS expert, coalesce(c.row, r.row) AS row, coalesce(c.col, r.col) AS col,
+                   CASE WHEN r.scan_id IS NULL THEN 'found, not published'
+                        WHEN c.scan_id IS NULL THEN 'published, not detected'
+                        ELSE 'published, scan says ' || c.verdict END AS disagreement,
+                   c.verdict, c.ppl_ratio, NULL::DOUBLE AS effect, NULL::VARCHAR AS claim, r.source
+            FROM cand c FULL OUTER JOIN ref r ON c.scan_id = r.scan_id AND c.layer = r.layer AND c.module = r.module
+                 AND c.expert IS NOT DISTINCT FROM r.expert AND c.row = r.row AND c.col = r.col
+            WHERE (r.scan_id IS NULL AND c.verdict IN {FOUND}) OR (r.scan_id IS NOT NULL AND c.verdict IS NULL)
+               OR (r.scan_id IS NOT NULL AND c.verdict NOT IN {FOUND})),
+        chan AS (
+            SELECT sc.scan_id, r.layer, r.row, r.effect, r.claim, r.source,
+                   (SELECT max(w.group_ppl_ratio) FROM super_weights w WHERE w.scan_id = sc.scan_id
+                    AND w.layer = r.layer AND w.row = r.row AND w.verdict IN {FOUND}) AS found_ratio,
+                   (SELECT count(*) FROM spikes p WHERE p.scan_id = sc.scan_id AND p.layer = r.layer
+                    AND p.row = r.row AND p.kind <> 'cancellation') AS spikes
+            FROM reference r JOIN sc USING (hub_id) WHERE r.level = 'channel'),
+        channels AS (
+            SELECT scan_id, 'channel' AS level, layer, NULL::VARCHAR AS module, NULL::INTEGER AS expert, row,
+                   NULL::INTEGER AS col,
+                   CASE WHEN effect IS NULL THEN 'published massive activation, no spike there'
+                        WHEN effect >= {MATTERS} THEN 'published channel matters, no super weight in it'
+                        ELSE 'published channel near inert, super weight in it' END AS disagreement,
+                   CASE WHEN found_ratio IS NOT NULL THEN 'super_weight' END AS verdict, found_ratio AS ppl_ratio,
+                   effect, claim, source
+            FROM chan
+            WHERE (effect IS NULL AND spikes = 0) OR (effect >= {MATTERS} AND found_ratio IS NULL)
+               OR (effect < {MATTERS} AND found_ratio IS NOT NULL))
+        SELECT sc.model, sc.revision, d.level, d.layer, d.module, d.expert, d.row, d.col, d.disagreement, d.verdict,
+               d.ppl_ratio, d.effect, d.claim, d.source, d.scan_id
+        FROM (SELECT * FROM weights UNION ALL SELECT * FROM channels) d JOIN sc USING (scan_id)
+        ORDER BY sc.model, d.level DESC, d.layer, d.row, d.col""",
 }
 # which stored data each view needs
-NEEDS = {"reference": {"reference"}, "disagreements": {"scans", "super_weights", "reference"}}
+NEEDS = {"reference": {"reference"}, "disagreements": {"scans", "super_weights", "spikes", "reference"}}
 for _t in NESTED:
     NEEDS[_t] = NEEDS[f"{_t}_all"] = {"scans", _t}
 READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -78,14 +106,19 @@ def _sql_list(paths: list[str]) -> str:
 
 
 def _local_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
-    """Views straight over the good files: DuckDB reads only the columns and rows a query touches."""
+    """Views straight over the good files: DuckDB reads only the columns and rows a query touches. Files of
+    an older schema are read by pyarrow into the current one (`schema.upgrade`); references are small."""
     files = catalog.good_files("scans")
+    current = [f for f, v in files.items() if v == SCHEMA_VERSION]
     con.execute("SET parquet_metadata_cache = true")  # each view binds the files again otherwise
-    if files:
-        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet({_sql_list(files)}, filename = true)")
+    older = [_with_filename(catalog, f) for f, v in files.items() if v != SCHEMA_VERSION]
+    con.register("_older", pa.concat_tables(older) if older else
+                 SCAN_FILE.empty_table().append_column("filename", pa.array([], pa.string())))
+    if current:
+        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet({_sql_list(current)}, filename = true) "
+                    "UNION ALL BY NAME SELECT * FROM _older")
     else:
-        con.register("_no_files", SCAN_FILE.empty_table().append_column("filename", pa.array([], pa.string())))
-        con.execute("CREATE VIEW _files AS SELECT * FROM _no_files")
+        con.execute("CREATE VIEW _files AS SELECT * FROM _older")
     # a scan seen in two files (a merge was renamed but its inputs not yet deleted) is read from one of them;
     # deciding on two columns keeps DuckDB from reading the nested ones for it
     con.execute("CREATE VIEW _one AS SELECT scan_id, min(filename) AS filename FROM _files GROUP BY scan_id")
@@ -94,12 +127,13 @@ def _local_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     for t in NESTED:
         con.execute(f"CREATE VIEW _{t} AS SELECT scan_id, UNNEST({t}, recursive := true) FROM _files "
                     "SEMI JOIN _one USING (scan_id, filename)")
-    refs = catalog.good_files("reference")
-    if refs:
-        con.execute(f"CREATE VIEW _reference AS SELECT * FROM read_parquet({_sql_list(refs)})")
-    else:
-        con.register("_reference", REFERENCE_FILE.empty_table())
+    con.register("_reference", catalog.read("reference"))
     con.execute(f"SET allowed_directories = ['{catalog.root.replace(chr(39), chr(39) * 2)}/']")
+
+
+def _with_filename(catalog: Catalog, path: str) -> pa.Table:
+    t = catalog.read_file(path)
+    return t.append_column("filename", pa.array([path] * len(t), pa.string()))
 
 
 def _arrow_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog, views: set[str] | None) -> None:

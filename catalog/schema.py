@@ -1,14 +1,16 @@
-"""The catalog's schema, version 1.
+"""The catalog's schema, version 2 (files of version 1 are read too: `upgrade`).
 
 One Parquet file row per scan. The candidates, spikes and per-layer profile of a scan are nested lists in
 that row, so a scan appears in the catalog whole or not at all; the reader flattens them into the tables
-`super_weights`, `spikes` and `layer_profiles`. Coordinates follow one convention everywhere:
+`super_weights`, `spikes` and `layer_profiles`. The names are those of the scanner's JSON result, whose
+keys are these columns. Tokens: `token_pos` is a position in a calibration prompt, `token_id` the
+token's id in the model's vocabulary. Coordinates follow one convention everywhere:
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 COORDINATES = ("(layer, row, col) of the MLP down projection as a Linear weight W[out, in]: row = hidden/output "
                "channel, col = intermediate/input channel; layers count from 0; for MoE experts, "
@@ -25,7 +27,8 @@ SUPER_WEIGHT = pa.struct([
     ("output_ratio", _f64),     # spike over the model's median per-layer output maximum
     ("contribution", _f64),     # W[row, col] * x[col]
     ("share", _f64),            # contribution / y[row]
-    ("token_id", _i64), ("prompt", _i32), ("round", _i32), ("rank", _i32), ("screen_kl", _f64),
+    ("token_pos", _i32), ("token_id", _i64),  # the spike's token: position in its prompt, vocabulary id
+    ("prompt", _i32), ("round", _i32), ("rank", _i32), ("screen_kl", _f64),
     ("ppl", _f64), ("ppl_ratio", _f64), ("stopword_shift", _f64),  # this weight alone zeroed
     ("group", _str),            # the spike it belongs to, e.g. L2R3968
     ("group_ppl_ratio", _f64),  # the whole group zeroed together
@@ -34,16 +37,22 @@ SUPER_WEIGHT = pa.struct([
 ])
 
 SPIKE = pa.struct([
-    ("layer", _i32), ("module", _str), ("expert", _i32), ("row", _i32), ("token_id", _i64), ("prompt", _i32),
-    ("value", _f64), ("raw", _f64), ("ratio", _f64),
+    ("layer", _i32), ("module", _str), ("expert", _i32), ("row", _i32), ("token_pos", _i32), ("token_id", _i64),
+    ("prompt", _i32),
+    ("value", _f64),            # what the MLP adds to the residual at (token, row), after any post-MLP norm
+    ("raw", _f64),              # the down projection's own output there
+    ("residual_in", _f64),      # the residual stream entering the layer there
+    ("ratio", _f64),
     ("kind", _str),             # super_activation | cancellation | diffuse
     ("round", _i32),
 ])
 
 LAYER_PROFILE = pa.struct([
     ("layer", _i32),
-    ("input_value", _f64), ("input_channel", _i32), ("input_token_id", _i64), ("input_expert", _i32),
-    ("output_value", _f64), ("output_channel", _i32), ("output_token_id", _i64), ("output_expert", _i32),
+    ("input_value", _f64), ("input_channel", _i32), ("input_token_pos", _i32), ("input_token_id", _i64),
+    ("input_prompt", _i32), ("input_expert", _i32),
+    ("output_value", _f64), ("output_channel", _i32), ("output_token_pos", _i32), ("output_token_id", _i64),
+    ("output_prompt", _i32), ("output_expert", _i32),
     ("post_norm_value", _f64), ("post_norm_channel", _i32),
 ])
 
@@ -61,7 +70,8 @@ SCAN_FIELDS = [
     ("error_type", _str), ("error", _str),
     ("ppl_base", _f64), ("stopword_mass", _f64), ("eval_tokens", _i32), ("eval_text_sha256", _str),
     ("rounds", _i32), ("n_candidates", _i32), ("n_super_weights", _i32),
-    ("config_json", _str), ("warnings", pa.list_(_str)),
+    ("config", _str),           # the whole scan configuration, as JSON (scanner.config.ScanConfig)
+    ("warnings", pa.list_(_str)),
 ]
 NESTED = {"super_weights": SUPER_WEIGHT, "spikes": SPIKE, "layer_profiles": LAYER_PROFILE}
 
@@ -70,7 +80,11 @@ SCAN_FILE = pa.schema(SCAN_FIELDS + [(name, pa.list_(t)) for name, t in NESTED.i
                                 "superweights.coordinates": COORDINATES})
 
 REFERENCE_FILE = pa.schema([
-    ("model", _str), ("hub_id", _str), ("layer", _i32), ("module", _str), ("row", _i32), ("col", _i32),
+    ("model", _str), ("hub_id", _str),
+    ("level", _str),            # weight: a claim about W[row, col]; channel: about a row (hidden channel) only
+    ("layer", _i32), ("module", _str), ("expert", _i32), ("row", _i32), ("col", _i32),
+    ("claim", _str),            # channel claims: what was claimed, in the source's words
+    ("effect", _f64),           # channel claims: the relative change in loss the source measured (+3.01 = +301%)
     ("source", _str),           # where the claim was published
     ("origin", _str),           # the file it was imported from
     ("set_id", _str),           # content hash of that file
@@ -78,3 +92,40 @@ REFERENCE_FILE = pa.schema([
 ], metadata={"superweights.schema_version": str(SCHEMA_VERSION), "superweights.coordinates": COORDINATES})
 
 SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]
+
+# What version-1 columns hold under version 2's names (`None`: new in version 2). In version 1,
+# `token_id` held the token's position.
+FROM_V1 = {"token_pos": "token_id", "token_id": None, "input_token_pos": "input_token_id", "input_token_id": None,
+           "output_token_pos": "output_token_id", "output_token_id": None, "config": "config_json"}
+
+
+def stored_names(names: list[str], version: int) -> list[str]:
+    """The columns a file of `version` stores `names` under."""
+    return [FROM_V1.get(n, n) if version < 2 else n for n in names]
+
+
+def upgrade(table: pa.Table, version: int, schema: pa.Schema) -> pa.Table:
+    """A table read from a file of `version` in the current `schema`: columns and nested fields renamed
+    where version 1 named them otherwise, new ones null."""
+    renames = FROM_V1 if version < 2 else {}
+    cols = []
+    for f in schema:
+        src = renames.get(f.name, f.name)
+        cols.append(_conform(table[src], f.type, renames) if src in table.column_names
+                    else pa.nulls(len(table), f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _conform(col, typ: pa.DataType, renames: dict):
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_list(typ) and pa.types.is_struct(typ.value_type) and pa.types.is_list(col.type):
+        values = _conform(col.values, typ.value_type, renames)  # the offsets index the whole child array
+        return pa.ListArray.from_arrays(col.offsets, values, type=typ, mask=col.is_null())
+    if pa.types.is_struct(typ) and pa.types.is_struct(col.type):
+        have = dict(zip((col.type.field(i).name for i in range(col.type.num_fields)), col.flatten()))
+        children = []
+        for f in typ:
+            src = renames.get(f.name, f.name)
+            children.append(_conform(have[src], f.type, renames) if src in have else pa.nulls(len(col), f.type))
+        return pa.StructArray.from_arrays(children, fields=list(typ), mask=col.is_null())
+    return col.cast(typ)

@@ -11,9 +11,7 @@ never lose a scan: at worst they see it twice, and scan ids are deduplicated on 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import os
 import re
@@ -29,8 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from . import reference
 from .errors import BadReference, CatalogUnavailable
-from .schema import REFERENCE_FILE, SCAN_FILE, SCHEMA_VERSION
+from .schema import REFERENCE_FILE, SCAN_FILE, SCHEMA_VERSION, stored_names, upgrade
 
 log = logging.getLogger("superweights")
 
@@ -134,7 +133,7 @@ class Catalog:
                 merged.append(info.path)
         if len(merged) < 2:
             return
-        table = dedupe(pa.concat_tables(tables, promote_options="permissive"))
+        table = dedupe(pa.concat_tables(tables))
         table = table.sort_by([("model", "ascending"), ("started", "ascending")])
         self._write_atomic(table.cast(SCAN_FILE), f"{folder}/{level}-{uuid.uuid4().hex}.parquet")
         for path in merged:  # only now: their rows are durable in the merged file
@@ -194,8 +193,9 @@ class Catalog:
         except OSError:
             return False
 
-    def _check(self, path: str):
-        """None if the file is a readable catalog file, "vanished" if merged away meanwhile, else why not."""
+    def _check(self, path: str) -> int | str:
+        """The file's schema version if it is a readable catalog file, "vanished" if merged away meanwhile,
+        else why not (a sentence)."""
         try:
             meta = pq.read_metadata(path, filesystem=self.fs)  # reads and checks the footer
             version = int((meta.metadata or {}).get(b"superweights.schema_version", b"0"))
@@ -209,32 +209,40 @@ class Catalog:
             return f"skipping {path}: written by a newer superweights (schema {version})"
         if version < 1:
             return f"skipping {path}: not a superweights catalog file"
-        return None
+        return version
 
-    def good_files(self, kind: str) -> list[str]:
-        """The readable files of `scans` or `reference`; bad ones are warned about and left out."""
+    def good_files(self, kind: str) -> dict[str, int]:
+        """The readable files of `scans` or `reference`, each with its schema version; bad ones are warned
+        about and left out."""
         for _ in range(10):
             files = [i.path for i in self._list(f"{self.root}/{kind}")]
             with ThreadPoolExecutor(max_workers=8) as pool:
-                problems = list(pool.map(self._check, files))
-            if "vanished" not in problems:
+                checks = list(pool.map(self._check, files))
+            if "vanished" not in checks:
                 break  # else a merge finished meanwhile: its output exists now, list again
-        for p in problems:
-            if p and p != "vanished":
-                self._warn(p)
-        return [f for f, p in zip(files, problems) if p is None]
+        for c in checks:
+            if isinstance(c, str) and c != "vanished":
+                self._warn(c)
+        return {f: c for f, c in zip(files, checks) if isinstance(c, int)}
 
-    def _read_file(self, path: str, columns: list[str] | None):
-        """The table, or "vanished" (merged away meanwhile), or None (unreadable: warned and skipped)."""
-        problem = self._check(path)
-        if problem:
-            if problem != "vanished":
-                self._warn(problem)
-            return problem if problem == "vanished" else None
+    def read_file(self, path: str) -> pa.Table:
+        """One scans file in the current schema (empty if it cannot be read: warned)."""
+        t = self._read_file(path, None)
+        return t if isinstance(t, pa.Table) else SCAN_FILE.empty_table()
+
+    def _read_file(self, path: str, columns: list[str] | None, schema: pa.Schema = SCAN_FILE):
+        """The table in the current schema, or "vanished" (merged away meanwhile), or None (unreadable:
+        warned and skipped)."""
+        version = self._check(path)
+        if isinstance(version, str):
+            if version != "vanished":
+                self._warn(version)
+            return version if version == "vanished" else None
         try:
             f = pq.ParquetFile(path, filesystem=self.fs)
-            names = set(f.schema_arrow.names)
-            return f.read(columns=[c for c in columns if c in names] if columns else None)
+            want = pa.schema([schema.field(c) for c in columns]) if columns else schema
+            have = set(f.schema_arrow.names)
+            return upgrade(f.read(columns=[c for c in stored_names(want.names, version) if c in have]), version, want)
         except FileNotFoundError:
             return "vanished"
         except (OSError, pa.ArrowException, ValueError) as e:
@@ -255,25 +263,25 @@ class Catalog:
         for _ in range(10):
             files = self._list(f"{self.root}/{kind}")
             with ThreadPoolExecutor(max_workers=8) as pool:
-                results = list(pool.map(lambda i: self._read_file(i.path, columns), files))
+                results = list(pool.map(lambda i: self._read_file(i.path, columns, schema), files))
             if "vanished" not in results:
                 break  # else a merge finished meanwhile: its output exists now, list again
         tables = [t for t in results if isinstance(t, pa.Table)]
         want = pa.schema([schema.field(c) for c in columns]) if columns else schema
         if not tables:
             return want.empty_table()
-        table = pa.concat_tables([_conform(t, want) for t in tables])
+        table = pa.concat_tables(tables)
         return dedupe(table) if kind == "scans" else table
 
     # ---- reference rows ------------------------------------------------------------------------------
     def import_reference(self, csv_path: str | os.PathLike, origin: str | None = None) -> tuple[int, str]:
-        """Import published coordinates (columns model, hub_id, layer, module, row, col, source)."""
+        """Import published claims: coordinates or channels (`catalog.reference` says which columns)."""
         p = Path(csv_path)
         try:
             data = p.read_bytes()
         except OSError as e:
             raise BadReference(f"cannot read {p}: {e.strerror}") from None
-        rows = parse_reference(data, str(p))
+        rows = reference.parse(data, str(p))
         origin = origin or p.name
         set_id = hashlib.sha256(data).hexdigest()[:12]
         now = datetime.now(timezone.utc)
@@ -285,41 +293,6 @@ class Catalog:
             return len(rows), path  # the same content was imported before
         self._write_atomic(pa.Table.from_pylist(rows, schema=REFERENCE_FILE), path)
         return len(rows), path
-
-
-REFERENCE_COLUMNS = ("model", "hub_id", "layer", "module", "row", "col", "source")
-
-
-def parse_reference(data: bytes, name: str) -> list[dict]:
-    try:
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
-        missing = [c for c in REFERENCE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise BadReference(f"{name}: missing column(s) {', '.join(missing)}; expected "
-                               + ",".join(REFERENCE_COLUMNS))
-        rows = []
-        for n, r in enumerate(reader, start=2):
-            try:
-                row = {c: (r[c] or "").strip() for c in REFERENCE_COLUMNS}
-                for c in ("layer", "row", "col"):
-                    row[c] = int(row[c])
-                    if row[c] < 0:
-                        raise ValueError(f"{c} is negative")
-                if not row["hub_id"] or not row["module"]:
-                    raise ValueError("hub_id and module are required")
-            except (ValueError, TypeError) as e:
-                raise BadReference(f"{name} line {n}: {e}") from None
-            rows.append(row)
-    except UnicodeDecodeError:
-        raise BadReference(f"{name} is not UTF-8 text") from None
-    return rows
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Older files (fewer columns) read as the current schema, new columns null."""
-    cols = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-            for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def dedupe(table: pa.Table) -> pa.Table:

@@ -9,6 +9,7 @@ import random
 import time
 from datetime import datetime, timezone
 
+VERSION = "synthetic"  # the scanner version these results claim
 ARCHS = ("llama", "mistral", "qwen2", "gemma2", "olmo", "phi3", "gpt2", "mixtral")
 
 
@@ -16,8 +17,6 @@ def result(model: str, seed: int = 0, *, revision: str | None = None, layers: in
            architecture: str | None = None, started: float | None = None, scanner_version: str | None = None,
            coords: list[tuple[int, int, int, str]] | None = None) -> dict:
     """A scan result of `model`; `coords` = [(layer, row, col, verdict)] fixes the candidates."""
-    from scanner import __version__
-
     rng = random.Random(f"{model}/{seed}")
     hidden, d_mlp = 1024, 4096
     if coords is None:
@@ -44,29 +43,33 @@ def result(model: str, seed: int = 0, *, revision: str | None = None, layers: in
                     "value": rng.uniform(-3, 3), "verdict": verdict, "ppl_ratio": ratio, "ppl": 10 * ratio,
                     "stopword_shift": rng.uniform(-0.1, 0.4), "input": x, "input_ratio": x / 5,
                     "output": x * 0.8, "output_ratio": x / 4, "contribution": x * 0.7, "share": 0.87,
-                    "token": rng.randrange(32000), "prompt": 0, "round": 1, "rank": rank,
+                    "token_pos": 0, "token_id": rng.randrange(32000), "prompt": 0, "round": 1, "rank": rank,
                     "screen_kl": rng.uniform(0, 2), "group": gid})
+    for s in sws:
+        g = groups[s["group"]]
+        s.update(group_ppl_ratio=g["ppl_ratio"], random_ppl_ratio=1.0, largest_ppl_ratio=1.01)
     spike_layers = {c[0] for c in coords if c[3] == "super_weight"}
     profile = [{"layer": i,
-                "input": {"value": rng.uniform(1, 50) * (100 if i in spike_layers else 1), "abs": 0,
-                          "token": 1, "channel": rng.randrange(d_mlp), "prompt": 0},
-                "output": {"value": rng.uniform(1, 20) * (100 if i in spike_layers else 1), "abs": 0,
-                           "token": 1, "channel": rng.randrange(hidden), "prompt": 0},
-                "post_norm": None} for i in range(layers)]
+                "input_value": rng.uniform(1, 50) * (100 if i in spike_layers else 1), "input_token_pos": 0,
+                "input_token_id": 1, "input_channel": rng.randrange(d_mlp), "input_prompt": 0, "input_expert": None,
+                "output_value": rng.uniform(1, 20) * (100 if i in spike_layers else 1), "output_token_pos": 0,
+                "output_token_id": 1, "output_channel": rng.randrange(hidden), "output_prompt": 0,
+                "output_expert": None, "post_norm_value": None, "post_norm_channel": None} for i in range(layers)]
     return {
-        "model": model, "repo_id": model, "revision": revision or f"{rng.getrandbits(160):040x}", "source": "hub",
+        "spec": model, "model": model, "repo_id": model, "revision": revision or f"{rng.getrandbits(160):040x}",
+        "source": "hub",
         "gguf_file": None, "architecture": architecture or rng.choice(ARCHS), "num_layers": layers,
         "hidden_size": hidden, "intermediate_size": d_mlp, "num_experts": None, "num_parameters": 10 ** 9,
         "dtype": "bfloat16", "device": "cuda:0", "offloaded": False, "layers_path": "model.layers",
-        "scanner_version": scanner_version or __version__, "prompts": ["Apple Inc. is a worldwide tech company."],
+        "scanner_version": scanner_version or VERSION, "prompts": ["Apple Inc. is a worldwide tech company."],
         "started": datetime.fromtimestamp(started or time.time(), timezone.utc).isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
-        "super_weights": sws, "groups": list(groups.values()), "spikes": profile,
-        "detected_spikes": [{"layer": g["layer"], "module": "mlp.down_proj", "expert": None, "row": g["row"],
-                             "token": 1, "prompt": 0, "value": 900.0, "raw": 900.0, "residual_in": 1.0,
-                             "ratio": 300.0, "kind": "super_activation", "round": 1,
-                             "candidates": g["members"]} for g in groups.values()],
-        "perplexity": {"base": 10.0, "stopword_mass": 0.3, "eval_tokens": 1024, "eval_text_sha256": "0" * 16,
-                       "passes": 8},
-        "rounds": 2, "config": {"detect": {"spike_ratio": 10.0}}, "timings": {"total_s": rng.uniform(5, 60)},
-        "warnings": []}
+        "super_weights": sws, "groups": list(groups.values()), "layer_profiles": profile,
+        "spikes": [{"layer": g["layer"], "module": "mlp.down_proj", "expert": None, "row": g["row"],
+                    "token_pos": 0, "token_id": 1, "prompt": 0, "value": 900.0, "raw": 900.0, "residual_in": 1.0,
+                    "ratio": 300.0, "kind": "super_activation", "round": 1,
+                    "candidates": g["members"]} for g in groups.values()],
+        "status": "ok", "duration_s": rng.uniform(5, 60),
+        "ppl_base": 10.0, "stopword_mass": 0.3, "eval_tokens": 1024, "eval_text_sha256": "0" * 16, "eval_passes": 8,
+        "rounds": 2, "n_candidates": len(sws), "n_super_weights": sum(s["verdict"] == "super_weight" for s in sws),
+        "config": {"detect": {"spike_ratio": 10.0}}, "warnings": []}

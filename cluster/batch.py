@@ -11,11 +11,14 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from catalog.rows import failed_row
 from catalog.store import Catalog
+from scanner import __version__ as SCANNER_VERSION
+from scanner.config import ScanConfig
 
+from .errors import ClusterTooSmall
 from .models import Entry
 from .pin import Pinned, pin
+from .service import failure
 
 log = logging.getLogger("superweights")
 
@@ -28,7 +31,7 @@ class BatchConfig:
     cpus: float = 1.0
     timeout: float = 6 * 3600.0  # per model, seconds (a models-file line can set its own)
     retries: int = 2  # when a worker process dies (not when a model fails by itself)
-    scan: dict = field(default_factory=dict)  # passed to every worker (device, dtype, prompts, ...)
+    scan: ScanConfig = field(default_factory=ScanConfig)  # sent whole with every model (per-model options applied)
     progress: bool = True
 
 
@@ -109,10 +112,9 @@ class Pool:
                 self.kill(actors.pop())
         if not self._fits(share):
             if not self.shares:
-                raise RuntimeError(f"the cluster cannot hold one scan actor ({share:g} GPU, {self.cfg.cpus:g} CPU)")
+                raise ClusterTooSmall(f"the cluster cannot hold one scan actor ({share:g} GPU, {self.cfg.cpus:g} CPU)")
             return None
-        actor = ray.remote(ScanWorker).options(num_gpus=share, num_cpus=self.cfg.cpus, max_restarts=0) \
-            .remote(self.cfg.scan)
+        actor = ray.remote(ScanWorker).options(num_gpus=share, num_cpus=self.cfg.cpus, max_restarts=0).remote()
         self.shares[actor] = share
         return actor
 
@@ -156,21 +158,24 @@ def _init_ray(cfg: BatchConfig) -> tuple[float, float, float | None]:
     return gpus, cpus, mem
 
 
+def config_for(entry: Entry, cfg: BatchConfig) -> ScanConfig:
+    """The batch's scan configuration with this model's own options (its models-file line) applied."""
+    return cfg.scan.replace(load={"trust_remote_code": entry.trust_remote_code})
+
+
 def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
     import ray
     from ray.exceptions import RayActorError
-
-    from scanner import __version__
 
     t0 = time.time()
     summary = Summary()
     pinned = [pin(e) for e in entries]
     for p in pinned:
         if p.error is not None:
-            catalog.write_scan(failed_row(p.entry.spec, p.error, time.time(), revision=p.revision,
-                                          scanner_version=__version__))
+            catalog.write_scan(failure(p.entry.spec, p.error, time.time(), config_for(p.entry, cfg),
+                                       revision=p.revision))
             summary.failed.append((p.entry.name, f"{type(p.error).__name__}: {p.error}"))
-    done = completed(catalog, __version__)
+    done = completed(catalog, SCANNER_VERSION)
     todo = deque()
     for p in pinned:
         if p.error is None:
@@ -195,7 +200,7 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
                     break
                 todo.popleft()
                 limit = p.entry.timeout or cfg.timeout
-                ref = actor.scan.remote(p.entry.spec, p.revision, p.entry.trust_remote_code)
+                ref = actor.scan.remote(p.entry.spec, p.revision, config_for(p.entry, cfg))
                 inflight[ref] = (p, actor, share, time.time(), time.time() + limit)
                 bar.set_postfix_str(p.entry.name[-40:])
             next_deadline = min(v[4] for v in inflight.values())
@@ -213,9 +218,9 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
                                     attempts[p.entry.name], cfg.retries)
                         todo.appendleft(p)
                         continue
-                    row = failed_row(p.entry.spec, f"the worker died {attempts[p.entry.name]} times: "
-                                     f"{str(e).splitlines()[0][:200]}", submitted, error_type="WorkerDied",
-                                     revision=p.revision, repo_id=p.repo_id, source=p.source)
+                    row = failure(p.entry.spec, f"the worker died {attempts[p.entry.name]} times: "
+                                  f"{str(e).splitlines()[0][:200]}", submitted, config_for(p.entry, cfg),
+                                  error_type="WorkerDied", revision=p.revision, repo_id=p.repo_id, source=p.source)
                 else:
                     pool.give(actor, share)
                     summary.scan_s.append(row.get("duration_s") or 0.0)
@@ -228,9 +233,9 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
                     inflight.pop(ref)
                     pool.kill(actor)
                     limit = p.entry.timeout or cfg.timeout
-                    _record(catalog, failed_row(p.entry.spec, f"time limit of {limit:g} s exceeded", submitted,
-                                                error_type="TimeLimit", revision=p.revision, repo_id=p.repo_id,
-                                                source=p.source), p, summary)
+                    _record(catalog, failure(p.entry.spec, f"time limit of {limit:g} s exceeded", submitted,
+                                             config_for(p.entry, cfg), error_type="TimeLimit", revision=p.revision,
+                                             repo_id=p.repo_id, source=p.source), p, summary)
                     bar.update(1)
     finally:
         bar.close()

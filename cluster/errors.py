@@ -1,7 +1,17 @@
-"""Named cluster exceptions; the CLI turns them into one-line errors."""
+"""Named cluster exceptions; `cluster.cli.main` turns them into one-line errors."""
 
 
 class ClusterError(Exception):
     """Ray cannot be reached, or a job does not exist. `str(err)` is a complete one-line message."""
 
     exit_code = 1
+
+
+class BadOption(ClusterError):
+    """A batch option or a models file line has a value it cannot take."""
+
+    exit_code = 2
+
+
+class ClusterTooSmall(ClusterError):
+    """The cluster cannot hold even one scan actor with the resources it asks for."""

@@ -1,9 +1,12 @@
 """Batches as Ray jobs: submit through the Jobs API (returns at once), then follow with status and logs."""
 from __future__ import annotations
 
+import json
 import shlex
 import tempfile
 from pathlib import Path
+
+from scanner.config import ScanConfig
 
 from .errors import ClusterError
 
@@ -19,22 +22,24 @@ def _client(address: str):
         raise ClusterError(f"cannot reach the Ray dashboard at {address}: {str(e).splitlines()[0][:200]}") from None
 
 
-def entrypoint(models_name: str, catalog: str, options: list[str]) -> str:
+def entrypoint(models_name: str, catalog: str, config_name: str, options: list[str]) -> str:
     return " ".join(["superweights", "batch", shlex.quote(models_name), "--catalog", shlex.quote(catalog),
-                     "--address", "auto", *map(shlex.quote, options)])
+                     "--address", "auto", "--scan-config", shlex.quote(config_name), *map(shlex.quote, options)])
 
 
-def submit(address: str, models_file: str | Path, catalog: str, options: list[str] | None = None,
+def submit(address: str, models_file: str | Path, catalog: str, scan: ScanConfig, options: list[str] | None = None,
            env: dict | None = None) -> str:
-    """The models file travels with the job (its working_dir); the catalog must be reachable from the
-    cluster (object storage or a shared folder). Returns the job id."""
+    """The models file and the whole scan configuration (texts of prompt and evaluation files included)
+    travel with the job (its working_dir); the catalog must be reachable from the cluster (object storage or
+    a shared folder). Returns the job id."""
     src = Path(models_file)
     client = _client(address)
     with tempfile.TemporaryDirectory(prefix="superweights-job-") as tmp:
         (Path(tmp) / "models.txt").write_text(src.read_text())
+        (Path(tmp) / "scan-config.json").write_text(json.dumps(scan.to_dict(), indent=1))
         runtime_env = {"working_dir": tmp, **({"env_vars": env} if env else {})}
         try:
-            return client.submit_job(entrypoint=entrypoint("models.txt", catalog, options or []),
+            return client.submit_job(entrypoint=entrypoint("models.txt", catalog, "scan-config.json", options or []),
                                      runtime_env=runtime_env,
                                      metadata={"superweights": "batch", "models_file": src.name})
         except RuntimeError as e:

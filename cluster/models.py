@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scanner.errors import BadInput
+from .errors import BadOption
 
 OPTIONS = {"timeout", "trust_remote_code"}
 
@@ -31,7 +31,7 @@ class Entry:
 
 
 def _split_revision(token: str) -> tuple[str, str | None]:
-    if token.startswith(("pkg:", "/", ".", "~")) or "/" not in token:
+    if token.startswith(("pkg:", "planted:", "/", ".", "~")) or "/" not in token:
         return token, None  # paths and packaged names may contain '@'
     spec, at, rev = token.partition("@")
     return spec, (rev or None) if at else None
@@ -49,18 +49,18 @@ def parse(text: str, source: str = "models file") -> list[Entry]:
         for o in opts:
             key, eq, value = o.partition("=")
             if not eq or key not in OPTIONS:
-                raise BadInput(f"{source} line {n}: unknown option {o!r} (known: "
+                raise BadOption(f"{source} line {n}: unknown option {o!r} (known: "
                                + ", ".join(f"{k}=..." for k in sorted(OPTIONS)) + ")")
             if key == "timeout":
                 try:
                     kw["timeout"] = float(value)
                 except ValueError:
-                    raise BadInput(f"{source} line {n}: timeout must be a number of seconds, got {value!r}") from None
-                if kw["timeout"] <= 0:
-                    raise BadInput(f"{source} line {n}: timeout must be positive")
+                    raise BadOption(f"{source} line {n}: timeout must be a number of seconds, got {value!r}") from None
+                if not 0 < kw["timeout"] < float("inf"):
+                    raise BadOption(f"{source} line {n}: timeout must be a positive number of seconds")
             else:
                 if value.lower() not in ("true", "false"):
-                    raise BadInput(f"{source} line {n}: trust_remote_code must be true or false")
+                    raise BadOption(f"{source} line {n}: trust_remote_code must be true or false")
                 kw["trust_remote_code"] = value.lower() == "true"
         if (spec, rev) in seen:
             continue  # listed twice: scanned once
@@ -74,8 +74,8 @@ def read(path: str | Path) -> list[Entry]:
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
+        raise BadOption(f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
     entries = parse(text, str(p))
     if not entries:
-        raise BadInput(f"{p} lists no models")
+        raise BadOption(f"{p} lists no models")
     return entries

@@ -28,13 +28,6 @@ class Pinned:
     error: ScanError | None = None  # could not be pinned: the batch records it as a failed scan
 
 
-def _is_hub(spec: str) -> bool:
-    from scanner.sources import HUB_ID
-
-    return not spec.startswith(("pkg:", "/", ".", "~")) and not Path(spec).expanduser().exists() \
-        and bool(HUB_ID.match(spec))
-
-
 def _cached_sha(repo_id: str, revision: str) -> str | None:
     from huggingface_hub import constants
 
@@ -70,16 +63,16 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
 
 
 def pin(entry: Entry) -> Pinned:
-    from catalog.rows import canonical_model
+    """The revision a worker will scan: the hub's commit sha for hub ids, else the files' fingerprint
+    (workers then scan exactly that, `scanner.sources.resolve_pinned`)."""
+    from scanner.sources import is_hub_id, model_name, resolve
 
     try:
-        if _is_hub(entry.spec):
+        if is_hub_id(entry.spec):
             sha, params = hub_sha(entry.spec, entry.revision)
             return Pinned(entry, entry.spec, sha, "hub", entry.spec, params=params)
-        from scanner.sources import resolve
-
         src = resolve(entry.spec, entry.revision)
-        return Pinned(entry, canonical_model(entry.spec, src.repo_id, src.kind), src.revision, src.kind,
+        return Pinned(entry, model_name(entry.spec, src.repo_id, src.kind), src.revision, src.kind,
                       src.repo_id, src.path / src.gguf_file if src.gguf_file else src.path)
     except ScanError as e:
         return Pinned(entry, entry.spec, entry.revision, error=e)

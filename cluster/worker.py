@@ -6,9 +6,11 @@ import gc
 import os
 import socket
 
+from scanner.config import ScanConfig
+
 
 class ScanWorker:
-    def __init__(self, scan: dict | None = None):
+    def __init__(self):
         from scanner.loading import set_threads
         from scanner.scan import scan_source  # noqa: F401  (imports torch and transformers once, here)
 
@@ -24,24 +26,19 @@ class ScanWorker:
             torch.set_num_threads(int(omp))
         else:
             set_threads()
-        self.scan_options = scan or {}
         self.host = socket.gethostname()
 
     def pid(self) -> int:
         return os.getpid()
 
-    def scan(self, spec: str, revision: str | None, trust_remote_code: bool = False) -> dict:
-        """One model -> one catalog row. Only the model's own failures become rows here; if this process
-        dies (killed, out of host memory) the batch driver sees the actor die and retries elsewhere."""
-        from scanner.loading import LoadOptions
-        from scanner.scan import ScanConfig, scan_to_row
+    def scan(self, spec: str, revision: str, cfg: ScanConfig) -> dict:
+        """Exactly the pinned model, with the whole configuration -> one catalog row. Only the model's own
+        failures become rows here; if this process dies (killed, out of host memory) the batch driver sees
+        the actor die and retries elsewhere."""
+        from .service import scan_to_row
 
-        opts = LoadOptions(device=self.scan_options.get("device", "auto"),
-                           dtype=self.scan_options.get("dtype", "auto"),
-                           max_memory=self.scan_options.get("max_memory"), trust_remote_code=trust_remote_code)
-        cfg = ScanConfig(**{k: v for k, v in self.scan_options.items() if k in ("prompts", "run_validation")})
         try:
-            return scan_to_row(spec, revision, opts, cfg, host=self.host)[0]
+            return scan_to_row(spec, revision, cfg, pinned=True, host=self.host)[0]
         finally:
             _free()
 

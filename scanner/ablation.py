@@ -1,20 +1,22 @@
-"""Zero chosen weights in place and restore them; read weights that accelerate offloaded.
+"""Zero chosen weights in place and restore them; read weights that are not resident.
 
 Weights that accelerate offloaded to CPU/disk live on `meta` between forwards and are
 re-materialised by an AlignDevicesHook just before their module runs. For those, the zeroing
 is done by a second hook appended after accelerate's, on the fresh copy, so nothing needs
-restoring and the offloaded store is never written.
+restoring and the offloaded store is never written. Streamed weights (`LayerLoop.source`) are
+zeroed each time their layer is read (`LayerLoop.after_load`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterable, Iterator
 
 import torch
 from accelerate.hooks import ModelHook, SequentialHook, add_hook_to_module, remove_hook_from_module
 from torch import nn
 
-from .adapters import Adapter, Coord, Unit, get, layers, matrix
+from .adapters import Adapter, Coord, Unit, get, matrix
+from .layerloop import LayerLoop
 
 
 def _param_owner(adapter: Adapter, unit: Unit) -> tuple[str, str]:
@@ -33,18 +35,17 @@ def _offload_hook(module: nn.Module):
     return None
 
 
-def read_matrix(adapter: Adapter, layer: nn.Module, unit: Unit) -> torch.Tensor:
-    """The unit's [hidden, d_mlp] weight, materialised even when accelerate offloaded it."""
+def read_matrix(loop: LayerLoop, index: int, unit: Unit) -> torch.Tensor:
+    """The unit's [hidden, d_mlp] weight in layer `index`, materialised even when streamed or offloaded."""
+    adapter, layer = loop.adapter, loop.stack[index]
     mat = matrix(adapter, layer, unit)
     if mat.device.type != "meta":
         return mat.detach()
     owner, name = _param_owner(adapter, unit)
-    if hasattr(layer, "_sw_fetch"):  # streamed (scanner.stream): read it from its shard
-        stored = layer._sw_fetch(f"{owner}.{name}")
-        if unit.expert is not None:
-            return stored[unit.expert]
-        return stored.T if adapter.conv1d else stored
-    stored = _offload_hook(get(layer, owner)).weights_map[name]
+    if loop.source is not None:
+        stored = loop.source.read(index, f"{owner}.{name}")
+    else:
+        stored = _offload_hook(get(layer, owner)).weights_map[name]
     if unit.expert is not None:
         return stored[unit.expert]
     return stored.T if adapter.conv1d else stored
@@ -63,44 +64,44 @@ class _ZeroAfterLoad(ModelHook):
 
 
 @contextmanager
-def zeroed(model: nn.Module, adapter: Adapter, coords: Iterable[Coord]) -> Iterator[None]:
-    """Set W[row, col] = 0 for every coordinate for the duration of the block, then restore."""
-    stack = layers(model, adapter)
+def zeroed(loop: LayerLoop, coords: Iterable[Coord]) -> Iterator[None]:
+    """Set W[row, col] = 0 for every coordinate for the duration of the block, then restore. Resident weights
+    are written (and restored); streamed ones are zeroed each time their layer is read; offloaded ones by a
+    hook that runs after accelerate's has loaded them."""
+    adapter = loop.adapter
     saved: list[tuple[torch.Tensor, int, int, torch.Tensor]] = []
     hooked: list[tuple[nn.Module, object]] = []
-    streamed: list[tuple[nn.Module, object]] = []
     by_owner: dict[tuple[int, Unit], list[Coord]] = {}
     for c in coords:
         by_owner.setdefault((c.layer, c.unit), []).append(c)
-    try:
-        with torch.no_grad():
-            for (li, unit), cs in by_owner.items():
-                layer = stack[li]
-                mat = matrix(adapter, layer, unit)
-                if mat.device.type != "meta":
-                    for c in cs:
-                        saved.append((mat, c.row, c.col, mat[c.row, c.col].clone()))
-                        mat[c.row, c.col] = 0
-                    continue
-                owner = get(layer, adapter.experts if unit.expert is not None else unit.module)
-                def zero(layer=layer, unit=unit, cs=cs):
-                    m = matrix(adapter, layer, unit)
-                    for c in cs:
-                        m[c.row, c.col] = 0
-                if hasattr(layer, "_sw_after_load"):  # streamed: zero each time the layer is read
-                    layer._sw_after_load.append(zero)
-                    streamed.append((layer, zero))
-                    continue
-                old = owner._hf_hook
-                add_hook_to_module(owner, _ZeroAfterLoad(zero), append=True)
-                hooked.append((owner, old))
-        yield
-    finally:
-        with torch.no_grad():
-            for mat, r, c, v in reversed(saved):
-                mat[r, c] = v
-        for owner, old in hooked:
-            remove_hook_from_module(owner)
-            add_hook_to_module(owner, old)
-        for layer, fn in streamed:
-            layer._sw_after_load.remove(fn)
+    with ExitStack() as streamed:
+        try:
+            with torch.no_grad():
+                for (li, unit), cs in by_owner.items():
+                    layer = loop.stack[li]
+                    mat = matrix(adapter, layer, unit)
+                    if mat.device.type != "meta":
+                        for c in cs:
+                            saved.append((mat, c.row, c.col, mat[c.row, c.col].clone()))
+                            mat[c.row, c.col] = 0
+                        continue
+
+                    def zero(layer=layer, unit=unit, cs=cs):
+                        m = matrix(adapter, layer, unit)
+                        for c in cs:
+                            m[c.row, c.col] = 0
+                    if loop.source is not None:
+                        streamed.enter_context(loop.after_load(li, zero))
+                        continue
+                    owner = get(layer, adapter.experts if unit.expert is not None else unit.module)
+                    old = owner._hf_hook
+                    add_hook_to_module(owner, _ZeroAfterLoad(zero), append=True)
+                    hooked.append((owner, old))
+            yield
+        finally:
+            with torch.no_grad():
+                for mat, r, c, v in reversed(saved):
+                    mat[r, c] = v
+            for owner, old in hooked:
+                remove_hook_from_module(owner)
+                add_hook_to_module(owner, old)

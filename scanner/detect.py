@@ -1,26 +1,23 @@
 """From spike profiles to ranked super-weight candidates. No absolute threshold anywhere:
 a spike is large *relative to the rest of the same model*, and a weight is a candidate by the
-share of the spike it makes.
+share of the spike it makes. `detect` iterates: profile, find spikes, attribute them, zero what was
+found, profile again.
 """
 from __future__ import annotations
 
+import logging
 import statistics
 from dataclasses import dataclass
 
 import torch
 
+from .ablation import read_matrix, zeroed
 from .adapters import Coord
-from .profile import LayerProfile, Peak
+from .config import DetectConfig
+from .layerloop import LayerLoop
+from .profile import LayerProfile, Peak, record
 
-
-@dataclass
-class DetectConfig:
-    spike_ratio: float = 10.0  # a spike is >= this many times the model's median per-layer maximum
-    min_share: float = 0.1  # a weight is a candidate if its term W[row,j]*x[j] makes >= this share
-    max_partners: int = 4  # candidates per spiking row
-    max_rounds: int = 3  # zero what was found and look again, at most this many passes
-    max_candidates: int = 16  # validated per scan (ranked by contribution)
-    top_rows: int = 8  # peaks kept per layer and unit
+log = logging.getLogger("superweights")
 
 
 @dataclass
@@ -38,6 +35,11 @@ class Baseline:
         return cls(med((p.post or p.output).value for p in profiles),
                    med(p.output.value for p in profiles), med(p.input.value for p in profiles))
 
+    def ratio(self, p: Peak) -> float:
+        """A peak's size against the model's typical layer: the larger of what it adds to the residual
+        and the raw down-projection output, each over its median."""
+        return max(abs(p.value) / self.value, abs(p.raw) / self.raw)
+
 
 @dataclass
 class Spike:
@@ -45,7 +47,8 @@ class Spike:
     module: str
     expert: int | None
     row: int
-    token: int
+    token_pos: int  # position of the token in its prompt
+    token_id: int  # the token's id in the vocabulary
     prompt: int
     value: float  # contribution to the residual (signed)
     raw: float  # down-projection output (signed)
@@ -60,7 +63,7 @@ class Spike:
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "module": self.module, "expert": self.expert, "row": self.row,
-                "token": self.token, "prompt": self.prompt, "value": self.value, "raw": self.raw,
+                "token_pos": self.token_pos, "token_id": self.token_id, "prompt": self.prompt, "value": self.value, "raw": self.raw,
                 "residual_in": self.residual_in, "ratio": self.ratio, "kind": self.kind,
                 "round": self.round, "candidates": [[c.row, c.col] for c in self.candidates]}
 
@@ -89,7 +92,7 @@ def find_spikes(profiles: list[LayerProfile], base: Baseline, cfg: DetectConfig)
     out = []
     for prof in profiles:
         for p in prof.peaks:
-            if max(abs(p.value) / base.value, abs(p.raw) / base.raw) >= cfg.spike_ratio:
+            if base.ratio(p) >= cfg.spike_ratio:
                 out.append(p)
     return out
 
@@ -105,7 +108,54 @@ def attribute(p: Peak, row_weights: torch.Tensor, cfg: DetectConfig) -> list[tup
 
 
 def spike_from_peak(p: Peak, base: Baseline, rnd: int) -> Spike:
-    ratio = max(abs(p.value) / base.value, abs(p.raw) / base.raw)
     kind = "cancellation" if is_cancellation(p) else "super_activation"
-    return Spike(p.layer, p.unit.module, p.unit.expert, p.row, p.token, p.prompt, p.value, p.raw,
-                 p.residual_in, ratio, kind, rnd, [])
+    return Spike(p.layer, p.unit.module, p.unit.expert, p.row, p.token_pos, p.token_id, p.prompt, p.value, p.raw,
+                 p.residual_in, base.ratio(p), kind, rnd, [])
+
+
+def detect(loop: LayerLoop, prompts: list[torch.Tensor], cfg: DetectConfig, runners: list | None = None):
+    """Iterate: profile, find spikes, attribute them, zero what was found, profile again. The first
+    round's passes are the runners' base passes (kept for triage's ablations).
+    Returns (first round's profiles, baseline, spikes, candidates ranked, rounds run)."""
+    found: dict[Coord, Candidate] = {}
+    spikes: dict[tuple, Spike] = {}
+    first: list[LayerProfile] | None = None
+    base: Baseline | None = None
+    rounds = 0
+    for rnd in range(1, cfg.max_rounds + 1):
+        rounds = rnd
+        first_pass = (lambda i: runners[i].base()) if runners and rnd == 1 else None
+        with zeroed(loop, found):
+            profiles = record(loop.model, loop.adapter, prompts, cfg.top_rows, run=first_pass)
+        if base is None:
+            first, base = profiles, Baseline.of(profiles)
+        new: dict[Coord, Candidate] = {}
+        peaks = find_spikes(profiles, base, cfg)
+        for peak in peaks:
+            s = spike_from_peak(peak, base, rnd)
+            # the first round's reading of a (layer, row) stands: a late layer that cancels the super
+            # activation in the original model is not a new spike once that activation is zeroed
+            spike = spikes.setdefault(s.key(), s)
+            if spike.kind == "cancellation":
+                continue
+            w_row = read_matrix(loop, peak.layer, peak.unit)[peak.row]  # [d_mlp]
+            terms = attribute(peak, w_row, cfg)
+            if not terms and not spike.candidates:
+                spike.kind = "diffuse"
+            for col, term in terms:
+                coord = Coord(peak.layer, peak.unit.module, peak.row, col, peak.unit.expert)
+                if coord in found or coord in new:
+                    continue
+                x = float(peak.x[col])
+                new[coord] = Candidate(coord, float(w_row[col]), x, abs(x) / base.input, term,
+                                       term / peak.raw if peak.raw else 0.0, spike, rnd)
+                spike.candidates.append(coord)
+                spike.kind = "super_activation"
+        log.info("round %d: %d spike(s) above %.0fx the median layer, %d new candidate(s)",
+                 rnd, len(peaks), cfg.spike_ratio, len(new))
+        if not new:
+            break
+        found.update(new)
+    # first-round candidates first: later rounds measure a model with weights already zeroed
+    ranked = sorted(found.values(), key=lambda c: (c.round, -abs(c.contribution)))
+    return first, base, list(spikes.values()), ranked, rounds

@@ -1,4 +1,5 @@
-"""Named exceptions. The library raises these; `scanner.cli` turns them into one-line errors."""
+"""Named exceptions of the scanner. The library raises these; the command (`cluster.cli.main`) turns them into
+one-line errors and exit codes."""
 
 
 class ScanError(Exception):
@@ -35,3 +36,12 @@ class BadInput(ScanError):
     """An option or input file is invalid."""
 
     exit_code = 2
+
+
+class CannotStream(NotAModel):
+    """The checkpoint cannot be read layer by layer (fused experts, GGUF tensors converted together); loading
+    it whole, or offloaded by accelerate, still may work."""
+
+
+class ModelChanged(ScanError):
+    """The model's files are not the ones that were pinned (edited or replaced since)."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -13,33 +12,15 @@ import torch
 from torch import nn
 
 from . import gguf_once
-from .adapters import Adapter, adapter_for, layers, matrix, units
-from .errors import BadInput, CorruptCheckpoint, NotAModel, UnsafeCheckpoint
+from .adapters import Adapter, adapter_for, matrix, units
+from .config import LoadOptions, parse_size
+from .errors import BadInput, CannotStream, CorruptCheckpoint, UnsafeCheckpoint
+from .layerloop import LayerLoop, WeightSource
 from .sources import Source
 
 log = logging.getLogger("superweights")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_SIZE = re.compile(r"^\s*([0-9.e+]+)\s*([kmgt]?)(i?)b?\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    """'500MB', '2GiB', '1e9' -> bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise BadInput(f"cannot read memory size {text!r} (examples: 800MB, 2GiB, 1e9)")
-    base = 1024 if m.group(3) else 1000
-    return int(float(m.group(1)) * base ** " kmgt".index((m.group(2) or " ").lower()))
-
-
-@dataclass
-class LoadOptions:
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    dtype: str = "auto"  # "auto" (bfloat16 on cuda, float32 on cpu) or a key of DTYPES
-    max_memory: str | None = None  # budget on the compute device; the rest is offloaded to CPU/disk
-    offload_folder: str | None = None
-    trust_remote_code: bool = False
-    stream: bool = False  # read decoder layers from the shards one at a time (scanner.stream)
 
 
 @dataclass
@@ -52,11 +33,15 @@ class Loaded:
     dtype: torch.dtype
     offloaded: bool
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
-    streamer: object | None = field(default=None, repr=False)
+    streamer: WeightSource | None = field(default=None, repr=False)
+    loop: LayerLoop = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.loop = LayerLoop(self.model, self.adapter, self.streamer)  # every pass goes through it
 
     @property
     def layers(self) -> nn.ModuleList:
-        return layers(self.model, self.adapter)
+        return self.loop.stack
 
     def info(self) -> dict:
         cfg = self.model.config
@@ -72,7 +57,7 @@ class Loaded:
                 "offloaded": self.offloaded}
 
     def close(self) -> None:
-        self.model = None
+        self.model = self.loop = None
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -92,10 +77,8 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
     device = _device(opts)
     if opts.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    elif opts.dtype in DTYPES:
-        dtype = DTYPES[opts.dtype]
     else:
-        raise BadInput(f"unknown dtype {opts.dtype!r}; choose from auto, {', '.join(DTYPES)}")
+        dtype = DTYPES[opts.dtype]  # the name was checked where the options were made
 
     # streaming when asked, or when the model does not fit the budget (--max-memory on the CPU, else 80%
     # of the memory free); accelerate's offload where streaming does not serve: an explicit
@@ -112,9 +95,7 @@ def load(source: Source, opts: LoadOptions | None = None) -> Loaded:
                  "the budget" if budget is not None else "the memory free")
         try:
             return _streamed(source, opts, adapter, device, dtype)
-        except NotAModel as e:
-            if "cannot stream" not in str(e):
-                raise
+        except CannotStream as e:
             log.info("%s; offloading with accelerate instead", e)
             budget = limit
 

@@ -132,7 +132,7 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
     the stored dtype, `calib_chars` the text the plant is measured on."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .validate import default_eval_text
+    from .texts import default_eval_text
 
     folder = Path(folder)
     adapter = adapter_for(model_type)

@@ -23,14 +23,14 @@ class Extreme:
     """The entry of largest magnitude of a [tokens, channels] activation."""
 
     value: float  # signed
-    token: int
+    token_pos: int  # position in the prompt
+    token_id: int  # the token's id in the vocabulary
     channel: int
     prompt: int = 0
     expert: int | None = None
 
-    def to_dict(self) -> dict:
-        return {"value": self.value, "abs": abs(self.value), "token": self.token, "channel": self.channel,
-                "prompt": self.prompt, **({"expert": self.expert} if self.expert is not None else {})}
+    def to_dict(self, prefix: str) -> dict:
+        return {f"{prefix}_{k}": v for k, v in vars(self).items()}
 
 
 @dataclass
@@ -40,7 +40,8 @@ class Peak:
     layer: int
     unit: Unit
     prompt: int
-    token: int
+    token_pos: int
+    token_id: int
     row: int
     value: float  # what enters the residual (after the post-MLP norm, if any), signed
     raw: float  # the down projection's own output y[token, row]
@@ -57,8 +58,9 @@ class LayerProfile:
     peaks: list[Peak]
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "input": self.input.to_dict(), "output": self.output.to_dict(),
-                "post_norm": self.post.to_dict() if self.post else None}
+        post = {"post_norm_value": self.post.value, "post_norm_channel": self.post.channel} if self.post else \
+            {"post_norm_value": None, "post_norm_channel": None}
+        return {"layer": self.layer, **self.input.to_dict("input"), **self.output.to_dict("output"), **post}
 
 
 def tokens_first(t: torch.Tensor) -> torch.Tensor:
@@ -66,10 +68,12 @@ def tokens_first(t: torch.Tensor) -> torch.Tensor:
     return (t[0] if t.dim() == 3 else t).detach()
 
 
-def _extreme(t: torch.Tensor, tokens: torch.Tensor, prompt: int, expert: int | None) -> Extreme:
+def _extreme(t: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, prompt: int, expert: int | None) -> Extreme:
+    """`tokens`: the position of each row of t; `ids`: the prompt's token ids."""
     flat = int(t.abs().argmax())
     i, ch = divmod(flat, t.shape[1])
-    return Extreme(float(t[i, ch]), int(tokens[i]), ch, prompt, expert)
+    pos = int(tokens[i])
+    return Extreme(float(t[i, ch]), pos, int(ids[pos]), ch, prompt, expert)
 
 
 def _bigger(a: Extreme | None, b: Extreme | None) -> Extreme | None:
@@ -97,6 +101,7 @@ class Recorder:
         self._handles: list = []
         self._patched: list[tuple[nn.Module, str, object]] = []
         self.prompt = 0
+        self.ids = torch.zeros(0, dtype=torch.long)  # the current prompt's token ids, [tokens]
 
     def __enter__(self) -> "Recorder":
         a = self.adapter
@@ -119,9 +124,13 @@ class Recorder:
             setattr(mod, attr, fn)
         self._handles, self._patched, self._scratch = [], [], {}
 
+    def start(self, input_ids: torch.Tensor, prompt: int) -> None:
+        """The next forward pass is prompt `prompt`, these ids ([1, tokens])."""
+        self.prompt, self.ids = prompt, input_ids[0].cpu()
+
     @torch.no_grad()
     def run(self, input_ids: torch.Tensor, prompt: int = 0) -> None:
-        self.prompt = prompt
+        self.start(input_ids, prompt)
         self.model(input_ids=input_ids, use_cache=False)
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -178,14 +187,14 @@ class Recorder:
             a, z = (t.float() for t in sc["post"])
             # the norm rescales each entry; attribute through it: value = y * (z / a)
             scale = torch.where(a.abs() > 1e-30, z / a, torch.zeros_like(a))
-            post = _extreme(z, torch.arange(z.shape[0]), self.prompt, None)
+            post = _extreme(z, torch.arange(z.shape[0]), self.ids, self.prompt, None)
         inp = outp = None
         peaks = self._peaks.setdefault(li, {})
         for unit, idx, x, y in sc["calls"]:
             x, y = x.float(), y.float()
             tokens = idx.cpu() if idx is not None else torch.arange(x.shape[0])
-            inp = _bigger(inp, _extreme(x, tokens, self.prompt, unit.expert))
-            outp = _bigger(outp, _extreme(y, tokens, self.prompt, unit.expert))
+            inp = _bigger(inp, _extreme(x, tokens, self.ids, self.prompt, unit.expert))
+            outp = _bigger(outp, _extreme(y, tokens, self.ids, self.prompt, unit.expert))
             value = y * scale[tokens] if scale is not None else y  # [n, hidden]
             best, at = value.abs().max(dim=0)  # per row: largest over tokens
             k = min(self.top_rows, best.numel())
@@ -195,7 +204,7 @@ class Recorder:
                 t = int(tokens[i])
                 if i not in xs:
                     xs[i] = x[i].cpu().clone()
-                p = Peak(li, unit, self.prompt, t, row, float(value[i, row]), float(y[i, row]),
+                p = Peak(li, unit, self.prompt, t, int(self.ids[t]), row, float(value[i, row]), float(y[i, row]),
                          float(h[t, row]), xs[i])
                 key = (unit, row)
                 if key not in peaks or abs(p.value) > abs(peaks[key].value):
@@ -215,6 +224,6 @@ def record(model: nn.Module, adapter: Adapter, prompts: list[torch.Tensor], top_
             if run is None:
                 rec.run(ids, i)
             else:
-                rec.prompt = i
+                rec.start(ids, i)
                 run(i)
     return [rec.profiles[i] for i in sorted(rec.profiles)]

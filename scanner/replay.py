@@ -2,8 +2,7 @@
 
 The base pass keeps each decoder layer's output (the hidden states entering the next layer are small
 next to the weights). An ablation whose weights all sit in layer L then runs the model with layers
-before L answering from that store (their forward replaced for the duration, so their weights are not
-even touched), on a batch of V variants at once. Zeroing W[row, col] for variant v is applied to the
+before L answering from that store (`LayerLoop.answering`: their weights are not even touched), on a batch of V variants at once. Zeroing W[row, col] for variant v is applied to the
 down projection's output (y[v, :, row] recomputed from x[v] and the row with its zeroed entries),
 never by writing the weight, so the variants share one read of every later layer. Expert units of fused MoE modules have no separate
 output to correct; their variants run one at a time with the weight zeroed in place (`ablation.zeroed`).
@@ -17,7 +16,8 @@ import torch
 from torch import nn
 
 from .ablation import read_matrix, zeroed
-from .adapters import Adapter, Coord, get, layers
+from .adapters import Coord, get
+from .layerloop import LayerLoop
 
 BATCH_BUDGET = 256 << 20  # bytes of activations a batch of variants may add (a rough estimate, below)
 
@@ -30,9 +30,8 @@ class Prefix:
         self.upto = 0
 
     @contextmanager
-    def capture(self, model: nn.Module, adapter: Adapter, upto: int | None = None) -> Iterator[None]:
+    def capture(self, stack: nn.ModuleList, upto: int | None = None) -> Iterator[None]:
         """Keep the outputs of layers before `upto` (all by default): no ablation starts later."""
-        stack = layers(model, adapter)
         self.outputs = [None] * len(stack)
         self.upto = len(stack) if upto is None else min(upto, len(stack))
 
@@ -63,31 +62,9 @@ def _expand(out, batch: int):
 
 
 @contextmanager
-def skip_before(model: nn.Module, adapter: Adapter, prefix: Prefix, start: int, batch: int) -> Iterator[None]:
-    """Layers before `start` return their stored output instead of computing."""
-    stack = layers(model, adapter)
-    saved = []
-    for i in range(start):
-        layer = stack[i]
-        saved.append((layer, layer.__dict__.get("forward")))  # accelerate may have wrapped forward already
-        out = _expand(prefix.outputs[i], batch)
-        layer.forward = lambda *a, _out=out, **k: _out
-        layer._sw_skip = True  # a streamed layer is then not read either
-    try:
-        yield
-    finally:
-        for layer, old in saved:
-            layer._sw_skip = False
-            if old is None:
-                del layer.forward
-            else:
-                layer.forward = old
-
-
-@contextmanager
-def corrections(model: nn.Module, adapter: Adapter, variants: list[list[Coord]]) -> Iterator[None]:
+def corrections(loop: LayerLoop, variants: list[list[Coord]]) -> Iterator[None]:
     """Variant v of the batch sees every W[row, col] of variants[v] zeroed, through the output."""
-    stack = layers(model, adapter)
+    adapter, stack = loop.adapter, loop.stack
     by_unit: dict[tuple, list[tuple[int, Coord]]] = {}
     for v, coords in enumerate(variants):
         for c in coords:
@@ -95,7 +72,7 @@ def corrections(model: nn.Module, adapter: Adapter, variants: list[list[Coord]])
     handles = []
     for (li, unit), items in by_unit.items():
         layer = stack[li]
-        w = read_matrix(adapter, layer, unit)  # [hidden, d_mlp]
+        w = read_matrix(loop, li, unit)  # [hidden, d_mlp]
         bias = getattr(get(layer, unit.module), "bias", None)
         rows: dict[tuple[int, int], list[int]] = {}
         for v, c in items:
@@ -148,28 +125,6 @@ def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return finish_logits(model.config, model.get_output_embeddings()(hidden))
 
 
-@contextmanager
-def final_hidden(model: nn.Module) -> Iterator[list]:
-    """The model runs up to its output head, which keeps its input and returns no logits: the caller
-    scores a few tokens at a time, so [variants, tokens, vocab] logits never exist at once."""
-    head = model.get_output_embeddings()
-    old = head.__dict__.get("forward")
-    got: list[torch.Tensor] = []
-
-    def keep(x, *_a, **_k):
-        got.append(x)
-        return x.new_zeros(*x.shape[:-1], 0)
-
-    head.forward = keep
-    try:
-        yield got
-    finally:
-        if old is None:
-            del head.forward
-        else:
-            head.forward = old
-
-
 def _variant_bytes(config, tokens: int) -> int:
     c = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = c.hidden_size
@@ -183,20 +138,19 @@ class Runner:
     those of one layer batched from it (replaying the layers before), expert variants one at a time.
     Each pass ends at the head's input: [tokens, hidden] per variant, for the caller to score."""
 
-    def __init__(self, model: nn.Module, adapter: Adapter, ids: torch.Tensor, budget: int = BATCH_BUDGET,
-                 upto: int | None = None):
-        self.model, self.adapter, self.ids = model, adapter, ids  # ids: [1, tokens]
+    def __init__(self, loop: LayerLoop, ids: torch.Tensor, budget: int = BATCH_BUDGET, upto: int | None = None):
+        self.loop, self.model, self.ids = loop, loop.model, ids  # ids: [1, tokens]
         self.upto = upto  # layers whose outputs are kept: ablations start no later than this
         self.prefix = Prefix()
         self.hidden: torch.Tensor | None = None  # the base pass's head input, [tokens, hidden]
         self.passes = 0
-        self.batch = max(1, budget // _variant_bytes(model.config, ids.shape[1]))
+        self.batch = max(1, budget // _variant_bytes(self.model.config, ids.shape[1]))
 
     @torch.no_grad()
     def base(self) -> torch.Tensor:
         """The unablated pass (once; detection's hooked pass can be it)."""
         if self.hidden is None:
-            with self.prefix.capture(self.model, self.adapter, self.upto), final_hidden(self.model) as got:
+            with self.prefix.capture(self.loop.stack, self.upto), self.loop.head_inputs() as got:
                 self.model(input_ids=self.ids, use_cache=False)
             self.passes += 1
             self.hidden = got[0][0]  # [tokens, hidden]
@@ -213,10 +167,10 @@ class Runner:
         for start, group in by_layer.items():
             for i in range(0, len(group), self.batch):
                 chunk = group[i: i + self.batch]
-                yield from zip(chunk, self._pass(start, chunk, corrections(self.model, self.adapter, chunk)))
+                yield from zip(chunk, self._pass(start, chunk, corrections(self.loop, chunk)))
         for v in variants:  # expert weights: zeroed in place, one variant at a time
             if not dense(v):
-                yield v, self._pass(self._start(v), [v], zeroed(self.model, self.adapter, v))[0]
+                yield v, self._pass(self._start(v), [v], zeroed(self.loop, v))[0]
 
     def _start(self, v: list[Coord]) -> int:
         """The layer a variant's pass starts from: its own, or the deepest whose input was kept."""
@@ -224,8 +178,8 @@ class Runner:
 
     def _pass(self, start: int, chunk: list[list[Coord]], ablate) -> torch.Tensor:
         n = len(chunk)
-        with skip_before(self.model, self.adapter, self.prefix, start, n), ablate, \
-                final_hidden(self.model) as got:
+        stored = {i: _expand(self.prefix.outputs[i], n) for i in range(start)}  # layers before: not computed
+        with self.loop.answering(stored), ablate, self.loop.head_inputs() as got:
             self.model(input_ids=self.ids.expand(n, -1), use_cache=False)
         self.passes += 1
         return got[0]  # [variants, tokens, hidden]

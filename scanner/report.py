@@ -1,4 +1,8 @@
-"""The scan result: one JSON object, and a Table-1-style text report."""
+"""The scan result: one JSON object, and a Table-1-style text report.
+
+The JSON object's keys are the catalog's names (README, "Schema"): a scan row's columns at the top, and
+`super_weights`, `spikes` and `layer_profiles` lists whose items have the columns of those tables. It
+carries a few things more that the catalog does not keep (`groups`, `baseline`, `timings`, ...)."""
 from __future__ import annotations
 
 import time
@@ -10,7 +14,8 @@ COORDINATES = ("(layer, row, col) of the down projection as a Linear weight W[ou
 
 @dataclass
 class ScanResult:
-    model: str
+    spec: str  # what was asked for
+    model: str  # the catalog's name: the hub id for hub models, else the spec
     repo_id: str | None
     revision: str
     source: str
@@ -45,19 +50,6 @@ class ScanResult:
                 "stopword_shift": None if ev.stopword is None else ev.stopword - base.stopword}
 
     def to_dict(self) -> dict:
-        sws = []
-        for c in self.candidates:
-            ev = self.singles.get(c.coord)
-            sws.append({
-                "layer": c.coord.layer, "row": c.coord.row, "col": c.coord.col, "module": c.coord.module,
-                "expert": c.coord.expert, "value": c.weight, "verdict": c.verdict,
-                "ppl_ratio": ev.ratio(self.base_eval) if ev else None, "ppl": ev.ppl if ev else None,
-                "stopword_shift": self._eval(ev)["stopword_shift"] if ev else None,
-                "input": c.input, "input_ratio": c.input_ratio, "output": c.spike.raw,
-                "output_ratio": c.spike.ratio, "contribution": c.contribution, "share": c.share,
-                "token": c.spike.token, "prompt": c.spike.prompt, "round": c.round, "rank": c.rank,
-                "screen_kl": c.screen_kl,
-                "group": self.group_id(c.spike.key())})
         groups = []
         for g in self.groups:
             layer, module, expert, row = g.key
@@ -67,26 +59,46 @@ class ScanResult:
                 **self._eval(g.ablated),
                 "controls": {"random": {**self._eval(g.random), "weights": g.controls["random"]},
                              "largest": {**self._eval(g.largest), "weights": g.controls["largest"]}}})
+        by_id = {g["id"]: g for g in groups}
+        sws = [self._candidate(c, by_id.get(self.group_id(c.spike.key()), {})) for c in self.candidates]
+        base = self.base_eval
         return {
-            "model": self.model, "repo_id": self.repo_id, "revision": self.revision, "source": self.source,
-            "gguf_file": self.gguf_file, **self.info, "layers_path": self.layers_path,
+            "spec": self.spec, "model": self.model, "repo_id": self.repo_id, "revision": self.revision,
+            "source": self.source, "gguf_file": self.gguf_file, **self.info, "layers_path": self.layers_path,
             "coordinates": COORDINATES, "scanner_version": self.scanner_version, "prompts": self.prompts,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
             + f".{int(self.started * 1000) % 1000:03d}Z",
+            "duration_s": self.timings.get("total_s"), "status": "ok",
+            "ppl_base": base.ppl if base else None, "stopword_mass": base.stopword if base else None,
+            "eval_tokens": self.eval_tokens or None, "eval_text_sha256": self.eval_sha256 if base else None,
+            "eval_passes": self.eval_passes, "rounds": self.rounds,
+            "n_candidates": len(sws), "n_super_weights": sum(s["verdict"] == "super_weight" for s in sws),
+            "config": self.config, "warnings": self.warnings,
             "super_weights": sws, "groups": groups,
-            "spikes": [p.to_dict() for p in self.profiles],
-            "detected_spikes": [s.to_dict() for s in self.spikes],
-            "baseline": vars(self.baseline),
-            "perplexity": None if self.base_eval is None else {
-                "base": self.base_eval.ppl, "stopword_mass": self.base_eval.stopword,
-                "eval_tokens": self.eval_tokens, "eval_text_sha256": self.eval_sha256,
-                "passes": self.eval_passes},
-            "rounds": self.rounds, "config": self.config, "timings": self.timings, "warnings": self.warnings,
+            "spikes": [s.to_dict() for s in self.spikes],
+            "layer_profiles": [p.to_dict() for p in self.profiles],
+            "baseline": vars(self.baseline), "timings": self.timings,
         }
+
+    def _candidate(self, c, group: dict) -> dict:
+        ev = self.singles.get(c.coord)
+        controls = group.get("controls") or {}
+        return {
+            "layer": c.coord.layer, "module": c.coord.module, "expert": c.coord.expert, "row": c.coord.row,
+            "col": c.coord.col, "value": c.weight, "input": c.input, "input_ratio": c.input_ratio,
+            "output": c.spike.raw, "output_ratio": c.spike.ratio, "contribution": c.contribution,
+            "share": c.share, "token_pos": c.spike.token_pos, "token_id": c.spike.token_id,
+            "prompt": c.spike.prompt, "round": c.round, "rank": c.rank, "screen_kl": c.screen_kl,
+            "ppl": ev.ppl if ev else None, "ppl_ratio": ev.ratio(self.base_eval) if ev else None,
+            "stopword_shift": self._eval(ev)["stopword_shift"] if ev else None,
+            "group": self.group_id(c.spike.key()), "group_ppl_ratio": group.get("ppl_ratio"),
+            "random_ppl_ratio": (controls.get("random") or {}).get("ppl_ratio"),
+            "largest_ppl_ratio": (controls.get("largest") or {}).get("ppl_ratio"),
+            "verdict": c.verdict}
 
     def render(self) -> str:
         d = self.to_dict()
-        lines = [f"{self.model}  ({d['architecture']}, {d['num_layers']} layers, "
+        lines = [f"{self.spec}  ({d['architecture']}, {d['num_layers']} layers, "
                  f"{d['num_parameters'] / 1e6:.1f}M parameters)  revision {self.revision}"]
         if self.base_eval:
             lines.append(f"perplexity {self.base_eval.ppl:.3f} on {self.eval_tokens} tokens of the evaluation "

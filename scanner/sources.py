@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .adapters import adapter_for
-from .errors import CorruptCheckpoint, HubUnavailable, ModelNotFound, NotAModel
+from .errors import CorruptCheckpoint, HubUnavailable, ModelChanged, ModelNotFound, NotAModel
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
@@ -43,6 +43,35 @@ class Source:
     revision: str  # hub commit sha, or "local-<hash>" fingerprint of the files
     gguf_file: str | None = None
     repo_id: str | None = None  # hub id (for packaged models: the upstream model)
+
+    @property
+    def model(self) -> str:
+        """The model's name in results and the catalog (see `model_name`)."""
+        return model_name(self.spec, self.repo_id, self.kind)
+
+
+def model_name(spec: str, repo_id: str | None = None, kind: str | None = None) -> str:
+    """A hub model is named by its repo id, whatever revision syntax was typed; anything else as asked."""
+    if kind == "hub" and repo_id:
+        return repo_id
+    return spec.partition("@")[0] if is_hub_id(spec) else spec
+
+
+def is_hub_id(spec: str) -> bool:
+    """`org/name[@revision]` that is not a path on this machine."""
+    return not spec.startswith(("pkg:", "planted:", "/", ".", "~")) and bool(HUB_ID.match(spec)) \
+        and not Path(spec).expanduser().exists()
+
+
+def resolve_pinned(spec: str, revision: str) -> Source:
+    """Exactly what was pinned (`revision`: a hub commit, or the fingerprint of local files); an error if the
+    files are no longer those."""
+    if is_hub_id(spec):
+        return resolve(spec, revision)
+    src = resolve(spec)
+    if src.revision != revision:
+        raise ModelChanged(f"{spec} changed since it was pinned: its files are now {src.revision}, not {revision}")
+    return src
 
 
 def resolve(spec: str, revision: str | None = None) -> Source:

@@ -3,11 +3,12 @@ applied in the compute dtype a block of rows at a time, released after; the next
 the current one computes.
 
 The model is built on the meta device; the final norm is loaded once, embeddings and head as stored.
-A forward pre-hook on each decoder layer puts its weights in place (read into one of two reusable
-buffers) and a forward hook returns them to meta, so the peak holds about two layers plus the rest.
-Why not accelerate's disk offload: it re-reads and re-converts every weight on every pass and converts
-the whole checkpoint into its offload folder first; here the shards are read where they are, and
-ablations skip the layers before theirs (`replay.skip_before` marks them, and they are not read at all).
+The `Streamer` is the model's `layerloop.WeightSource`: the layer loop asks it to put a layer's weights
+in place (read into one of two reusable buffers) before the layer computes and to return them to meta
+after, so the peak holds about two layers plus the rest. Why not accelerate's disk offload: it re-reads
+and re-converts every weight on every pass and converts the whole checkpoint into its offload folder
+first; here the shards are read where they are, and layers that replay answers from the base pass
+(`LayerLoop.answering`) are not read at all.
 Supported: safetensors checkpoints whose tensor names are the model's own (the dense architectures;
 fused-expert MoE checkpoints are stored per expert and are not streamed); GGUF in `stream_gguf`.
 """
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters import Adapter, layers
-from .errors import NotAModel
+from .errors import CannotStream
 
 
 def _libc():
@@ -63,7 +64,7 @@ class Streamer:
         names = set(model.state_dict().keys())
         missing = sorted(n for n in names if n not in self.where and not _tied(model, n))
         if missing:
-            raise NotAModel(f"cannot stream this checkpoint: its tensor names differ from the model's "
+            raise CannotStream(f"cannot stream this checkpoint: its tensor names differ from the model's "
                             f"(e.g. {missing[0]}); load it without --stream")
         self.stack = layers(model, adapter)
         self.prefix = adapter.layers
@@ -77,12 +78,8 @@ class Streamer:
         self.buffers = [bytearray(size), bytearray(size)]
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[int, Future] = {}
-        for i, layer in enumerate(self.stack):
-            layer._sw_index = i
-            layer._sw_after_load = []  # ablation.zeroed registers in-place zeroing here
-            layer._sw_fetch = lambda name, layer=layer: self.fetch(layer, name)
-            layer.register_forward_pre_hook(self._before)
-            layer.register_forward_hook(self._after)
+        self.stored: dict[nn.Module, dict] = {}  # modules computing now: their parameters as stored
+        for layer in self.stack:
             for mod in layer.modules():
                 if mod._parameters:
                     self._compute_as_stored(mod)
@@ -90,7 +87,7 @@ class Streamer:
         big = {m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
         big_names = {f"{n}.weight" for n, m in model.named_modules() if m in big}
         for name in _non_layer_tensors(model, self.prefix):
-            _set(model, name, self.read(name, upcast=name not in big_names))
+            _set(model, name, self.read_tensor(name, upcast=name not in big_names))
         if getattr(model.config, "tie_word_embeddings", False):
             model.tie_weights()
         for mod in big:
@@ -137,7 +134,7 @@ class Streamer:
             return e.decode(buf)
         return torch.frombuffer(buf, dtype=e.dtype, count=e.nbytes // e.dtype.itemsize).reshape(e.shape)
 
-    def read(self, name: str, upcast: bool = True) -> torch.Tensor:
+    def read_tensor(self, name: str, upcast: bool = True) -> torch.Tensor:
         """One tensor from its file, on the compute device, in the compute dtype (or as stored); never
         shared with anything, since an ablation zeroes entries of what it gets."""
         t = self._load(self.where[name])
@@ -160,15 +157,14 @@ class Streamer:
         stored = {n: p for n, p in module._parameters.items()
                   if p is not None and p.is_floating_point() and p.dtype != self.dtype and p.device.type != "meta"}
         if stored:
-            module._sw_stored = stored
+            self.stored[module] = stored
             for n, p in stored.items():
                 module._parameters[n] = nn.Parameter(p.to(self.dtype), requires_grad=False)
         return None
 
     def _downcast(self, module: nn.Module, _args, _out):
-        for n, p in getattr(module, "_sw_stored", {}).items():
+        for n, p in self.stored.pop(module, {}).items():
             module._parameters[n] = p  # the upcast copy is dropped
-        module._sw_stored = {}
         return None
 
     def _fetch(self, i: int) -> Future:
@@ -178,30 +174,22 @@ class Streamer:
             self.pending[i] = self.pool.submit(self._layer_tensors, i)
         return self.pending[i]
 
-    def _before(self, layer: nn.Module, _args):
-        if getattr(layer, "_sw_skip", False):
-            return None  # answered from the base pass: nothing to read
-        i = layer._sw_index
+    def load(self, i: int, layer: nn.Module) -> None:
         tensors = self._fetch(i).result()
         del self.pending[i]
         for name, t in tensors.items():
             _set(layer, name, t)
-        for fn in layer._sw_after_load:
-            fn()
         if i + 1 < len(self.stack):
             self._fetch(i + 1)  # read the next layer while this one computes
-        return None
 
-    def _after(self, layer: nn.Module, _args, _out):
-        if getattr(layer, "_sw_skip", False):
-            return None
+    def release(self, i: int, layer: nn.Module) -> None:
         for name, _ in list(layer.named_parameters()):
             _set(layer, name, None)  # back to meta: the memory is free for the next layer
         _trim()
-        return None
 
-    def fetch(self, layer: nn.Module, name: str) -> torch.Tensor:
-        return self.read(f"{self.prefix}.{layer._sw_index}.{name}")
+    def read(self, i: int, name: str, upcast: bool = True) -> torch.Tensor:
+        """One weight of layer `i` from its file (see `read_tensor`)."""
+        return self.read_tensor(f"{self.prefix}.{i}.{name}", upcast)
 
 
 @dataclass(frozen=True)

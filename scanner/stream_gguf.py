@@ -15,7 +15,7 @@ from torch import nn
 
 from . import gguf_once
 from .adapters import Adapter
-from .errors import NotAModel
+from .errors import CannotStream
 from .stream import Entry, Streamer
 
 # processors whose output name is always the input name (the only change is to the values)
@@ -38,7 +38,7 @@ class GGUFStreamer(Streamer):
             arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
             processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed.get("config", {}))
             if type(processor).__name__ not in SAME_NAMES:
-                raise NotAModel(f"cannot stream this GGUF file ({arch}: transformers converts its tensors "
+                raise CannotStream(f"cannot stream this GGUF file ({arch}: transformers converts its tensors "
                                 "together); load it without --stream")
             mapping = get_gguf_hf_weights_map(model, processor)
         where = {}

@@ -17,12 +17,12 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 
 import torch
 
 from .ablation import read_matrix
 from .adapters import Coord
+from .config import ValidateConfig
 from .detect import Candidate
 from .loading import Loaded
 from .replay import BATCH_BUDGET, Runner, head_logits
@@ -36,14 +36,6 @@ STOPWORDS = ("the a an of and to in is it that was for on as with by at from or 
 
 
 @dataclass
-class ValidateConfig:
-    min_ppl_ratio: float = 1.5
-    control_margin: float = 10.0
-    eval_tokens: int = 1024
-    seed: int = 0
-
-
-@dataclass
 class Evaluation:
     ppl: float
     stopword: float | None  # mean next-token probability mass on stopwords
@@ -53,10 +45,6 @@ class Evaluation:
 
     def effect(self, base: "Evaluation") -> float:
         return math.log(self.ppl / base.ppl)
-
-
-def default_eval_text() -> str:
-    return resources.files("scanner").joinpath("data/eval.txt").read_text()
 
 
 def stopword_ids(tokenizer) -> list[int]:
@@ -86,7 +74,7 @@ class Evaluator:
         # streaming: a batch's activations may take about what one layer does, so the peak stays a few
         # layers (a big model's layer allows a big batch, and every batch is one more read of the layers)
         budget = loaded.streamer.layer_bytes if loaded.streamer is not None else BATCH_BUDGET
-        self.runner = Runner(loaded.model, loaded.adapter, self.ids, budget, upto)
+        self.runner = Runner(loaded.loop, self.ids, budget, upto)
 
     @property
     def tokens(self) -> int:
@@ -182,7 +170,7 @@ class GroupResult:
 
 def _controls(loaded: Loaded, members: list[Coord], exclude: set[Coord], seed: int) -> tuple[list, list]:
     c0 = members[0]
-    w = read_matrix(loaded.adapter, loaded.layers[c0.layer], c0.unit).float().abs().cpu()  # [hidden, d_mlp]
+    w = read_matrix(loaded.loop, c0.layer, c0.unit).float().abs().cpu()  # [hidden, d_mlp]
     mask = torch.zeros_like(w, dtype=torch.bool)
     for c in exclude:
         if (c.layer, c.unit) == (c0.layer, c0.unit):

@@ -9,6 +9,7 @@ from PIL import Image
 from catalog import publish as pub
 from catalog.errors import PublishError
 from catalog.rows import failed_row, ok_row
+from catalog.synthetic import VERSION
 from catalog.synthetic import result
 
 
@@ -19,7 +20,7 @@ def _first(cat):
     cat.write_scan(ok_row(result("org/nothing", 1, revision="b" * 40, coords=[(5, 1, 2, "negligible")])))
     cat.write_scan(ok_row(result("org/changes", 1, revision="c" * 40, coords=[(1, 4, 5, "super_weight"),
                                                                             (1, 4, 6, "partner")])))
-    cat.write_scan(failed_row("org/broken", RuntimeError("corrupt shard"), 1_000_000))
+    cat.write_scan(failed_row("org/broken", RuntimeError("corrupt shard"), 1_000_000, scanner_version=VERSION))
 
 
 def test_publish_writes_every_file(cat, tmp_path):

@@ -82,7 +82,7 @@ def test_reference_import_and_disagreements(cat, tmp_path):
     # OLMo-1B scanned without the published coordinates at all
     cat.write_scan(ok_row(result("allenai/OLMo-1B-0724-hf", 1, coords=[(1, 1764, 1710, "super_weight")])))
     cols, data = query.run(cat, query.DISAGREEMENTS_SQL)
-    got = {(r[0], r[2], r[4], r[5], r[cols.index("disagreement")]) for r in data}
+    got = {tuple(r[cols.index(c)] for c in ("model", "layer", "row", "col", "disagreement")) for r in data}
     assert got == {("huggyllama/llama-7b", 4, 11, 12, "found, not published"),
                    ("huggyllama/llama-13b", 2, 2231, 6939, "published, scan says negligible"),
                    ("allenai/OLMo-1B-0724-hf", 1, 1764, 8041, "published, not detected")}

@@ -45,7 +45,7 @@ def test_driver_killed_half_way_then_resumed(tmp_path, planted_cache):
     names = [f"planted:{a}" for a in ARCHS12[:8]]
     models.write_text("\n".join(names) + "\n")
     cat_dir = tmp_path / "catalog"
-    cmd = [sys.executable, "-m", "scanner.cli", "batch", str(models), "--catalog", str(cat_dir), "-q", "--workers", "2"]
+    cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", str(cat_dir), "-q", "--workers", "2"]
     proc = subprocess.Popen(cmd, env=_env(planted_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     cat = Catalog(cat_dir)

@@ -56,7 +56,7 @@ def head(planted_cache):
 
 
 def _cli(head, *args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "scanner.cli", *args], env=head["env"], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], env=head["env"], capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -2,7 +2,7 @@
 import pytest
 
 from cluster.models import parse, read
-from scanner.errors import BadInput
+from cluster.errors import BadOption
 
 
 def test_lines_comments_revisions_and_options():
@@ -24,14 +24,14 @@ def test_lines_comments_revisions_and_options():
 @pytest.mark.parametrize("line, match", [("org/a colour=blue", "unknown option"), ("org/a timeout=soon", "number"),
                                          ("org/a timeout=-1", "positive"), ("org/a trust_remote_code=yes", "true or")])
 def test_bad_lines_name_their_line(line, match):
-    with pytest.raises(BadInput, match=match) as e:
+    with pytest.raises(BadOption, match=match) as e:
         parse("org/ok\n" + line)
     assert "line 2" in str(e.value)
 
 
 def test_empty_or_missing_file(tmp_path):
     (tmp_path / "m.txt").write_text("# nothing\n")
-    with pytest.raises(BadInput, match="lists no models"):
+    with pytest.raises(BadOption, match="lists no models"):
         read(tmp_path / "m.txt")
-    with pytest.raises(BadInput, match="cannot read"):
+    with pytest.raises(BadOption, match="cannot read"):
         read(tmp_path / "missing.txt")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scanner.cli import build_parser
+from cluster.cli import build_parser
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 

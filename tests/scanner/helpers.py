@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from scanner.loading import LoadOptions
+from scanner.config import LoadOptions, ScanConfig
 from scanner.planted import Plant, build
 from scanner.scan import scan
 
@@ -28,4 +28,4 @@ def positives(result: dict) -> dict:
 
 
 def scan_dict(folder, **kw) -> dict:
-    return scan(str(folder), LoadOptions(device="cpu", **kw)).to_dict()
+    return scan(str(folder), ScanConfig(load=LoadOptions(device="cpu", **kw))).to_dict()

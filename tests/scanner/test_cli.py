@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from scanner.cli import build_parser, main
+from cluster.cli import build_parser, main
 
 from .helpers import planted
 
 
 def run_cli(*args, env=None):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "scanner.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True,
                           env=e, timeout=300)
 
 
@@ -82,13 +82,13 @@ def test_json_on_stdout_progress_on_stderr(tmp_path):
     proc = run_cli("scan", str(folder), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    for key in ("model", "revision", "architecture", "super_weights", "groups", "spikes", "perplexity"):
+    for key in ("model", "revision", "architecture", "super_weights", "groups", "spikes", "layer_profiles", "ppl_base"):
         assert key in result
     sw = result["super_weights"][0]
     for key in ("layer", "row", "col", "module", "value", "verdict", "ppl_ratio"):
         assert key in sw
     assert (sw["layer"], sw["row"], sw["col"], sw["module"]) == (1, 10, 20, "mlp.c_proj")
-    assert len(result["spikes"]) == 4 and "input" in result["spikes"][0]
+    assert len(result["layer_profiles"]) == 4 and "input_value" in result["layer_profiles"][0]
     assert "round 1" in proc.stderr
 
 

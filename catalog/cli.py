@@ -1,16 +1,18 @@
 """The catalog commands of `superweights`: query, publish, import-reference. Errors are raised, and
-`scanner.cli.main` turns them into one-line messages. Nothing here imports torch."""
+`cluster.cli.main` turns them into one-line messages. Nothing here imports torch."""
 from __future__ import annotations
 
 import logging
 import sys
+
+from .errors import BadOption
 
 log = logging.getLogger("superweights")
 CATALOG_HELP = "catalog folder or URI (s3://..., file://...); default: $SUPERWEIGHTS_CATALOG, else " \
                "~/.local/share/superweights/catalog"
 
 
-def add_catalog_commands(sub) -> None:
+def add_commands(sub) -> None:
     q = sub.add_parser(
         "query", help="run read-only SQL over the catalog, or a common question",
         description="Run read-only SQL (DuckDB) over the catalog's views: scans, super_weights, spikes, "
@@ -44,17 +46,19 @@ def add_catalog_commands(sub) -> None:
     p.set_defaults(func=_run_publish)
 
     r = sub.add_parser(
-        "import-reference", help="import published coordinates as reference rows",
-        description="Import published super-weight coordinates (CSV with columns model, hub_id, layer, module, "
-                    "row, col, source) into the catalog as reference rows, marked with their source. Default: "
-                    "the coordinates shipped with superweights (the paper's Table 1 and others).")
+        "import-reference", help="import published coordinates and channel claims as reference rows",
+        description="Import published claims into the catalog as reference rows, marked with their source: "
+                    "coordinates (CSV columns model, hub_id, layer, module, row, col, source, and optionally "
+                    "expert) or claims about a channel (model, hub_id, layer, row, claim, effect, source). "
+                    "Default: the three files shipped with superweights (the paper's Table 1 and others, "
+                    "published expert weights, published channels).")
     r.add_argument("csv", nargs="?", metavar="CSV")
     r.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
     r.set_defaults(func=_run_import)
 
 
 def _open(args):
-    from catalog.store import Catalog
+    from .store import Catalog
 
     cat = Catalog(args.catalog)
     if cat.local and not cat.exists():
@@ -63,12 +67,11 @@ def _open(args):
 
 
 def _run_query(args) -> int:
-    from catalog import query
-    from scanner.errors import BadInput
+    from . import query
 
     short = [args.model is not None, args.layer is not None or args.architecture is not None, args.disagreements]
     if sum(short) + (args.sql is not None) != 1:
-        raise BadInput("give either SQL or one of --model, --layer/--architecture, --disagreements")
+        raise BadOption("give either SQL or one of --model, --layer/--architecture, --disagreements")
     params = None
     if args.model is not None:
         sql, params = query.model_sql(args.model)
@@ -85,11 +88,10 @@ def _run_query(args) -> int:
 
 
 def _run_publish(args) -> int:
-    from catalog.publish import publish, push_to_hub
-    from scanner.errors import BadInput
+    from .publish import publish, push_to_hub
 
     if args.workers is not None and args.workers < 1:
-        raise BadInput(f"--workers must be at least 1, got {args.workers}")
+        raise BadOption(f"--workers must be at least 1, got {args.workers}")
     s = publish(_open(args), args.out_dir, args.workers)
     changes = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in s.changes.items() if v) or "no changes"
     print(f"published {s.models} model(s), {s.coordinates} coordinate(s)"
@@ -103,15 +105,14 @@ def _run_publish(args) -> int:
 
 
 def _run_import(args) -> int:
-    from importlib import resources
+    from . import reference
+    from .store import Catalog
 
-    from catalog.store import Catalog
-
-    path = args.csv or str(resources.files("catalog") / "data" / "published_super_weights.csv")
     cat = Catalog(args.catalog)
     cat.ensure_writable()
-    n, where = cat.import_reference(path)
-    print(f"imported {n} reference row(s) from {path} into {where}", file=sys.stdout)
+    for path in [args.csv] if args.csv else reference.shipped():
+        n, where = cat.import_reference(path)
+        print(f"imported {n} reference row(s) from {path} into {where}", file=sys.stdout)
     return 0
 
 

@@ -1,0 +1,36 @@
+"""One scan to one catalog row: where the scanner and the catalog meet, for the CLI and the batch workers."""
+from __future__ import annotations
+
+import time
+
+from catalog.rows import failed_row, ok_row
+from scanner import __version__ as SCANNER_VERSION
+from scanner.config import ScanConfig
+from scanner.sources import model_name
+
+
+def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: bool = False, host: str | None = None):
+    """Scan, and the catalog row of the outcome: (row, result, None), or a `failed` row naming what went
+    wrong, (row, None, error), for the caller to record and re-raise. `pinned`: `revision` is what a batch
+    pinned (a hub commit, or the fingerprint of local files), and exactly that is scanned."""
+    from scanner.scan import scan_source
+    from scanner.sources import resolve, resolve_pinned
+
+    started, source = time.time(), None
+    try:
+        source = resolve_pinned(spec, revision) if pinned else resolve(spec, revision)
+        result = scan_source(source, cfg, started)
+    except Exception as e:  # noqa: BLE001  the caller decides: re-raise (CLI) or keep the row (batch)
+        return failure(spec, e, started, cfg, revision=source.revision if source else revision,
+                       repo_id=source.repo_id if source else None, source=source.kind if source else None,
+                       host=host), None, e
+    return ok_row(result.to_dict(), host=host), result, None
+
+
+def failure(spec: str, error: BaseException | str, started: float, cfg: ScanConfig | None, *,
+            revision: str | None = None, repo_id: str | None = None, source: str | None = None,
+            error_type: str | None = None, host: str | None = None) -> dict:
+    """The catalog row of a scan that did not finish, by this scanner, with the configuration asked for."""
+    return failed_row(spec, error, started, model=model_name(spec, repo_id, source), scanner_version=SCANNER_VERSION,
+                      error_type=error_type, revision=revision, repo_id=repo_id, source=source,
+                      config=cfg.to_dict() if cfg else None, host=host)

@@ -1,0 +1,185 @@
+"""The scan configuration: one typed, validated object from the command line to every worker and into the
+catalog. A new scan option is one field here (its flag, help and bounds in the field's metadata); the
+`scan`, `batch` and `submit` commands get it from `scanner.options`, workers receive the whole object,
+and `to_dict()` is what the catalog stores with each scan.
+
+Nothing here imports torch: the configuration is checked where the user types it, in milliseconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field, fields
+
+from .errors import BadInput
+from .texts import PAPER_PROMPT
+
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(i?)b?\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '2GiB', '1e9' -> bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        raise BadInput(f"cannot read memory size {text!r} (examples: 800MB, 2GiB, 1e9)")
+    base = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * base ** " kmgt".index((m.group(2) or " ").lower()))
+
+
+def option(default, help: str, *, flag: str | None = None, low: float | None = None, high: float | None = None,
+           check=None):
+    """A configuration field and how it is typed: `flag` (default --name-with-dashes), bounds, and `check`,
+    a function that raises BadInput for a value it refuses."""
+    meta = {"help": help, "flag": flag, "low": low, "high": high, "check": check}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _device(v: str) -> None:
+    if not _DEVICE.match(v):
+        raise BadInput(f"--device must be auto, cpu, cuda or cuda:N, got {v!r}")
+
+
+def _dtype(v: str) -> None:
+    if v not in DTYPE_NAMES:
+        raise BadInput(f"unknown dtype {v!r}; choose from {', '.join(DTYPE_NAMES)}")
+
+
+def _size(v: str | None) -> None:
+    if v is not None and parse_size(v) <= 0:
+        raise BadInput(f"--max-memory must be positive, got {v!r}")
+
+
+def _prompts(v: tuple) -> None:
+    if not v or not all(isinstance(p, str) and p.strip() for p in v):
+        raise BadInput("calibration prompts must be non-empty text (at least one)")
+
+
+def _text(v: str | None) -> None:
+    if v is not None and not v.strip():
+        raise BadInput("the evaluation text is empty")
+
+
+class Checked:
+    """Checks every field against its type (from the default) and its metadata when constructed."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value, meta, flag = getattr(self, f.name), f.metadata, flag_of(f)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if isinstance(default, Checked):
+                if type(value) is not type(default):
+                    raise BadInput(f"{f.name} must be a {type(default).__name__}")
+                continue
+            if isinstance(default, tuple) and isinstance(value, list):
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            _check_type(flag, value, default)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if meta.get("low") is not None and value < meta["low"]:
+                    raise BadInput(f"{flag} must be at least {meta['low']:g}, got {value:g}")
+                if meta.get("high") is not None and value > meta["high"]:
+                    raise BadInput(f"{flag} must be at most {meta['high']:g}, got {value:g}")
+            if meta.get("check"):
+                meta["check"](value)
+
+
+def _check_type(flag: str, value, default) -> None:
+    if default is None:  # optional text
+        ok = value is None or isinstance(value, str)
+    elif isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif isinstance(default, tuple):
+        ok = all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        kind = "a finite number" if isinstance(default, float) else type(default).__name__ if default is not None \
+            else "text"
+        raise BadInput(f"{flag} must be {kind}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LoadOptions(Checked):
+    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N", check=_device)
+    dtype: str = option("auto", "auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16", check=_dtype)
+    max_memory: str | None = option(None, "memory budget on the device, e.g. 2GiB: a model that does not fit is "
+                                          "streamed layer by layer (CPU), or offloaded by accelerate (GPU, "
+                                          "--offload-folder, or a checkpoint that cannot be streamed)", check=_size)
+    offload_folder: str | None = option(None, "where accelerate offloads to disk (default: a temporary folder)")
+    trust_remote_code: bool = option(False, "allow the model's own Python code to run (only for models you trust)")
+    stream: bool = option(False, "read decoder layers from the safetensors shards or GGUF file one at a time (peak "
+                                 "memory about two layers); chosen by itself when the model does not fit")
+
+
+@dataclass(frozen=True)
+class DetectConfig(Checked):
+    spike_ratio: float = option(10.0, "a spike is this many times the model's median layer maximum", low=1.0)
+    min_share: float = option(0.1, "a weight is a candidate if its term W[row, col] * x[col] makes this share of "
+                                   "the spike", low=1e-6, high=1.0)
+    max_partners: int = option(4, "candidates per spiking row", low=1)
+    max_rounds: int = option(3, "detection rounds (zero what was found, look again)", low=1)
+    max_candidates: int = option(16, "candidates validated, best by KL triage first", low=1)
+    top_rows: int = option(8, "peaks kept per layer", low=1)
+
+
+@dataclass(frozen=True)
+class ValidateConfig(Checked):
+    min_ppl_ratio: float = option(1.5, "perplexity ratio that makes an ablation significant", low=1.0)
+    control_margin: float = option(10.0, "an effect must be this many times its controls' effect", low=0.0)
+    eval_tokens: int = option(1024, "evaluation tokens used", low=2)
+    seed: int = option(0, "seed of the random controls")
+
+
+@dataclass(frozen=True)
+class ScanConfig(Checked):
+    load: LoadOptions = field(default_factory=LoadOptions)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    prompts: tuple = option([PAPER_PROMPT], "calibration prompt (repeatable; default: the paper's)",
+                            flag="--prompt", check=_prompts)
+    eval_text: str | None = option(None, "evaluation text for perplexity, read from FILE (default: the shipped text)",
+                                   check=_text)
+    run_validation: bool = option(True, "detect only; skip ablation", flag="--no-validate")
+
+    def to_dict(self) -> dict:
+        """Plain JSON values (lists, not tuples): what the catalog stores and `from_dict` reads."""
+        return dataclasses.asdict(self, dict_factory=lambda kv: {k: list(v) if isinstance(v, tuple) else v
+                                                                for k, v in kv})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScanConfig":
+        """The inverse of to_dict; an unknown key is an error, a missing one takes its default."""
+        return _build(cls, data, "")
+
+    def replace(self, **sections) -> "ScanConfig":
+        """A copy with fields of sections replaced, e.g. replace(load={"trust_remote_code": True})."""
+        changes = {k: dataclasses.replace(getattr(self, k), **v) if isinstance(v, dict) else v
+                   for k, v in sections.items()}
+        return dataclasses.replace(self, **changes)
+
+
+SECTIONS = {"load": LoadOptions, "detect": DetectConfig, "validate": ValidateConfig}
+
+
+def _build(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise BadInput(f"scan configuration{where}: expected an object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise BadInput(f"scan configuration{where}: unknown option {unknown[0]!r} (known: {', '.join(known)})")
+    kw = {k: _build(SECTIONS[k], v, f" {k}") if k in SECTIONS else v for k, v in data.items()}
+    return cls(**kw)
