@@ -12,17 +12,23 @@ CATALOG_HELP = "catalog folder or URI (s3://..., file://...); default: $SUPERWEI
                "~/.local/share/superweights/catalog"
 
 
+def catalog_option(parser, **kw) -> None:
+    """--catalog, as every command that reads or writes a catalog takes it."""
+    parser.add_argument("--catalog", metavar="LOCATION", **{"help": CATALOG_HELP, **kw})
+
+
+QUERY = ("Run read-only SQL (DuckDB) over the catalog's views: scans, super_weights, spikes, layer_profiles, "
+         "latest_scans, reference, disagreements, and *_all versions that include superseded scans. Or ask a common "
+         "question with --model, --layer/--architecture or --disagreements.")
+QUERY_EXAMPLE = "example: superweights query \"SELECT model, layer, row, col FROM super_weights WHERE verdict = " \
+                "'super_weight'\""
+
+
 def add_commands(sub) -> None:
-    q = sub.add_parser(
-        "query", help="run read-only SQL over the catalog, or a common question",
-        description="Run read-only SQL (DuckDB) over the catalog's views: scans, super_weights, spikes, "
-                    "layer_profiles, latest_scans, reference, disagreements, and *_all versions that include "
-                    "superseded scans. Or ask a common question with --model, --layer/--architecture or "
-                    "--disagreements.",
-        epilog='example: superweights query "SELECT model, layer, row, col FROM super_weights '
-               "WHERE verdict = 'super_weight'\"")
+    q = sub.add_parser("query", help="run read-only SQL over the catalog, or a common question", description=QUERY,
+                       epilog=QUERY_EXAMPLE)
     q.add_argument("sql", nargs="?", metavar="SQL", help="one or more read-only statements; the last one's rows")
-    q.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    catalog_option(q)
     q.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
     q.add_argument("--model", help="the super weights (and partners) of this model's latest scan")
     q.add_argument("--layer", type=int, help="models with a super weight in this layer")
@@ -37,7 +43,7 @@ def add_commands(sub) -> None:
                     "paper's Table 1 form), index.csv, index.json, CHANGELOG.md against the index already in "
                     "OUT_DIR, a dataset card README.md, plots/*.png and index.html.")
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    catalog_option(p)
     p.add_argument("--push-to-hub", metavar="REPO",
                    help="then upload OUT_DIR as this Hugging Face dataset (token from HF_TOKEN or `hf auth "
                         "login`, never written anywhere)")
@@ -53,7 +59,7 @@ def add_commands(sub) -> None:
                     "Default: the three files shipped with superweights (the paper's Table 1 and others, "
                     "published expert weights, published channels).")
     r.add_argument("csv", nargs="?", metavar="CSV")
-    r.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    catalog_option(r)
     r.set_defaults(func=_run_import)
 
 

@@ -21,6 +21,7 @@ log = logging.getLogger("superweights")
 
 
 def _scan_parser(sub) -> None:
+    from catalog.cli import catalog_option
     from scanner.options import add_scan_options
     from scanner.sources import DEFAULT_MODEL, PACKAGED
 
@@ -33,9 +34,8 @@ def _scan_parser(sub) -> None:
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
     p.add_argument("--revision", help="hub revision (branch, tag or commit); same as MODEL@REV")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--catalog", metavar="LOCATION",
-                   help="also write the result (or the failure) to this catalog: a folder or a URI such as "
-                        "s3://bucket/path (default: $SUPERWEIGHTS_CATALOG if set, else not written)")
+    catalog_option(p, help="also write the result (or the failure) to this catalog: a folder or a URI such as "
+                           "s3://bucket/path (default: $SUPERWEIGHTS_CATALOG if set, else not written)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_scan_options(p)
     p.set_defaults(func=_run_scan)

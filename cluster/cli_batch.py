@@ -8,6 +8,9 @@ import logging
 import os
 import sys
 
+from catalog.cli import catalog_option
+from scanner.options import add_scan_options
+
 from .errors import BadOption
 
 log = logging.getLogger("superweights")
@@ -15,9 +18,6 @@ ADDRESS_HELP = "Ray dashboard address (default: $RAY_ADDRESS if it is http(s)://
 
 
 def add_commands(sub) -> None:
-    from catalog.cli import CATALOG_HELP
-    from scanner.options import add_scan_options
-
     b = sub.add_parser(
         "batch", help="scan a list of models on Ray workers into the catalog",
         description="Scan every model of MODELS_FILE (one per line: MODEL[@REVISION] [timeout=S] "
@@ -26,7 +26,7 @@ def add_commands(sub) -> None:
                     "skipped, so a batch re-run resumes. Without --address Ray starts in this process.")
     b.add_argument("models_file", metavar="MODELS_FILE", nargs="?",
                    help="default: the shipped list (SmolLM2, Gemma-3 and planted models)")
-    b.add_argument("--catalog", metavar="LOCATION", help=CATALOG_HELP)
+    catalog_option(b)
     b.add_argument("--address", help="Ray cluster to join ('auto', ray://HOST:10001); default: start one here")
     b.add_argument("--workers", type=int, help="scan actors at once (default: one per GPU, else 2)")
     b.add_argument("--gpus-per-model", type=float,
@@ -44,7 +44,7 @@ def add_commands(sub) -> None:
                                    "from the cluster (s3://... or a shared folder).")
     s.add_argument("models_file", metavar="MODELS_FILE")
     s.add_argument("--address", help=ADDRESS_HELP)
-    s.add_argument("--catalog", metavar="LOCATION", required=True, help="catalog URI as the cluster sees it")
+    catalog_option(s, required=True, help="catalog URI as the cluster sees it")
     s.add_argument("--timeout", type=float, help="per-model time limit in seconds")
     s.add_argument("--workers", type=int, help="scan actors at once")
     s.add_argument("--publish", metavar="OUT_DIR", help="publish the index there at the end (as the cluster sees it)")

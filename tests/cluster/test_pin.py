@@ -43,3 +43,25 @@ def test_offline_pins_from_the_cache_refs(monkeypatch, tmp_path):
     missing = pin(parse("org/other")[0])
     assert type(missing.error).__name__ == "HubUnavailable"
     assert pin(parse(f"org/m@{'c' * 40}")[0]).revision == "c" * 40  # a sha needs no lookup
+
+
+def test_a_worker_scans_exactly_what_was_pinned(tmp_path):
+    """A local folder is pinned by its files' fingerprint; a worker scans that folder only while its files
+    are still those (before, the fingerprint was handed back as a hub revision and every local model failed)."""
+    import json
+
+    from cluster.service import scan_to_row
+    from scanner.config import ScanConfig
+    from tests.scanner.helpers import planted
+
+    folder = planted("llama", tmp_path / "m")
+    p = pin(parse(str(folder))[0])
+    assert p.error is None and p.revision.startswith("local-")
+    cfg = ScanConfig().replace(run_validation=False)
+    row, result, error = scan_to_row(str(folder), p.revision, cfg, pinned=True)
+    assert error is None and row["status"] == "ok" and row["revision"] == p.revision
+    config = json.loads((folder / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-5  # re-exported since it was pinned
+    (folder / "config.json").write_text(json.dumps(config))
+    row, result, error = scan_to_row(str(folder), p.revision, cfg, pinned=True)
+    assert row["status"] == "failed" and row["error_type"] == "ModelChanged" and p.revision in row["error"]

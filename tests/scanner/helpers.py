@@ -29,3 +29,16 @@ def positives(result: dict) -> dict:
 
 def scan_dict(folder, **kw) -> dict:
     return scan(str(folder), ScanConfig(load=LoadOptions(device="cpu", **kw))).to_dict()
+
+
+HUB_REPO, HUB_SHA = "tiny-org/planted-llama", "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(home: Path) -> Path:
+    """A hub cache as huggingface_hub lays it out, holding a planted Llama as HUB_REPO:
+    refs/main -> HUB_SHA, snapshots/HUB_SHA/files. Returns the cache folder (HF_HUB_CACHE)."""
+    repo = home / "hub" / ("models--" + HUB_REPO.replace("/", "--"))
+    planted("llama", repo / "snapshots" / HUB_SHA)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(HUB_SHA)
+    return home / "hub"

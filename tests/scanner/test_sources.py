@@ -5,24 +5,21 @@ import pytest
 from scanner.errors import CorruptCheckpoint, HubUnavailable, ModelNotFound, NotAModel
 from scanner.sources import check_safetensors, gguf_architecture, resolve
 
+from .helpers import HUB_SHA as SHA
+from .helpers import hub_cache as make_hub_cache
 from .helpers import planted, positives, scan_dict
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """A hub cache as huggingface_hub lays it out: refs/main -> sha, snapshots/<sha>/files."""
     home = tmp_path / "hf"
-    repo = home / "hub" / "models--tiny-org--planted-llama"
-    planted("llama", repo / "snapshots" / SHA)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(SHA)
+    cache = make_hub_cache(home)
     monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as c
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     return home
 
