@@ -97,6 +97,7 @@ SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]
 # `token_id` held the token's position.
 FROM_V1 = {"token_pos": "token_id", "token_id": None, "input_token_pos": "input_token_id", "input_token_id": None,
            "output_token_pos": "output_token_id", "output_token_id": None, "config": "config_json"}
+V1_VALUES = {"level": "weight"}  # what a column new in version 2 holds for every version-1 row
 
 
 def stored_names(names: list[str], version: int) -> list[str]:
@@ -111,8 +112,12 @@ def upgrade(table: pa.Table, version: int, schema: pa.Schema) -> pa.Table:
     cols = []
     for f in schema:
         src = renames.get(f.name, f.name)
-        cols.append(_conform(table[src], f.type, renames) if src in table.column_names
-                    else pa.nulls(len(table), f.type))
+        if src in table.column_names:
+            cols.append(_conform(table[src], f.type, renames))
+        elif version < 2 and f.name in V1_VALUES:
+            cols.append(pa.array([V1_VALUES[f.name]] * len(table), f.type))
+        else:
+            cols.append(pa.nulls(len(table), f.type))
     return pa.Table.from_arrays(cols, schema=schema)
 
 

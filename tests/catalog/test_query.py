@@ -109,3 +109,46 @@ def test_bad_reference_files(cat, tmp_path, text, match):
     f.write_text(text)
     with pytest.raises(BadReference, match=match):
         cat.import_reference(f)
+
+
+def _scan(model, coords, experts=()):
+    """A synthetic scan; `experts[i]` makes candidate i one of expert e's down projection (MoE)."""
+    r = result(model, 1, coords=coords)
+    for s, e in zip(r["super_weights"], experts):
+        s.update(module="mlp.experts.down_proj", expert=e)
+    return ok_row(r)
+
+
+def test_expert_and_channel_claims_compared_at_their_own_level(cat):
+    from catalog import reference
+
+    for path in reference.shipped():
+        cat.import_reference(path)
+    counts = query.run(cat, "SELECT level, count(*), count(expert), count(col), count(effect) FROM reference "
+                            "GROUP BY level ORDER BY level")[1]
+    assert counts == [("channel", 26, 0, 0, 11), ("weight", 31, 3, 31, 0)]
+    # row 507 of layer 11 matters (census +313%): the scan's super weight in that row agrees, at any column
+    cat.write_scan(_scan("HuggingFaceTB/SmolLM2-135M", [(11, 507, 1229, "super_weight"), (2, 507, 90, "negligible")]))
+    # Mistral's row 2070 matters (+287%), the scan finds nothing there
+    cat.write_scan(_scan("mistralai/Mistral-7B-v0.1", [(1, 100, 5, "super_weight")]))
+    # Qwen2.5-7B's row 458 was near inert (+3%): a super weight there disagrees
+    cat.write_scan(_scan("Qwen/Qwen2.5-7B", [(26, 458, 17, "super_weight")]))
+    # massive activation channels: GPT-2's at layer 2 row 447 is seen as a spike; Gemma-7B's is not
+    cat.write_scan(_scan("openai-community/gpt2", [(2, 447, 100, "negligible")]))
+    cat.write_scan(_scan("google/gemma-7b", [(0, 5, 6, "negligible")]))
+    # experts: layer 1 expert 68 found where published; layer 2's published expert 92 weight found in expert 5
+    cat.write_scan(_scan("Qwen/Qwen3-30B-A3B", [(1, 940, 711, "super_weight"), (2, 940, 59, "super_weight")],
+                         experts=[68, 5]))
+    cols, data = query.run(cat, query.DISAGREEMENTS_SQL)
+    got = {tuple(r[cols.index(c)] for c in ("model", "level", "layer", "expert", "row", "col", "disagreement"))
+           for r in data}
+    assert got == {
+        ("mistralai/Mistral-7B-v0.1", "channel", 1, None, 2070, None, "published channel matters, no super weight in it"),
+        ("mistralai/Mistral-7B-v0.1", "weight", 1, None, 2070, 7310, "published, not detected"),
+        ("mistralai/Mistral-7B-v0.1", "weight", 1, None, 100, 5, "found, not published"),
+        ("Qwen/Qwen2.5-7B", "channel", 26, None, 458, None, "published channel near inert, super weight in it"),
+        ("google/gemma-7b", "channel", 0, None, 1995, None, "published massive activation, no spike there"),
+        ("Qwen/Qwen3-30B-A3B", "weight", 2, 5, 940, 59, "found, not published"),
+        ("Qwen/Qwen3-30B-A3B", "weight", 2, 92, 940, 59, "published, not detected"),
+        ("Qwen/Qwen3-30B-A3B", "weight", 3, 82, 940, 423, "published, not detected"),
+    }
