@@ -34,6 +34,7 @@ def main() -> None:
     from cluster import batch
     from cluster.models import parse
     from cluster.pin import pin
+    from scanner.config import ScanConfig
 
     names = [f"planted:{ARCHS[i % len(ARCHS)]}" for i in range(min(args.models, len(ARCHS)))]
     entries = parse("\n".join(names))
@@ -42,7 +43,7 @@ def main() -> None:
     t = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     print(f"{len(entries)} tiny planted models, {os.cpu_count()} cores; ray.init {time.perf_counter() - t:.1f} s")
-    scan = {"run_validation": False} if args.no_validate else {}
+    scan = ScanConfig(run_validation=not args.no_validate)
     for workers in (1, 2):
         cat = Catalog(tmp / f"catalog-{workers}")
         s = batch.run(entries, cat, batch.BatchConfig(workers=workers, progress=False, scan=scan))

@@ -79,7 +79,7 @@ def part_a(model: Path) -> dict:
 
 
 def _eval_ids(tok, tokens: int):
-    from scanner.validate import default_eval_text
+    from scanner.texts import default_eval_text
 
     return tok(default_eval_text(), return_tensors="pt").input_ids[:, :tokens]
 
@@ -130,10 +130,12 @@ def part_b(model: Path, tokens: int) -> dict:
 
 
 def part_c(model: Path, tokens: int, stream: bool = False) -> dict:
-    from scanner.loading import LoadOptions, load, set_threads
+    from scanner.config import LoadOptions
+    from scanner.loading import load, set_threads
     from scanner.profile import record
     from scanner.sources import resolve
-    from scanner.validate import Evaluator, default_eval_text
+    from scanner.texts import default_eval_text
+    from scanner.validate import Evaluator
 
     set_threads()
     loaded = load(resolve(str(model)), LoadOptions(device="cpu", stream=stream))
@@ -191,14 +193,15 @@ def part_e_authors() -> dict:
 def part_e_ours() -> dict:
     """SmolLM2 GGUF, our whole scan (3 detection rounds, triage, every validation ablation), twice in one
     process: the second is a warm batch worker's."""
-    from scanner.loading import LoadOptions, set_threads
+    from scanner.config import LoadOptions, ScanConfig
+    from scanner.loading import set_threads
     from scanner.scan import scan
 
     set_threads()
     times, result = [], None
     for _ in range(2):
         t = time.time()
-        result = scan("pkg:smollm2-135m", LoadOptions(device="cpu"))
+        result = scan("pkg:smollm2-135m", ScanConfig(load=LoadOptions(device="cpu")))
         times.append(time.time() - t)
     sw = [c for c in result.candidates if c.verdict == "super_weight"]
     return {"cold_s": times[0], "warm_s": times[1], "timings": result.timings, "ablations": len(result.singles),

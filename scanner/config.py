@@ -73,7 +73,8 @@ class Checked:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value, meta, flag = getattr(self, f.name), f.metadata, flag_of(f)
+            value, meta = getattr(self, f.name), f.metadata
+            flag = f"{flag_of(f)} ({f.name})" if flag_of(f) != "--" + f.name.replace("_", "-") else flag_of(f)
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             if isinstance(default, Checked):
                 if type(value) is not type(default):
@@ -81,7 +82,9 @@ class Checked:
                 continue
             if isinstance(default, tuple) and isinstance(value, list):
                 value = tuple(value)
-                object.__setattr__(self, f.name, value)
+            elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # 20 from JSON is 20.0: one spelling in the stored configuration
+            object.__setattr__(self, f.name, value)
             _check_type(flag, value, default)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 if meta.get("low") is not None and value < meta["low"]:
@@ -102,12 +105,13 @@ def _check_type(flag: str, value, default) -> None:
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     elif isinstance(default, tuple):
-        ok = all(isinstance(v, str) for v in value)
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        kind = "a finite number" if isinstance(default, float) else type(default).__name__ if default is not None \
-            else "text"
+        kind = ("text" if default is None else "true or false" if isinstance(default, bool)
+                else "a whole number" if isinstance(default, int) else "a finite number" if isinstance(default, float)
+                else "a list of texts" if isinstance(default, tuple) else "text")
         raise BadInput(f"{flag} must be {kind}, got {value!r}")
 
 

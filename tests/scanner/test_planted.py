@@ -50,3 +50,18 @@ def test_planted_rows_sharing_a_column(arch, tmp_path):
     result = scan_dict(folder)
     assert positives(result) == {c: "super_weight" for c in truth(folder)}
     assert {g["row"] for g in result["groups"] if g["verdict"] == "super_activation"} == {10, 40}
+
+
+def test_planted_llama_as_a_gguf_file(tmp_path):
+    """The same model as a .gguf file (as llama.cpp writes one): same weight found, same perplexity, also
+    when its layers are streamed from the file."""
+    from scanner.planted_gguf import write_gguf
+
+    folder = planted("llama", tmp_path / "m")
+    gguf = write_gguf(folder, tmp_path / "planted-llama.gguf")
+    twin = scan_dict(folder)
+    for stream in (False, True):
+        got = scan_dict(gguf, stream=stream)
+        assert got["source"] == "gguf" and got["gguf_file"] == "planted-llama.gguf"
+        assert positives(got) == positives(twin) == {k: "super_weight" for k in truth(folder)}
+        assert abs(got["ppl_base"] - twin["ppl_base"]) <= 1e-5 * twin["ppl_base"]
