@@ -3,12 +3,14 @@
     HuggingFaceTB/SmolLM2-135M@main
     pkg:gemma3-270m              # a packaged model
     /data/checkpoints/my-model   timeout=3600 trust_remote_code=true
+    "/data/my models/gpt2.gguf"  # a path with spaces, quoted as in a shell
 
 Options after the model: `timeout=SECONDS` (this model's time limit), `trust_remote_code=true`
 (only for models you trust: nothing runs remote code unless its line says so).
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +42,13 @@ def _split_revision(token: str) -> tuple[str, str | None]:
 def parse(text: str, source: str = "models file") -> list[Entry]:
     entries, seen = [], set()
     for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError as e:
+            raise BadOption(f"{source} line {n}: {e} (quote a path with spaces as in a shell)") from None
+        if not words:
             continue
-        first, *opts = line.split()
+        first, *opts = words
         spec, rev = _split_revision(first)
         kw = {}
         for o in opts:

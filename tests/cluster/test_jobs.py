@@ -15,7 +15,7 @@ import pytest
 from catalog import query
 from catalog.store import Catalog
 
-from ..scanner.test_cli import assert_clean_error
+from .test_cli import assert_clean_error
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -21,8 +21,17 @@ def test_lines_comments_revisions_and_options():
     assert e[0].trust_remote_code is False and e[0].name == "org/a@v1.0"
 
 
+def test_paths_with_spaces_are_quoted_as_in_a_shell():
+    e = parse('''"/data/my models/gpt2.gguf" timeout=60   # a comment
+    '/data/other model'
+    ''')
+    assert [(x.spec, x.timeout) for x in e] == [("/data/my models/gpt2.gguf", 60.0), ("/data/other model", None)]
+
+
 @pytest.mark.parametrize("line, match", [("org/a colour=blue", "unknown option"), ("org/a timeout=soon", "number"),
-                                         ("org/a timeout=-1", "positive"), ("org/a trust_remote_code=yes", "true or")])
+                                         ("org/a timeout=-1", "positive"), ("org/a timeout=nan", "positive"),
+                                         ("org/a trust_remote_code=yes", "true or"),
+                                         ('"/data/my models', "quote a path")])
 def test_bad_lines_name_their_line(line, match):
     with pytest.raises(BadOption, match=match) as e:
         parse("org/ok\n" + line)

@@ -7,7 +7,7 @@ import sys
 
 from catalog import query
 from catalog.store import Catalog
-from tests.scanner.test_cli import assert_clean_error
+from .test_cli import assert_clean_error
 
 EVAL = ("The river rose in the night and the village woke to water in the streets. By morning the bakers "
         "had moved their ovens to the hill, and the school opened its doors to anyone who needed a dry floor. ") * 6

@@ -39,7 +39,7 @@ def test_local_folders_a_gguf_file_a_hub_id_and_a_missing_path(local_ray, tmp_pa
     llama = planted("llama", tmp_path / "llama")
     gguf = write_gguf(llama, tmp_path / "planted-llama.gguf")
     missing = tmp_path / "not-there"
-    (tmp_path / "models.txt").write_text(f"{gpt2}\n{gguf}\n{HUB_REPO}\n{missing}\n")
+    (tmp_path / "models.txt").write_text(f"'{gpt2}'  # quoted, as in a shell\n{gguf}\n{HUB_REPO}\n{missing}\n")
     entries = parse((tmp_path / "models.txt").read_text())
     cat = Catalog(tmp_path / "catalog")
     s = batch.run(entries, cat, batch.BatchConfig(workers=2, progress=False))

@@ -5,7 +5,7 @@ from catalog.rows import ok_row
 from catalog.store import Catalog
 from catalog.synthetic import result
 
-from .helpers import planted, truth
+from tests.scanner.helpers import planted, truth
 from .test_cli import assert_clean_error, run_cli
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from cluster.cli import build_parser, main
 
-from .helpers import planted
+from tests.scanner.helpers import planted
 
 
 def run_cli(*args, env=None):
