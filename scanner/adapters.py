@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the table is read by commands that never load a model: no torch import for it
+    import torch
+    from torch import nn
 
 from .errors import UnsupportedArchitecture
 

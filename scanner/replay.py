@@ -64,7 +64,7 @@ def _expand(out, batch: int):
 @contextmanager
 def corrections(loop: LayerLoop, variants: list[list[Coord]]) -> Iterator[None]:
     """Variant v of the batch sees every W[row, col] of variants[v] zeroed, through the output."""
-    adapter, stack = loop.adapter, loop.stack
+    stack = loop.stack
     by_unit: dict[tuple, list[tuple[int, Coord]]] = {}
     for v, coords in enumerate(variants):
         for c in coords:

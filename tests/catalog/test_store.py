@@ -8,7 +8,6 @@ import sys
 import time
 
 import pyarrow.parquet as pq
-import pytest
 
 from catalog import query, store
 from catalog.rows import failed_row, ok_row

@@ -1,11 +1,9 @@
 """The batch run loop on a real local Ray (in this process, one GPU declared)."""
-import os
 import signal
 import threading
 import time
 
 import psutil
-import pytest
 
 from catalog import query
 from catalog.store import Catalog

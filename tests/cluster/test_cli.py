@@ -99,3 +99,10 @@ def test_table_report(tmp_path):
     row = next(ln for ln in proc.stdout.splitlines() if "[10, 20]" in ln)
     assert row.split()[0] == "1" and row.split()[-1] == "super_weight"
     assert "perplexity" in proc.stdout and proc.stderr == ""
+
+
+def test_the_command_starts_without_torch():
+    """Parsing, --help and catalog commands never import torch (a second of start-up each time)."""
+    code = ("import sys; from cluster.cli import build_parser; build_parser().parse_args(['query', 'SELECT 1']); "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
