@@ -62,6 +62,25 @@ def add_commands(sub) -> None:
     catalog_option(r)
     r.set_defaults(func=_run_import)
 
+    c = sub.add_parser("catalog", help="look after a catalog: migrate an old one, compact",
+                       description="Look after a catalog's Delta tables.")
+    ops = c.add_subparsers(dest="operation", required=True, metavar="OPERATION")
+    m = ops.add_parser("migrate", help="copy a catalog of superweights 0.1 (Parquet files) into a new location",
+                       description="Read a catalog written by superweights 0.1 (scans/bucket=*/ Parquet files, "
+                                   "schema versions 1 and 2) and write its scans and reference rows as Delta tables "
+                                   "at NEW. OLD is only read; unreadable files are named and left out.")
+    m.add_argument("old", metavar="OLD")
+    m.add_argument("new", metavar="NEW")
+    m.set_defaults(func=_run_migrate)
+    k = ops.add_parser("compact", help="merge small files, checkpoint the logs, delete files no snapshot needs",
+                       description="Merge the tables' small files, write a checkpoint of each log, and delete files "
+                                   "that no snapshot younger than --retention-hours needs (those of killed writers "
+                                   "too). Writers do it by themselves every 100 scans.")
+    catalog_option(k)
+    k.add_argument("--retention-hours", type=float, default=168.0,
+                   help="keep files a snapshot this recent may read (default 168: a week)")
+    k.set_defaults(func=_run_compact)
+
 
 def _open(args):
     from .store import Catalog
@@ -122,3 +141,26 @@ def _run_import(args) -> int:
     return 0
 
 
+
+
+def _run_migrate(args) -> int:
+    from .legacy import migrate
+    from .store import Catalog
+
+    scans, refs, skipped = migrate(args.old, Catalog(args.new))
+    print(f"migrated {scans} scan(s) and {refs} reference row(s) from {args.old} to {args.new}"
+          + (f"; {len(skipped)} unreadable file(s) left out (named above)" if skipped else ""))
+    return 0
+
+
+def _run_compact(args) -> int:
+    import math
+
+    from .store import Catalog
+
+    if not 0 <= args.retention_hours < math.inf:
+        raise BadOption(f"--retention-hours must be a number of hours, got {args.retention_hours}")
+    removed = Catalog(args.catalog).compact(args.retention_hours)
+    print("compacted " + ", ".join(f"{t} ({n} file(s) deleted)" for t, n in removed.items()) if removed
+          else "nothing to compact: the catalog has no tables")
+    return 0

@@ -1,4 +1,7 @@
-"""Read-only SQL over the catalog: DuckDB in memory, views over the good Parquet files.
+"""Read-only SQL over the catalog: an in-memory DuckDB whose only data are the Arrow datasets of one snapshot
+of the catalog's tables (`catalog.snapshot`), with external access disabled before the user's SQL runs: no
+statement can read or write any file (COPY, EXPORT, ATTACH, read_* functions and EXPLAIN ANALYZE of any
+of them are refused by DuckDB itself), load extensions or change settings.
 
 Views (the README documents their columns):
     scans, super_weights, spikes, layer_profiles   current scans only: per (model, revision, scanner version)
@@ -19,13 +22,17 @@ import json
 import math
 from datetime import datetime
 
+from typing import TYPE_CHECKING
+
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .errors import QueryError
-from .schema import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE, SCHEMA_VERSION
+from .schema import NESTED
 from .store import Catalog
+
+if TYPE_CHECKING:
+    from .snapshot import Snapshot
 
 FOUND = "('super_weight', 'partner')"
 MATTERS = 0.1  # a channel claim whose measured loss change is at least +10% says the row matters
@@ -84,86 +91,42 @@ VIEWS = {
         FROM (SELECT * FROM weights UNION ALL SELECT * FROM channels) d JOIN sc USING (scan_id)
         ORDER BY sc.model, d.level DESC, d.layer, d.row, d.col""",
 }
-# which stored data each view needs
-NEEDS = {"reference": {"reference"}, "disagreements": {"scans", "super_weights", "spikes", "reference"}}
-for _t in NESTED:
-    NEEDS[_t] = NEEDS[f"{_t}_all"] = {"scans", _t}
 READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+USER_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.PermissionException,
+               duckdb.ConversionException, duckdb.OutOfRangeException)
 
 
-def _flatten(table: pa.Table, name: str) -> pa.Table:
-    """The nested list column `name` -> one row per element, with its scan id."""
-    lists = table[name].combine_chunks() if len(table) else pa.array([], SCAN_FILE.field(name).type)
-    values = pc.list_flatten(lists)
-    parents = pc.list_parent_indices(lists)
-    flat = pa.Table.from_struct_array(values)
-    return flat.add_column(0, "scan_id", pc.take(table["scan_id"], parents) if len(table) else
-                           pa.array([], pa.string()))
-
-
-def _sql_list(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-
-
-def _local_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
-    """Views straight over the good files: DuckDB reads only the columns and rows a query touches. Files of
-    an older schema are read by pyarrow into the current one (`schema.upgrade`); references are small."""
-    files = catalog.good_files("scans")
-    current = [f for f, v in files.items() if v == SCHEMA_VERSION]
-    con.execute("SET parquet_metadata_cache = true")  # each view binds the files again otherwise
-    older = [_with_filename(catalog, f) for f, v in files.items() if v != SCHEMA_VERSION]
-    con.register("_older", pa.concat_tables(older) if older else
-                 SCAN_FILE.empty_table().append_column("filename", pa.array([], pa.string())))
-    if current:
-        con.execute(f"CREATE VIEW _files AS SELECT * FROM read_parquet({_sql_list(current)}, filename = true) "
-                    "UNION ALL BY NAME SELECT * FROM _older")
-    else:
-        con.execute("CREATE VIEW _files AS SELECT * FROM _older")
-    # a scan seen in two files (a merge was renamed but its inputs not yet deleted) is read from one of them;
-    # deciding on two columns keeps DuckDB from reading the nested ones for it
-    con.execute("CREATE VIEW _one AS SELECT scan_id, min(filename) AS filename FROM _files GROUP BY scan_id")
-    con.execute(f"CREATE VIEW _scans AS SELECT {', '.join(SCAN_COLUMNS)} FROM _files "
-                "SEMI JOIN _one USING (scan_id, filename)")
-    for t in NESTED:
-        con.execute(f"CREATE VIEW _{t} AS SELECT scan_id, UNNEST({t}, recursive := true) FROM _files "
-                    "SEMI JOIN _one USING (scan_id, filename)")
-    con.register("_reference", catalog.read("reference"))
-    con.execute(f"SET allowed_directories = ['{catalog.root.replace(chr(39), chr(39) * 2)}/']")
-
-
-def _with_filename(catalog: Catalog, path: str) -> pa.Table:
-    t = catalog.read_file(path)
-    return t.append_column("filename", pa.array([path] * len(t), pa.string()))
-
-
-def _arrow_sources(con: duckdb.DuckDBPyConnection, catalog: Catalog, views: set[str] | None) -> None:
-    """Object stores (DuckDB here has no network extensions): read with pyarrow, only what `views` need."""
-    names = set(VIEWS) if views is None else {v for v in views if v in VIEWS}
-    need = set().union(*(NEEDS.get(v, {"scans"}) for v in names)) if names else set()
-    nested = [t for t in NESTED if t in need]
-    scans = catalog.read("scans", columns=SCAN_COLUMNS + nested) if need - {"reference"} else None
-    if scans is None:
-        scans = pa.schema([SCAN_FILE.field(c) for c in SCAN_COLUMNS]).empty_table()
-    con.register("_scans", scans.select(SCAN_COLUMNS))
-    for t in NESTED:
-        src = scans if t in nested else pa.schema([SCAN_FILE.field("scan_id"), SCAN_FILE.field(t)]).empty_table()
-        con.register(f"_{t}", _flatten(src, t))
-    con.register("_reference", catalog.read("reference") if "reference" in need else REFERENCE_FILE.empty_table())
-
-
-def connect(catalog: Catalog, views: set[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB with the catalog's views (`views`: those a query names; None: all)."""
-    con = duckdb.connect(":memory:")
-    if catalog.local:
-        _local_sources(con, catalog)
-    else:
-        _arrow_sources(con, catalog, views)
+def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB with the snapshot's tables and the catalog's views, sealed."""
+    con = duckdb.connect(":memory:", config={"temp_directory": "", "autoinstall_known_extensions": False,
+                                              "autoload_known_extensions": False})
+    for name, data in snapshot.data.items():
+        con.register(f"_{name}", data)
     for name, sql in VIEWS.items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
-    # the user's SQL may read these views and nothing else: no other files, no extensions, no settings
-    con.execute("SET enable_external_access = false")
+    con.execute("SET enable_external_access = false")  # no file, URL or extension from here on
     con.execute("SET lock_configuration = true")
     return con
+
+
+def answer(catalog: Catalog, fn):
+    """`fn(connection)` over a snapshot of the catalog. A failure reading the tables' files makes one pass over
+    every file: those that cannot be read are left out, named in a warning, and `fn` runs again."""
+    from .snapshot import Snapshot
+
+    snapshot = Snapshot(catalog)
+    for attempt in range(2):
+        con = connect(snapshot)
+        try:
+            return fn(con)
+        except USER_ERRORS as e:
+            raise QueryError(" ".join(str(e).split())[:300]) from None
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
+            if attempt == 0 and snapshot.drop_unreadable():
+                continue
+            raise QueryError(" ".join(str(e).split())[:300]) from None
+        finally:
+            con.close()
 
 
 def check_read_only(sql: str) -> None:
@@ -182,25 +145,13 @@ def check_read_only(sql: str) -> None:
 def run(catalog: Catalog, sql: str, params: list | dict | None = None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of a read-only query over the catalog's views."""
     check_read_only(sql)
-    try:
-        views = duckdb.get_table_names(sql, qualified=False)
-    except duckdb.Error:
-        views = None
-    for attempt in range(5):
-        con = connect(catalog, views)
-        try:
-            cur = con.execute(sql, params) if params else con.execute(sql)
-            if cur.description is None:
-                return [], []
-            return [d[0] for d in cur.description], cur.fetchall()
-        except duckdb.IOException as e:
-            if attempt == 4 or "No files found" not in str(e) and "No such file" not in str(e):
-                raise QueryError(" ".join(str(e).split())[:300]) from None
-            # a merge replaced files after they were listed: list again
-        except duckdb.Error as e:
-            raise QueryError(" ".join(str(e).split())[:300]) from None
-        finally:
-            con.close()
+
+    def query(con):
+        cur = con.execute(sql, params) if params else con.execute(sql)
+        if cur.description is None:
+            return [], []
+        return [d[0] for d in cur.description], cur.fetchall()
+    return answer(catalog, query)
 
 
 # ---- short forms -----------------------------------------------------------------------------------------

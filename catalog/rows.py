@@ -46,7 +46,7 @@ def ok_row(result: dict, scan_id: str | None = None, host: str | None = None) ->
         fields = [f.name for f in typ]
         row[name] = [{k: item.get(k) for k in fields} for item in result.get(name, [])]
     row["status"] = "ok"
-    return row
+    return clean(row)
 
 
 def failed_row(spec: str, error: BaseException | str, started: float, *, scanner_version: str,
@@ -65,7 +65,19 @@ def failed_row(spec: str, error: BaseException | str, started: float, *, scanner
                config=json.dumps(config or {}, sort_keys=True), status="failed",
                error_type=error_type or "Error", error=" ".join(str(error).split())[:2000],
                duration_s=time.time() - started if duration_s is None else duration_s)
-    return row
+    return clean(row)
+
+
+def clean(row: dict) -> dict:
+    """Text a catalog can store: a path with bytes that are not UTF-8 (Python keeps them as surrogates) is
+    written with those bytes as \\x escapes, so the row is written rather than lost."""
+    def text(v):
+        if isinstance(v, str):
+            return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        if isinstance(v, list):
+            return [text(x) for x in v]
+        return v
+    return {k: text(v) for k, v in row.items()}
 
 
 def host_name() -> str:

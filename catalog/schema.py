@@ -1,16 +1,18 @@
-"""The catalog's schema, version 2 (files of version 1 are read too: `upgrade`).
+"""The catalog's schema, version 3: five Delta tables (`catalog.store`).
 
-One Parquet file row per scan. The candidates, spikes and per-layer profile of a scan are nested lists in
-that row, so a scan appears in the catalog whole or not at all; the reader flattens them into the tables
-`super_weights`, `spikes` and `layer_profiles`. The names are those of the scanner's JSON result, whose
-keys are these columns. Tokens: `token_pos` is a position in a calibration prompt, `token_id` the
-token's id in the model's vocabulary. Coordinates follow one convention everywhere:
+A scan is one row of `scans`, and one row per candidate, spike and layer in `super_weights`, `spikes` and
+`layer_profiles` (each with the scan's `scan_id`). In memory, a scan row carries those three as nested
+lists (`SCAN_FILE`, what `catalog.rows` makes); the store splits it. The names are those of the scanner's
+JSON result, whose keys are these columns. Tokens: `token_pos` is a position in a calibration prompt,
+`token_id` the token's id in the model's vocabulary. Versions 1 and 2 were Parquet files of superweights
+0.1 (`catalog.legacy` reads them for migration; `upgrade` renames what version 1 named otherwise).
+Coordinates follow one convention everywhere:
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 COORDINATES = ("(layer, row, col) of the MLP down projection as a Linear weight W[out, in]: row = hidden/output "
                "channel, col = intermediate/input channel; layers count from 0; for MoE experts, "
@@ -65,7 +67,7 @@ SCAN_FIELDS = [
     ("num_layers", _i32), ("hidden_size", _i32), ("intermediate_size", _i32), ("num_experts", _i32),
     ("num_parameters", _i64), ("dtype", _str), ("device", _str), ("offloaded", _bool),
     ("prompts", pa.list_(_str)), ("scanner_version", _str), ("host", _str),
-    ("started", pa.timestamp("ms", tz="UTC")), ("duration_s", _f64),
+    ("started", pa.timestamp("us", tz="UTC")), ("duration_s", _f64),
     ("status", _str),           # ok | failed
     ("error_type", _str), ("error", _str),
     ("ppl_base", _f64), ("stopword_mass", _f64), ("eval_tokens", _i32), ("eval_text_sha256", _str),
@@ -88,21 +90,22 @@ REFERENCE_FILE = pa.schema([
     ("source", _str),           # where the claim was published
     ("origin", _str),           # the file it was imported from
     ("set_id", _str),           # content hash of that file
-    ("imported", pa.timestamp("ms", tz="UTC")),
+    ("imported", pa.timestamp("us", tz="UTC")),
 ], metadata={"superweights.schema_version": str(SCHEMA_VERSION), "superweights.coordinates": COORDINATES})
 
 SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]
+
+# The Delta tables: `scans` flat, the nested lists as tables of their own keyed by scan_id, the reference.
+TABLES = {"scans": pa.schema(SCAN_FIELDS),
+          **{name: pa.schema([("scan_id", _str), *[(f.name, f.type) for f in struct]])
+             for name, struct in NESTED.items()},
+          "reference": pa.schema(list(REFERENCE_FILE))}
 
 # What version-1 columns hold under version 2's names (`None`: new in version 2). In version 1,
 # `token_id` held the token's position.
 FROM_V1 = {"token_pos": "token_id", "token_id": None, "input_token_pos": "input_token_id", "input_token_id": None,
            "output_token_pos": "output_token_id", "output_token_id": None, "config": "config_json"}
 V1_VALUES = {"level": "weight"}  # what a column new in version 2 holds for every version-1 row
-
-
-def stored_names(names: list[str], version: int) -> list[str]:
-    """The columns a file of `version` stores `names` under."""
-    return [FROM_V1.get(n, n) if version < 2 else n for n in names]
 
 
 def upgrade(table: pa.Table, version: int, schema: pa.Schema) -> pa.Table:

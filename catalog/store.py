@@ -1,13 +1,16 @@
-"""Durable Parquet storage: one file per scan, atomic writes, cheap listing, tolerant reads.
+"""Durable storage on Delta Lake tables (delta-rs): atomic appends with optimistic concurrency, readers on
+a consistent snapshot, compaction and vacuum, any object store delta-rs reaches, and readers in any
+engine that reads Delta (DuckDB, Polars, Spark, pandas).
 
-Layout under the catalog root (a local folder or any URI pyarrow's filesystems accept, e.g. s3://bucket/sw):
-    scans/bucket=XX/0-<scan_id>.parquet   one scan, as written by the worker that ran it
-    scans/bucket=XX/N-<id>.parquet        level N: FANOUT level N-1 files merged (N >= 1)
-    reference/<origin>-<set_id>.parquet   one imported reference file
-Buckets (a hash of the model id) keep directories small; merging level by level keeps the number of files
-logarithmic in the number of scans while each row is rewritten at most a few times. A file is deleted only
-after the merged file holding its rows has been renamed into place, so readers and concurrent writers
-never lose a scan: at worst they see it twice, and scan ids are deduplicated on read.
+Layout under the catalog root (a folder, or a URI: s3://bucket/path, gs://..., az://..., file://...):
+    super_weights/  spikes/  layer_profiles/   one row per candidate, spike, layer of a scan (its scan_id)
+    scans/                                     one row per scan: appended last, it makes the scan's rows visible
+    reference/                                 one row per published claim
+A scan's four appends are four commits; readers see a scan's rows only through its `scans` row (the
+views join on it), and take the `scans` snapshot before the others, so a scan is in the catalog whole or
+not at all. A writer killed between commits leaves rows no view shows; one killed inside a commit leaves
+a data file the log never names, which no reader sees and `compact` removes after the retention period.
+Credentials for object stores come from the environment (AWS_*, GOOGLE_*, AZURE_*), never from here.
 """
 from __future__ import annotations
 
@@ -15,263 +18,181 @@ import hashlib
 import logging
 import os
 import re
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from . import reference
+from . import legacy, reference
 from .errors import BadReference, CatalogUnavailable
-from .schema import REFERENCE_FILE, SCAN_FILE, SCHEMA_VERSION, stored_names, upgrade
+from .schema import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE, SCHEMA_VERSION, TABLES
 
 log = logging.getLogger("superweights")
 
-BUCKETS = 4
-FANOUT = 4  # files of one level merged into one file of the next
-LOCK_STALE_S = 600
+WRITE_ORDER = ("super_weights", "spikes", "layer_profiles", "scans")  # scans last: it makes the rest visible
+COMPACT_EVERY = 100  # scans commits between automatic compactions
+COMMIT_TRIES = 5  # delta-rs retries plain conflicts itself; these are for commits it cannot rebase
+RETENTION_HOURS = 7 * 24  # files no snapshot needs are deleted after this long (readers of older snapshots)
+DESCRIPTION = "superweights catalog, schema {}"
 
 
 def default_location() -> str:
     return os.environ.get("SUPERWEIGHTS_CATALOG") or str(Path.home() / ".local/share/superweights/catalog")
 
 
-def bucket_of(model: str) -> str:
-    return f"{int(hashlib.sha1(model.encode()).hexdigest(), 16) % BUCKETS:02x}"
+def table_version(description: str | None) -> int | None:
+    m = re.fullmatch(DESCRIPTION.format(r"(\d+)"), description or "")
+    return int(m.group(1)) if m else None
 
 
 class Catalog:
-    def __init__(self, location: str | os.PathLike | None = None, filesystem: pafs.FileSystem | None = None):
-        """`location`: a folder or a URI; or a path inside `filesystem` (any pyarrow FileSystem)."""
-        self.location = str(location or default_location())
-        loc = self.location
-        try:
-            if filesystem is not None:
-                self.fs, root = filesystem, loc
-            elif "://" in loc:
-                self.fs, root = pafs.FileSystem.from_uri(loc)
-            else:
-                self.fs, root = pafs.LocalFileSystem(), str(Path(loc).expanduser().absolute())
-        except (pa.ArrowInvalid, OSError, ValueError) as e:
-            raise CatalogUnavailable(f"cannot open catalog {loc}: {e}") from None
-        self.root = root.rstrip("/")
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+    def __init__(self, location: str | os.PathLike | None = None, storage_options: dict | None = None):
+        """`location`: a folder or a URI; `storage_options`: delta-rs's object store options (default: the
+        environment's)."""
+        loc = str(location or default_location())
+        loc = loc.removeprefix("file://") if loc.startswith("file:///") else loc
+        self.local = "://" not in loc
+        self.location = loc
+        self.root = str(Path(loc).expanduser().absolute()) if self.local else loc.rstrip("/")
+        self.options = storage_options
         self.warnings: list[str] = []
+        self._open: dict = {}  # name -> DeltaTable, kept between appends (no log replay per write)
+        self._ready = False  # every table exists (checked once per Catalog)
 
-    # ---- writing -------------------------------------------------------------------------------------
-    def write_scan(self, row: dict) -> str:
-        """Write one scan row (see catalog.rows) durably; returns the file's path."""
-        table = pa.Table.from_pylist([row], schema=SCAN_FILE)
-        bucket = bucket_of(row["model"])
-        path = f"{self.root}/scans/bucket={bucket}/0-{row['scan_id']}.parquet"
-        self._write_atomic(table, path)
+    def uri(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("warning: %s", message)
+
+    # ---- tables --------------------------------------------------------------------------------------
+    def is_legacy(self) -> bool:
+        import pyarrow.fs as pafs
+
+        if self.local:
+            return legacy.is_legacy(pafs.LocalFileSystem(), self.root)
         try:
-            self.compact(bucket)
-        except OSError as e:  # merging is an optimisation; the scan itself is already safe
-            log.warning("catalog: could not merge files in bucket %s: %s", bucket, e)
-        return path
+            fs, root = pafs.FileSystem.from_uri(self.root)
+        except (pa.ArrowException, OSError, ValueError):
+            return False
+        return legacy.is_legacy(fs, root)
 
-    def write_scans(self, rows: list[dict]) -> str:
-        """Many scans in one level-1 file (imports and benchmarks); same guarantees as write_scan."""
-        table = pa.Table.from_pylist(rows, schema=SCAN_FILE)
-        path = f"{self.root}/scans/bucket=bulk/1-{uuid.uuid4().hex}.parquet"
-        self._write_atomic(table, path)
-        return path
+    def _check_layout(self) -> None:
+        if self.is_legacy():
+            raise CatalogUnavailable(f"{self.location} is a catalog of superweights 0.1 (Parquet files); migrate it "
+                                     f"with: superweights catalog migrate {self.location} NEW_LOCATION")
 
-    def _write_atomic(self, table: pa.Table, path: str) -> None:
-        folder, name = path.rsplit("/", 1)
-        tmp = f"{folder}/.{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"  # never matches *.parquet
+    def table(self, name: str):
+        """The Delta table `name` (its latest version), or None if it does not exist."""
+        from deltalake import DeltaTable
+
         try:
-            if self.local:
-                os.makedirs(folder, exist_ok=True)
-                try:
-                    with open(tmp, "wb") as f:
-                        pq.write_table(table, f, compression="zstd")
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, path)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                fd = os.open(folder, os.O_RDONLY)  # the rename itself survives a power cut
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            else:  # object stores: an object appears whole when its upload completes
-                self.fs.create_dir(folder, recursive=True)
-                with self.fs.open_output_stream(tmp) as out:
-                    pq.write_table(table, out, compression="zstd")
-                self.fs.move(tmp, path)
-        except OSError as e:
-            raise CatalogUnavailable(f"cannot write to catalog {self.location}: {e}") from None
+            if name in self._open:
+                self._open[name].update_incremental()
+                return self._open[name]
+            if not DeltaTable.is_deltatable(self.uri(name), storage_options=self.options):
+                return None
+            dt = self._open[name] = DeltaTable(self.uri(name), storage_options=self.options)
+        except Exception as e:  # noqa: BLE001  delta-rs raises its own and the object store's errors
+            raise CatalogUnavailable(f"cannot open catalog table {self.uri(name)}: {_line(e)}") from None
+        version = table_version(dt.metadata().description)
+        if version is not None and version > SCHEMA_VERSION:
+            raise CatalogUnavailable(f"catalog table {self.uri(name)} was written by a newer superweights "
+                                     f"(schema {version}; this one reads {SCHEMA_VERSION})")
+        return dt
 
-    # ---- merging -------------------------------------------------------------------------------------
-    def compact(self, bucket: str) -> None:
-        folder = f"{self.root}/scans/bucket={bucket}"
-        for level in range(8):
-            files = [f for f in self._list(folder) if f.base_name.startswith(f"{level}-")]
-            if len(files) < FANOUT:
-                return
-            with self._lock(folder) as held:
-                if not held:  # another writer is merging this bucket
-                    return
-                self._merge(files, folder, level + 1)
-
-    def _merge(self, files: list[pafs.FileInfo], folder: str, level: int) -> None:
-        tables, merged = [], []
-        for info in files:
-            t = self._read_file(info.path, None)
-            if isinstance(t, pa.Table):
-                tables.append(t)
-                merged.append(info.path)
-        if len(merged) < 2:
-            return
-        table = dedupe(pa.concat_tables(tables))
-        table = table.sort_by([("model", "ascending"), ("started", "ascending")])
-        self._write_atomic(table.cast(SCAN_FILE), f"{folder}/{level}-{uuid.uuid4().hex}.parquet")
-        for path in merged:  # only now: their rows are durable in the merged file
-            try:
-                self.fs.delete_file(path)
-            except FileNotFoundError:
-                pass
-
-    @contextmanager
-    def _lock(self, folder: str):
-        if not self.local:  # no exclusive create on object stores; concurrent merges only duplicate work
-            yield True
-            return
-        lock = os.path.join(folder, ".merge.lock")
-        try:
-            if time.time() - os.path.getmtime(lock) > LOCK_STALE_S:
-                os.unlink(lock)  # its owner died
-        except OSError:
-            pass
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            yield False
-            return
-        os.close(fd)
-        try:
-            yield True
-        finally:
-            try:
-                os.unlink(lock)
-            except FileNotFoundError:
-                pass
-
-    # ---- reading -------------------------------------------------------------------------------------
-    def _list(self, folder: str) -> list[pafs.FileInfo]:
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
-        except OSError as e:
-            raise CatalogUnavailable(f"cannot list catalog {self.location}: {e}") from None
-        return [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                and not i.base_name.startswith((".", "_"))]
+    def exists(self) -> bool:
+        self._check_layout()
+        return any(self.table(n) is not None for n in TABLES)
 
     def ensure_writable(self) -> None:
+        """Create the tables that do not exist yet (several writers may race: the log decides)."""
+        from deltalake import DeltaTable
+
+        if self._ready:
+            return
+        self._check_layout()
         try:
             if self.local:
                 os.makedirs(self.root, exist_ok=True)
                 if not os.access(self.root, os.W_OK):
                     raise PermissionError(f"{self.root} is not writable")
-            else:
-                self.fs.create_dir(self.root, recursive=True)
-        except OSError as e:
-            raise CatalogUnavailable(f"cannot write to catalog {self.location}: {e}") from None
+            for name, schema in TABLES.items():
+                if name in self._open or self.table(name) is not None:
+                    continue
+                try:
+                    DeltaTable.create(self.uri(name), schema=schema, mode="ignore", name=name,
+                                      description=DESCRIPTION.format(SCHEMA_VERSION), storage_options=self.options)
+                except Exception as e:  # noqa: BLE001  another writer may have created it first
+                    error = e
+                else:
+                    error = None
+                if self.table(name) is None:
+                    raise error or CatalogUnavailable(f"cannot create {self.uri(name)}")
+        except CatalogUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(e)}") from None
+        self._ready = True
 
-    def exists(self) -> bool:
-        try:
-            return self.fs.get_file_info(self.root).type == pafs.FileType.Directory
-        except OSError:
-            return False
+    # ---- writing -------------------------------------------------------------------------------------
+    def write_scan(self, row: dict) -> str:
+        """Write one scan row (see catalog.rows) durably; returns its scan id."""
+        self.write_scans(pa.Table.from_pylist([row], schema=SCAN_FILE))
+        return row["scan_id"]
 
-    def _check(self, path: str) -> int | str:
-        """The file's schema version if it is a readable catalog file, "vanished" if merged away meanwhile,
-        else why not (a sentence)."""
-        try:
-            meta = pq.read_metadata(path, filesystem=self.fs)  # reads and checks the footer
-            version = int((meta.metadata or {}).get(b"superweights.schema_version", b"0"))
-        except FileNotFoundError:
-            return "vanished"
-        except (OSError, pa.ArrowException, ValueError) as e:
-            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
-                return "vanished"
-            return f"skipping unreadable catalog file {path}: {str(e).splitlines()[0]}"
-        if version > SCHEMA_VERSION:
-            return f"skipping {path}: written by a newer superweights (schema {version})"
-        if version < 1:
-            return f"skipping {path}: not a superweights catalog file"
-        return version
+    def write_scans(self, scans: pa.Table | list[dict]) -> int:
+        """Scans (rows of SCAN_FILE, nested lists included), appended table by table, `scans` last."""
+        if not isinstance(scans, pa.Table):
+            scans = pa.Table.from_pylist(scans, schema=SCAN_FILE)
+        self.ensure_writable()
+        parts = split(scans)
+        for name in WRITE_ORDER:
+            if len(parts[name]):
+                self._append(name, parts[name])
+        if self._open["scans"].version() % COMPACT_EVERY == 0:  # the append left it at its new version
+            try:
+                self.compact()
+            except CatalogUnavailable as e:  # compaction is an optimisation; the scans are already safe
+                log.warning("catalog: could not compact: %s", e)
+        return len(scans)
 
-    def good_files(self, kind: str) -> dict[str, int]:
-        """The readable files of `scans` or `reference`, each with its schema version; bad ones are warned
-        about and left out."""
-        for _ in range(10):
-            files = [i.path for i in self._list(f"{self.root}/{kind}")]
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                checks = list(pool.map(self._check, files))
-            if "vanished" not in checks:
-                break  # else a merge finished meanwhile: its output exists now, list again
-        for c in checks:
-            if isinstance(c, str) and c != "vanished":
-                self._warn(c)
-        return {f: c for f, c in zip(files, checks) if isinstance(c, int)}
+    def _append(self, name: str, table: pa.Table) -> None:
+        from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
-    def read_file(self, path: str) -> pa.Table:
-        """One scans file in the current schema (empty if it cannot be read: warned)."""
-        t = self._read_file(path, None)
-        return t if isinstance(t, pa.Table) else SCAN_FILE.empty_table()
+        data = table.cast(TABLES[name])
+        for attempt in range(COMMIT_TRIES):
+            try:
+                write_deltalake(self._open[name], data, mode="append", writer_properties=_zstd())
+                return
+            except CommitFailedError as e:  # a commit this one cannot follow (two writers created the table at
+                error = e                   # once): take the table as it is now and append again
+                self._open.pop(name)
+                self.table(name)
+            except Exception as e:  # noqa: BLE001
+                raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(e)}") from None
+        raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(error)}")
 
-    def _read_file(self, path: str, columns: list[str] | None, schema: pa.Schema = SCAN_FILE):
-        """The table in the current schema, or "vanished" (merged away meanwhile), or None (unreadable:
-        warned and skipped)."""
-        version = self._check(path)
-        if isinstance(version, str):
-            if version != "vanished":
-                self._warn(version)
-            return version if version == "vanished" else None
-        try:
-            f = pq.ParquetFile(path, filesystem=self.fs)
-            want = pa.schema([schema.field(c) for c in columns]) if columns else schema
-            have = set(f.schema_arrow.names)
-            return upgrade(f.read(columns=[c for c in stored_names(want.names, version) if c in have]), version, want)
-        except FileNotFoundError:
-            return "vanished"
-        except (OSError, pa.ArrowException, ValueError) as e:
-            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
-                return "vanished"
-            self._warn(f"skipping unreadable catalog file {path}: {str(e).splitlines()[0]}")
-            return None
-
-    def _warn(self, message: str) -> None:
-        if message in self.warnings:
-            return
-        self.warnings.append(message)
-        log.warning("warning: %s", message)
-
-    def read(self, kind: str, columns: list[str] | None = None, schema: pa.Schema = SCAN_FILE) -> pa.Table:
-        """Every good file of `scans` or `reference`, concatenated (scans deduplicated by scan id)."""
-        schema = REFERENCE_FILE if kind == "reference" else schema
-        for _ in range(10):
-            files = self._list(f"{self.root}/{kind}")
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                results = list(pool.map(lambda i: self._read_file(i.path, columns, schema), files))
-            if "vanished" not in results:
-                break  # else a merge finished meanwhile: its output exists now, list again
-        tables = [t for t in results if isinstance(t, pa.Table)]
-        want = pa.schema([schema.field(c) for c in columns]) if columns else schema
-        if not tables:
-            return want.empty_table()
-        table = pa.concat_tables(tables)
-        return dedupe(table) if kind == "scans" else table
+    def compact(self, retention_hours: float = RETENTION_HOURS) -> dict[str, int]:
+        """Small files merged, a checkpoint of the log, and files no snapshot younger than `retention_hours`
+        needs deleted (those of killed writers too). Returns files removed per table."""
+        removed = {}
+        for name in TABLES:
+            dt = self.table(name)
+            if dt is None:
+                continue
+            try:
+                dt.optimize.compact(writer_properties=_zstd())
+                dt.create_checkpoint()
+                removed[name] = len(dt.vacuum(retention_hours=int(retention_hours), dry_run=False,
+                                              enforce_retention_duration=False, full=True))
+            except Exception as e:  # noqa: BLE001
+                raise CatalogUnavailable(f"cannot compact {self.uri(name)}: {_line(e)}") from None
+        return removed
 
     # ---- reference rows ------------------------------------------------------------------------------
     def import_reference(self, csv_path: str | os.PathLike, origin: str | None = None) -> tuple[int, str]:
@@ -284,21 +205,38 @@ class Catalog:
         rows = reference.parse(data, str(p))
         origin = origin or p.name
         set_id = hashlib.sha256(data).hexdigest()[:12]
+        self.ensure_writable()
+        seen = self.table("reference").to_pyarrow_table(columns=["origin", "set_id"])
+        if len(seen) and pc.any(pc.and_(pc.equal(seen["origin"], origin), pc.equal(seen["set_id"], set_id))).as_py():
+            return len(rows), self.uri("reference")  # the same content was imported before
         now = datetime.now(timezone.utc)
         for r in rows:
             r.update(origin=origin, set_id=set_id, imported=now)
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", origin).strip("._") or "reference"
-        path = f"{self.root}/reference/{slug}-{set_id}.parquet"
-        if self.fs.get_file_info(path).type == pafs.FileType.File:
-            return len(rows), path  # the same content was imported before
-        self._write_atomic(pa.Table.from_pylist(rows, schema=REFERENCE_FILE), path)
-        return len(rows), path
+        self.append_reference(pa.Table.from_pylist(rows, schema=REFERENCE_FILE))
+        return len(rows), self.uri("reference")
+
+    def append_reference(self, rows: pa.Table) -> None:
+        """Reference rows as they are (imports, and migrations that keep their origin and import time)."""
+        self.ensure_writable()
+        self._append("reference", rows)
 
 
-def dedupe(table: pa.Table) -> pa.Table:
-    """One row per scan id (a scan seen twice while a merge was in progress is the same scan)."""
-    if len(table) == 0 or pc.count_distinct(table["scan_id"]).as_py() == len(table):
-        return table
-    idx = pa.table({"scan_id": table["scan_id"], "i": pa.array(range(len(table)), pa.int64())})
-    first = idx.group_by("scan_id", use_threads=False).aggregate([("i", "min")])["i_min"]
-    return table.take(pc.take(first, pc.sort_indices(first)))
+def split(scans: pa.Table) -> dict[str, pa.Table]:
+    """Rows of SCAN_FILE -> the `scans` table and one flat table per nested list, keyed by scan_id."""
+    out = {"scans": scans.select(SCAN_COLUMNS)}
+    for name in NESTED:
+        lists = scans[name].combine_chunks() if len(scans) else pa.array([], SCAN_FILE.field(name).type)
+        flat = pa.Table.from_struct_array(pc.list_flatten(lists))
+        ids = pc.take(scans["scan_id"], pc.list_parent_indices(lists)) if len(scans) else pa.array([], pa.string())
+        out[name] = flat.add_column(0, "scan_id", ids)
+    return out
+
+
+def _zstd():
+    from deltalake.writer import WriterProperties
+
+    return WriterProperties(compression="ZSTD")
+
+
+def _line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

@@ -17,7 +17,7 @@ from scanner.config import ScanConfig
 
 from .errors import ClusterTooSmall
 from .models import Entry
-from .pin import Pinned, pin
+from .pin import Pinned, pin_all
 from .service import failure
 
 log = logging.getLogger("superweights")
@@ -169,12 +169,13 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
 
     t0 = time.time()
     summary = Summary()
-    pinned = [pin(e) for e in entries]
-    for p in pinned:
-        if p.error is not None:
-            catalog.write_scan(failure(p.entry.spec, p.error, time.time(), config_for(p.entry, cfg),
-                                       revision=p.revision))
-            summary.failed.append((p.entry.name, f"{type(p.error).__name__}: {p.error}"))
+    pinned = pin_all(entries, cfg.progress)
+    unpinned = [p for p in pinned if p.error is not None]
+    if unpinned:  # one write for all of them: a long list of missing paths is not thousands of commits
+        catalog.write_scans([failure(p.entry.spec, p.error, time.time(), config_for(p.entry, cfg),
+                                     revision=p.revision) for p in unpinned])
+    for p in unpinned:
+        summary.failed.append((p.entry.name, f"{type(p.error).__name__}: {p.error}"))
     done = completed(catalog, SCANNER_VERSION)
     todo = deque()
     for p in pinned:

@@ -80,3 +80,19 @@ def pin(entry: Entry) -> Pinned:
         return Pinned(entry, entry.spec, entry.revision, error=ModelNotFound(f"{entry.spec}: {e}"))
 
 
+
+
+def pin_all(entries: list[Entry], progress: bool = True) -> list[Pinned]:
+    """Every entry pinned, in order, several at a time (hub lookups wait on the network), with a bar."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=8) as pool, \
+            tqdm(total=len(entries), desc="pinning", unit="model", disable=not progress or len(entries) < 2,
+                 dynamic_ncols=True, leave=False) as bar:
+        out = []
+        for p in pool.map(pin, entries):
+            out.append(p)
+            bar.update(1)
+    return out

@@ -6,6 +6,7 @@ import time
 from catalog.rows import failed_row, ok_row
 from scanner import __version__ as SCANNER_VERSION
 from scanner.config import ScanConfig
+from scanner.errors import ScanError
 from scanner.sources import model_name
 
 
@@ -21,9 +22,11 @@ def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: boo
         source = resolve_pinned(spec, revision) if pinned else resolve(spec, revision)
         result = scan_source(source, cfg, started)
     except Exception as e:  # noqa: BLE001  the caller decides: re-raise (CLI) or keep the row (batch)
-        return failure(spec, e, started, cfg, revision=source.revision if source else revision,
-                       repo_id=source.repo_id if source else None, source=source.kind if source else None,
-                       host=host), None, e
+        # the project's own kinds name what went wrong; anything else is a fault of this program's
+        kind, text = (None, str(e)) if isinstance(e, ScanError) else ("InternalError", f"{type(e).__name__}: {e}")
+        return failure(spec, text or type(e).__name__, started, cfg, error_type=kind or type(e).__name__,
+                       revision=source.revision if source else revision, repo_id=source.repo_id if source else None,
+                       source=source.kind if source else None, host=host), None, e
     return ok_row(result.to_dict(), host=host), result, None
 
 

@@ -26,7 +26,10 @@ def parse_size(text: str) -> int:
     if not m:
         raise BadInput(f"cannot read memory size {text!r} (examples: 800MB, 2GiB, 1e9)")
     base = 1024 if m.group(3) else 1000
-    return int(float(m.group(1)) * base ** " kmgt".index((m.group(2) or " ").lower()))
+    size = float(m.group(1)) * base ** " kmgt".index((m.group(2) or " ").lower())
+    if not size < 1 << 60:  # an exabyte; 1e999 reads as infinity
+        raise BadInput(f"memory size {text!r} is not a size a machine has")
+    return int(size)
 
 
 def option(default, help: str, *, flag: str | None = None, low: float | None = None, high: float | None = None,

@@ -43,6 +43,13 @@ class Loaded:
     def layers(self) -> nn.ModuleList:
         return self.loop.stack
 
+    @property
+    def positions(self) -> int | None:
+        """The longest input the model takes (its position table), where its config says."""
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
     def info(self) -> dict:
         cfg = self.model.config
         first = self.layers[0]

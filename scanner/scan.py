@@ -34,11 +34,16 @@ def scan_source(source: Source, cfg: ScanConfig | None = None, started: float | 
 
 
 def tokenize(loaded: Loaded, prompts) -> list[torch.Tensor]:
+    """Each calibration prompt's ids; one longer than the model's positions is refused, not cut (what would
+    be left is not the prompt asked for), and before any pass, whose attention grows with its square."""
     out = []
-    for p in prompts:
+    for i, p in enumerate(prompts, 1):
         ids = loaded.tokenizer(p, return_tensors="pt").input_ids
         if ids.shape[1] == 0:
-            raise BadInput(f"prompt {p!r} has no tokens")
+            raise BadInput(f"prompt {i} ({p[:40]!r}) has no tokens")
+        if loaded.positions and ids.shape[1] > loaded.positions:
+            raise BadInput(f"prompt {i} ({p[:40]!r}...) has {ids.shape[1]} tokens; this model takes at most "
+                           f"{loaded.positions}")
         out.append(ids.to(loaded.device))  # [1, tokens]
     return out
 
@@ -64,6 +69,8 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None) -
             raise BadInput("the evaluation text has fewer than 2 tokens")
         if ev.tokens < 512:
             warnings.append(f"evaluation text is only {ev.tokens} tokens (512 or more recommended)")
+        if ev.limit < cfg.validate.eval_tokens:
+            warnings.append(f"evaluation cut to {ev.limit} tokens: this model takes at most {loaded.positions}")
         base_eval, singles, groups = validate(loaded, ev, kept, cfg.validate)
     else:
         for c in kept:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import struct
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import util as importlib_util
@@ -18,6 +19,7 @@ from typing import Iterator
 
 from .adapters import adapter_for
 from .errors import CorruptCheckpoint, HubUnavailable, ModelChanged, ModelNotFound, NotAModel
+from .gguf_header import gguf_architecture
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
@@ -104,9 +106,14 @@ def _local(spec: str, folder: Path, kind: str = "local", revision: str | None = 
         raise NotAModel(f"{folder} is not a model folder: no config.json"
                         + (f" and {len(ggufs)} .gguf files (name one)" if ggufs else ""))
     try:
-        model_type = json.loads(config.read_text()).get("model_type")
+        cfg = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NotAModel(f"{config} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise NotAModel(f"cannot read {config}: {e.strerror}") from None
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if not isinstance(model_type, str):
+        raise NotAModel(f"{config} names no model_type (a JSON object with \"model_type\": \"llama\", ...)")
     adapter_for(model_type)
     weights = sorted(folder.glob("*.safetensors"))
     bins = sorted(folder.glob("pytorch_model*.bin"))
@@ -155,7 +162,7 @@ def _planted(spec: str) -> Source:
     if not (folder / "planted.json").exists():
         from transformers.utils import logging as hf_logging
 
-        tmp = folder.with_name(f".{arch}.{os.getpid()}.tmp")
+        tmp = folder.with_name(f".{arch}.{os.getpid()}.{threading.get_ident()}.tmp")  # batches pin in threads
         hf_logging.disable_progress_bar()
         build(arch, tmp, default_plants(arch))
         try:
@@ -218,8 +225,15 @@ def _hub(spec: str, revision: str | None) -> Source:
     return _local(spec, folder, kind="hub", revision=folder.name, repo_id=repo_id)
 
 
+# bytes per element of each safetensors dtype
+SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+                     "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
 def check_safetensors(path: Path) -> None:
-    """A safetensors file is an 8-byte header length, a JSON header, then the data it describes."""
+    """A safetensors file is an 8-byte header length, a JSON header, then the data it describes: every
+    tensor's bytes exactly its shape times its dtype's size, inside the data, none overlapping another (the
+    streaming reader trusts these offsets)."""
     size = path.stat().st_size
     try:
         with path.open("rb") as f:
@@ -227,38 +241,32 @@ def check_safetensors(path: Path) -> None:
             if n > size - 8:
                 raise ValueError
             header = json.loads(f.read(n))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        spans = []
+        for k, t in header.items():
+            if k == "__metadata__":
+                continue
+            start, end = t["data_offsets"]
+            shape, dtype = t["shape"], t["dtype"]
+            if not all(isinstance(v, int) and v >= 0 for v in (start, end, *shape)) or dtype not in SAFETENSORS_BYTES:
+                raise CorruptCheckpoint(f"{path}: tensor {k} has a bad dtype, shape or offsets")
+            elements = 1
+            for d in shape:
+                elements *= d
+            if end - start != elements * SAFETENSORS_BYTES[dtype]:
+                raise CorruptCheckpoint(f"{path}: tensor {k} takes {end - start} bytes, its shape {shape} and dtype "
+                                        f"{dtype} need {elements * SAFETENSORS_BYTES[dtype]}")
+            spans.append((start, end, k))
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         raise CorruptCheckpoint(f"{path} is not a valid safetensors file (bad header)") from None
+    end = 0  # the tensors tile the data, in order, as the format requires
+    for start, stop, k in sorted(spans):
+        if start != end:
+            raise CorruptCheckpoint(f"{path}: tensor {k} " + ("overlaps the one before it" if start < end else
+                                                              "leaves a hole before it"))
+        end = stop
     if 8 + n + end != size:
         raise CorruptCheckpoint(f"{path} is truncated or padded: header describes {8 + n + end} bytes, "
                                 f"file has {size}")
-
-
-_GGUF_TYPES = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def gguf_architecture(path: Path) -> str:
-    """Read `general.architecture` from a GGUF header (it comes first; no need to parse the rest)."""
-    try:
-        with path.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                raise NotAModel(f"{path} is not a GGUF file (bad magic)")
-            _version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
-            for _ in range(min(n_kv, 64)):
-                key = f.read(struct.unpack("<Q", f.read(8))[0]).decode()
-                vtype = struct.unpack("<I", f.read(4))[0]
-                if vtype == 8:  # string
-                    value = f.read(struct.unpack("<Q", f.read(8))[0]).decode()
-                    if key == "general.architecture":
-                        return value
-                elif vtype in _GGUF_TYPES:
-                    f.read(struct.calcsize(_GGUF_TYPES[vtype]))
-                else:  # arrays come after the general.* keys; stop looking
-                    break
-    except (struct.error, UnicodeDecodeError, MemoryError, OverflowError):
-        raise CorruptCheckpoint(f"{path} has a corrupt GGUF header") from None
-    raise NotAModel(f"{path} has no general.architecture in its GGUF header")
 
 
 def fingerprint(files: list[Path]) -> str:

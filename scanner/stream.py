@@ -26,6 +26,7 @@ from torch import nn
 
 from .adapters import Adapter, layers
 from .errors import CannotStream
+from .sources import SAFETENSORS_BYTES
 
 
 def _libc():
@@ -275,8 +276,8 @@ def build(folder: Path, adapter: Adapter, device: torch.device, dtype: torch.dty
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                      "U8": torch.uint8, "BOOL": torch.bool}
-STORED_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1}
+                      "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
+                      "F8_E5M2": torch.float8_e5m2}
 
 
 def _entries(folder: Path):
@@ -295,5 +296,5 @@ def compute_bytes(folder: Path, dtype: torch.dtype) -> int:
     total = 0
     for _f, _k, t, _start in _entries(folder):
         size = t["data_offsets"][1] - t["data_offsets"][0]
-        total += size * dtype.itemsize // STORED_BYTES.get(t["dtype"], dtype.itemsize)
+        total += size * dtype.itemsize // SAFETENSORS_BYTES.get(t["dtype"], dtype.itemsize)
     return total

@@ -63,9 +63,9 @@ class Evaluator:
     def __init__(self, loaded: Loaded, text: str, max_tokens: int, upto: int | None = None):
         """`upto`: the deepest layer an ablation will be in (the base pass keeps the outputs before it)."""
         tok = loaded.tokenizer
-        cfg = loaded.model.config
-        limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or max_tokens
-        ids = tok(text, return_tensors="pt").input_ids[:, : min(max_tokens, limit)]
+        self.limit = min(max_tokens, loaded.positions or max_tokens)
+        # a token is rarely more than a few characters: the rest of a long text is never tokenized
+        ids = tok(text[: self.limit * 64], return_tensors="pt").input_ids[:, : self.limit]
         self.ids = ids.to(loaded.device)  # [1, tokens]
         self.loaded = loaded
         stop = stopword_ids(tok)

@@ -1,0 +1,98 @@
+"""Catalogs of superweights 0.1 (one Parquet file per scan, schema versions 1 and 2), read for migration
+to the Delta tables (`superweights catalog migrate OLD NEW`). Read-only: the old folder is not changed.
+
+That layout was `scans/bucket=XX/N-*.parquet` (scans, with their candidates, spikes and profiles nested in
+each row; a scan could appear twice while a merge was in progress) and `reference/*.parquet`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .schema import REFERENCE_FILE, SCAN_FILE, upgrade
+
+log = logging.getLogger("superweights")
+VERSIONS = (1, 2)
+
+
+def is_legacy(fs: pafs.FileSystem, root: str) -> bool:
+    """Whether `root` holds a catalog in the old layout (bucket folders of Parquet files)."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/scans", allow_not_found=True))
+    except OSError:
+        return False
+    return any(i.type == pafs.FileType.Directory and i.base_name.startswith("bucket=") for i in infos)
+
+
+@dataclass
+class Legacy:
+    scans: pa.Table  # SCAN_FILE: one row per scan, nested lists
+    reference: pa.Table  # REFERENCE_FILE
+    skipped: list[str] = field(default_factory=list)  # files left out, with why
+
+
+def read(fs: pafs.FileSystem, root: str) -> Legacy:
+    out = Legacy(SCAN_FILE.empty_table(), REFERENCE_FILE.empty_table())
+    tables = {"scans": [], "reference": []}
+    for kind, schema in (("scans", SCAN_FILE), ("reference", REFERENCE_FILE)):
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/{kind}", recursive=True, allow_not_found=True))
+        for info in sorted(infos, key=lambda i: i.path):
+            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") \
+                    or info.base_name.startswith((".", "_")):
+                continue
+            try:
+                f = pq.ParquetFile(info.path, filesystem=fs)
+                version = int((f.metadata.metadata or {}).get(b"superweights.schema_version", b"0"))
+                if version not in VERSIONS:
+                    raise ValueError(f"schema version {version} is not one of superweights 0.1's")
+                tables[kind].append(upgrade(f.read(), version, schema))
+            except (OSError, pa.ArrowException, ValueError) as e:
+                out.skipped.append(f"{info.path}: {str(e).splitlines()[0][:200]}")
+    if tables["scans"]:
+        out.scans = _dedupe(pa.concat_tables(tables["scans"]))
+    if tables["reference"]:
+        out.reference = pa.concat_tables(tables["reference"])
+    return out
+
+
+def _dedupe(table: pa.Table) -> pa.Table:
+    """One row per scan id (a scan seen twice while a merge was in progress is the same scan)."""
+    if len(table) == 0 or pc.count_distinct(table["scan_id"]).as_py() == len(table):
+        return table
+    idx = pa.table({"scan_id": table["scan_id"], "i": pa.array(range(len(table)), pa.int64())})
+    first = idx.group_by("scan_id", use_threads=False).aggregate([("i", "min")])["i_min"]
+    return table.take(pc.take(first, pc.sort_indices(first)))
+
+
+def migrate(source: str, target) -> tuple[int, int, list[str]]:
+    """Every scan and reference row of the old catalog at `source` into `target` (a new `store.Catalog`):
+    (scans, reference rows, files left out with why). `source` is only read."""
+    from pathlib import Path
+
+    from .errors import CatalogUnavailable
+
+    try:
+        if "://" in source:
+            fs, root = pafs.FileSystem.from_uri(source)
+        else:
+            fs, root = pafs.LocalFileSystem(), str(Path(source).expanduser().absolute())
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise CatalogUnavailable(f"cannot open catalog {source}: {str(e).splitlines()[0]}") from None
+    if not is_legacy(fs, root):
+        raise CatalogUnavailable(f"{source} is not a catalog of superweights 0.1 (no scans/bucket=* folders)")
+    if target.exists():
+        raise CatalogUnavailable(f"{target.location} already holds a catalog; migrate into a new location")
+    old = read(fs, root)
+    for why in old.skipped:
+        target.warn(f"not migrated: {why}")
+    target.ensure_writable()
+    for start in range(0, len(old.scans), 5000):
+        target.write_scans(old.scans.slice(start, 5000))
+    if len(old.reference):
+        target.append_reference(old.reference)
+    return len(old.scans), len(old.reference), old.skipped

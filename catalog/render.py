@@ -1,0 +1,139 @@
+"""The index's texts: Table 1 in Markdown, CSV, the changelog against the previous index, the dataset card.
+Everything a catalog row brings (model names are folder names users chose) is escaped for Markdown: no
+HTML passes through, and no newline or `|` breaks a table row."""
+from __future__ import annotations
+
+import csv
+import io
+
+from .schema import COORDINATES
+
+CSV_COLUMNS = ("model", "revision", "architecture", "layer", "module", "expert", "row", "col", "value",
+               "spike_ratio", "ppl_ratio", "verdict", "published", "scanner_version", "scan_id")
+
+
+def csv_text(rows: list[dict]) -> str:
+    out = io.StringIO()
+    w = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return out.getvalue()
+
+
+def _md_cell(v) -> str:
+    text = " ".join(str(v).split())  # newlines and tabs: one line, one row
+    for a, b in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "\\`"), ("[", "\\["),
+                 ("]", "\\]")):
+        text = text.replace(a, b)
+    return text
+
+
+def _fmt(v, spec=".3g") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def markdown(models: list[dict], failed: list[dict], published: str) -> str:
+    lines = ["# Super-weight coordinate index", "",
+             f"Published {published}. {len(models)} model(s). Coordinates: {COORDINATES}.", "",
+             "| Model | No. | Layer | Module | Coordinates [row, col] | Verdict | PPL x (alone) | Published in |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        name = f"{_md_cell(m['model'])} @ `{(m['revision'] or '')[:12]}`"
+        if not m["super_weights"]:
+            lines.append(f"| {name} | - | - | - | - | none found | | |")
+        for i, w in enumerate(m["super_weights"]):
+            module = w["module"] + (f"[{w['expert']}]" if w["expert"] is not None else "")
+            lines.append(f"| {name if i == 0 else ''} | {i + 1} | {w['layer']} | {_md_cell(module)} | "
+                         f"[{w['row']}, {w['col']}] | {w['verdict'].replace('_', ' ')} | {_fmt(w['ppl_ratio'])} | "
+                         f"{_md_cell(w['published'] or '')} |")
+    if failed:
+        lines += ["", "## Not indexed: scans that failed", "", "| Model | Error |", "|---|---|"]
+        lines += [f"| {_md_cell(f['model'])} | {_md_cell(f['error_type'])}: {_md_cell(f['error'])} |" for f in failed]
+    return "\n".join(lines) + "\n"
+
+
+def diff(previous: dict | None, models: list[dict]) -> dict:
+    """Models and coordinates added, removed and changed against the previous index.json."""
+    def coords(m):
+        return {(w["layer"], w["module"], w["expert"], w["row"], w["col"]): w["verdict"] for w in m["super_weights"]}
+
+    old = {m["model"]: m for m in (previous or {}).get("models", [])}
+    new = {m["model"]: m for m in models}
+    ch = {"models_added": sorted(set(new) - set(old)), "models_removed": sorted(set(old) - set(new)),
+          "coordinates_added": [], "coordinates_removed": [], "coordinates_changed": [], "revisions_changed": []}
+    for name in sorted(set(new) & set(old)):
+        a, b = coords(old[name]), coords(new[name])
+        if old[name]["revision"] != new[name]["revision"]:
+            ch["revisions_changed"].append({"model": name, "from": old[name]["revision"], "to": new[name]["revision"]})
+        for k in sorted(set(b) - set(a), key=str):
+            ch["coordinates_added"].append({"model": name, "layer": k[0], "row": k[3], "col": k[4], "verdict": b[k]})
+        for k in sorted(set(a) - set(b), key=str):
+            ch["coordinates_removed"].append({"model": name, "layer": k[0], "row": k[3], "col": k[4],
+                                              "verdict": a[k]})
+        for k in sorted(set(a) & set(b), key=str):
+            if a[k] != b[k]:
+                ch["coordinates_changed"].append({"model": name, "layer": k[0], "row": k[3], "col": k[4],
+                                                  "from": a[k], "to": b[k]})
+    return ch
+
+
+def changelog_entry(ch: dict, published: str, first: bool) -> str:
+    lines = [f"## {published}", ""]
+    if first:
+        lines.append("First index.")
+    names = {"models_added": "Models added", "models_removed": "Models removed"}
+    for key, title in names.items():
+        if ch[key] and not (first and key == "models_added"):
+            lines.append(f"- {title} ({len(ch[key])}): " + ", ".join(ch[key][:50])
+                         + (" ..." if len(ch[key]) > 50 else ""))
+    if first and ch["models_added"]:
+        lines.append(f"- {len(ch['models_added'])} model(s) indexed.")
+    for r in ch["revisions_changed"][:200]:
+        lines.append(f"- {r['model']}: revision {r['from'][:12]} -> {r['to'][:12]}")
+    for key, title in (("coordinates_added", "added"), ("coordinates_removed", "removed")):
+        for c in ch[key][:200]:
+            lines.append(f"- {c['model']}: layer {c['layer']} [{c['row']}, {c['col']}] {title} ({c['verdict']})")
+    for c in ch["coordinates_changed"][:200]:
+        lines.append(f"- {c['model']}: layer {c['layer']} [{c['row']}, {c['col']}] {c['from']} -> {c['to']}")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_card(models: list[dict], rows: int, published: str) -> str:
+    n = rows
+    size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M" \
+        if n < 1_000_000 else "1M<n<10M"
+    versions = sorted({m["scanner_version"] for m in models if m["scanner_version"]})
+    return f"""---
+pretty_name: Super-weight coordinate index
+license: cc-by-4.0
+tags:
+- super-weights
+- interpretability
+- quantization
+- llm
+size_categories:
+- {size}
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: index.csv
+---
+# Super-weight coordinate index
+
+Coordinates of *super weights*, single scalars of an LLM's MLP down projection that create a huge
+activation and without which the model falls apart (Yu et al., "The Super Weight in Large Language
+Models", arXiv 2411.07191), found and validated by ablation with `superweights` (scanner
+{", ".join(versions) or "-"}). Published {published}: {len(models)} model(s), {rows} row(s).
+
+**Coordinates**: {COORDINATES}. In Hugging Face terms: `model.layers[layer].<module>.weight[row, col]`.
+
+Files: `index.csv` (one row per coordinate; a model with none has one row with verdict `none`),
+`index.json` (the same, grouped per model, with the scan ids), `index.md` (the paper's Table 1 form),
+`index.html` with a spike-profile plot per model (`plots/`), `CHANGELOG.md`.
+
+Verdicts: `super_weight` (zeroing it alone multiplies perplexity past the threshold, far above random and
+largest-magnitude controls), `partner` (harmless alone, part of a spike whose weights together are).
+`ppl_ratio` is the perplexity with the weight zeroed over the model's own; `published` names a paper that
+lists the same coordinate.
+"""

@@ -1,0 +1,79 @@
+"""What a query reads: the catalog's tables at one moment, as Arrow datasets over the files their Delta
+logs name, with files that cannot be read left out and named ("skip it, name it, answer").
+
+`scans` is loaded first: a scan's other rows are committed before its `scans` row, so every scan in
+this snapshot has its rows in the tables loaded after it.
+"""
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from .schema import TABLES
+from .store import Catalog
+
+READ_ORDER = ("scans", "super_weights", "spikes", "layer_profiles", "reference")
+
+
+class Snapshot:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        catalog._check_layout()
+        self.versions: dict[str, int] = {}
+        self.data: dict[str, pads.Dataset | pa.Table] = {}
+        self.where: dict[str, str] = {}  # table -> its folder or URI, for naming files
+        for name in READ_ORDER:
+            dt = catalog.table(name)
+            if dt is None:
+                self.data[name] = TABLES[name].empty_table()
+                continue
+            self.versions[name] = dt.version()
+            self.where[name] = catalog.uri(name)
+            if catalog.local:
+                ds = dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(catalog.uri(name),
+                                                                              pafs.LocalFileSystem()))
+                ds = self._without(name, ds, self._outside(name, ds))
+            else:
+                ds = dt.to_pyarrow_dataset()
+            self.data[name] = ds
+
+    def _outside(self, name: str, ds: pads.Dataset) -> set[str]:
+        """Local files that are links, or not inside the table's folder: never read (a catalog is shared,
+        and a link in it could make queries read, or fail on, any file of the machine)."""
+        top = os.path.realpath(self.catalog.uri(name))
+        bad = set()
+        for f in ds.files:
+            path = os.path.join(self.catalog.uri(name), f)
+            if os.path.islink(path) or not os.path.realpath(path).startswith(top + os.sep):
+                bad.add(f)
+                self.catalog.warn(f"skipping catalog file {path}: a link, or outside its table")
+        return bad
+
+    def _without(self, name: str, ds: pads.Dataset, bad: set[str]) -> pads.Dataset:
+        if not bad:
+            return ds
+        keep = [f for f in ds.get_fragments() if f.path not in bad]
+        return pads.FileSystemDataset(keep, ds.schema, ds.format, ds.filesystem)
+
+    def drop_unreadable(self) -> bool:
+        """Read every file whole; leave out, and name, those that fail (a corrupt page, a file gone).
+        Called only when a query failed reading: it costs one read of the catalog. True if any was left out."""
+        found = False
+        for name, ds in self.data.items():
+            if not isinstance(ds, pads.Dataset):
+                continue
+            bad = set()
+            for frag in ds.get_fragments():
+                try:
+                    frag.to_table()
+                except (OSError, pa.ArrowException, ValueError) as e:
+                    bad.add(frag.path)
+                    self.catalog.warn(f"skipping unreadable catalog file {self.where[name]}/{frag.path}: "
+                                      f"{(str(e).splitlines() or [type(e).__name__])[0][:200]}")
+            if bad:
+                found = True
+                self.data[name] = self._without(name, ds, bad)
+        return found
