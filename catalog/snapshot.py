@@ -13,7 +13,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from .schema import TABLES
-from .store import Catalog
+from .errors import CatalogUnavailable
+from .store import Catalog, _line, _reraise_interrupts
 
 READ_ORDER = ("scans", "super_weights", "spikes", "layer_profiles", "reference")
 
@@ -32,12 +33,16 @@ class Snapshot:
                 continue
             self.versions[name] = dt.version()
             self.where[name] = catalog.uri(name)
-            if catalog.local:
-                ds = dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(catalog.uri(name),
-                                                                              pafs.LocalFileSystem()))
-                ds = self._without(name, ds, self._outside(name, ds))
-            else:
-                ds = dt.to_pyarrow_dataset()
+            try:
+                if catalog.local:
+                    ds = dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(catalog.uri(name),
+                                                                                  pafs.LocalFileSystem()))
+                    ds = self._without(name, ds, self._outside(name, ds))
+                else:
+                    ds = dt.to_pyarrow_dataset()
+            except BaseException as e:  # noqa: BLE001  a log delta-rs cannot read: the table, named, not a traceback
+                _reraise_interrupts(e)
+                raise CatalogUnavailable(f"cannot read catalog table {catalog.uri(name)}: {_line(e)}") from None
             self.data[name] = ds
 
     def _outside(self, name: str, ds: pads.Dataset) -> set[str]:

@@ -55,6 +55,9 @@ class Catalog:
         self.local = "://" not in loc
         self.location = loc
         self.root = str(Path(loc).expanduser().absolute()) if self.local else loc.rstrip("/")
+        if self.local and ("[" in self.root or "]" in self.root):  # delta-rs reads them as a URL's host part
+            raise CatalogUnavailable(f"cannot use {loc} as a catalog: delta-rs cannot open paths with [ or ]; "
+                                     "choose a folder without them")
         self.options = storage_options
         self.warnings: list[str] = []
         self._open: dict = {}  # name -> DeltaTable, kept between appends (no log replay per write)
@@ -96,7 +99,8 @@ class Catalog:
             if not DeltaTable.is_deltatable(self.uri(name), storage_options=self.options):
                 return None
             dt = self._open[name] = DeltaTable(self.uri(name), storage_options=self.options)
-        except Exception as e:  # noqa: BLE001  delta-rs raises its own and the object store's errors
+        except BaseException as e:  # noqa: BLE001  delta-rs raises its own and the object store's errors
+            _reraise_interrupts(e)
             raise CatalogUnavailable(f"cannot open catalog table {self.uri(name)}: {_line(e)}") from None
         version = table_version(dt.metadata().description)
         if version is not None and version > SCHEMA_VERSION:
@@ -134,7 +138,8 @@ class Catalog:
                     raise error or CatalogUnavailable(f"cannot create {self.uri(name)}")
         except CatalogUnavailable:
             raise
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001
+            _reraise_interrupts(e)
             raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(e)}") from None
         self._ready = True
 
@@ -173,7 +178,8 @@ class Catalog:
                 error = e                   # once): take the table as it is now and append again
                 self._open.pop(name)
                 self.table(name)
-            except Exception as e:  # noqa: BLE001
+            except BaseException as e:  # noqa: BLE001
+                _reraise_interrupts(e)
                 raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(e)}") from None
         raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(error)}")
 
@@ -190,7 +196,8 @@ class Catalog:
                 dt.create_checkpoint()
                 removed[name] = len(dt.vacuum(retention_hours=int(retention_hours), dry_run=False,
                                               enforce_retention_duration=False, full=True))
-            except Exception as e:  # noqa: BLE001
+            except BaseException as e:  # noqa: BLE001
+                _reraise_interrupts(e)
                 raise CatalogUnavailable(f"cannot compact {self.uri(name)}: {_line(e)}") from None
         return removed
 
@@ -236,6 +243,13 @@ def _zstd():
     from deltalake.writer import WriterProperties
 
     return WriterProperties(compression="ZSTD")
+
+
+def _reraise_interrupts(e: BaseException) -> None:
+    """delta-rs's Rust panics reach Python as a BaseException (pyo3's PanicException): a failure of the catalog,
+    to report like its errors. A user's Ctrl-C and an exit are not."""
+    if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+        raise e
 
 
 def _line(e: BaseException) -> str:

@@ -81,12 +81,48 @@ def test_changelog_against_the_previous_index(cat, tmp_path):
     assert (out / "CHANGELOG.md").read_text() == log
 
 
-def test_unreadable_previous_index_is_a_clear_error(cat, tmp_path):
+def test_unreadable_or_misshapen_previous_index_is_a_clear_error(cat, tmp_path):
+    _first(cat)
     out = tmp_path / "index"
-    out.mkdir()
-    (out / "index.json").write_text("{not json")
-    with pytest.raises(PublishError, match="not a readable index"):
-        pub.publish(cat, out)
+    pub.publish(cat, out)
+    for text in ("{not json", "[]", '{"models": 3}', '{"models": [{"model": "a"}]}'):
+        (out / "index.json").write_text(text)
+        with pytest.raises(PublishError, match="not an index this tool wrote"):
+            pub.publish(cat, out)
+
+
+def test_publish_leaves_what_is_not_its_own(cat, tmp_path):
+    """A user's files in OUT_DIR are never deleted or overwritten: only what a publish wrote there (its
+    manifest) is replaced; a README.md of someone else's stops the publish before anything is written."""
+    _first(cat)
+    out = tmp_path / "index"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "mine.png").write_bytes(b"my own plot")
+    (out / "notes.txt").write_text("mine")
+    pub.publish(cat, out)
+    cat.write_scan(ok_row(result("org/changes", 2, revision="d" * 40, started=time.time() + 1,
+                                 coords=[(1, 4, 5, "super_weight")])))
+    pub.publish(cat, out)  # org/changes' old plot is replaced: it was this tool's
+    assert (out / "plots" / "mine.png").read_bytes() == b"my own plot" and (out / "notes.txt").read_text() == "mine"
+    assert len(list((out / "plots").glob("*.png"))) == 4
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "README.md").write_text("# My project\n")
+    with pytest.raises(PublishError, match="README.md, which superweights publish did not write"):
+        pub.publish(cat, theirs)
+    assert (theirs / "README.md").read_text() == "# My project\n" and sorted(p.name for p in theirs.iterdir()) == \
+        ["README.md"]
+
+
+def test_model_names_are_escaped_in_markdown(cat, tmp_path):
+    """Folder names are chosen by users: no HTML reaches index.md, and no newline or | breaks its table."""
+    for name in ("/data/<script>alert(1)</script>", "/data/<img src=x onerror=alert(1)>", "/data/two\nlines|x"):
+        cat.write_scan(ok_row(dict(result(name, 1, coords=[(1, 2, 3, "super_weight")]), source="local")))
+    pub.publish(cat, tmp_path / "index")
+    md = (tmp_path / "index" / "index.md").read_text()
+    assert "<script" not in md and "<img" not in md and "&lt;script&gt;" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| /data/")]
+    assert len(rows) == 3 and all(ln.count(" | ") == 7 for ln in rows)  # eight cells each, one line each
 
 
 def test_push_to_hub_uploads_the_folder_as_a_dataset(cat, tmp_path, monkeypatch):

@@ -3,18 +3,21 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cluster.cli import build_parser, main
 
+ROOT = Path(__file__).resolve().parents[2]
+
 from tests.scanner.helpers import planted
 
 
-def run_cli(*args, env=None):
-    e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+def run_cli(*args, env=None, cwd=None):
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True,
-                          env=e, timeout=300)
+                          env=e, timeout=300, cwd=cwd)
 
 
 def commands():
