@@ -53,8 +53,10 @@ def _row(r: dict, columns: tuple, level: str) -> dict:
     for c in INTEGERS:
         if c in row:
             row[c] = int(row[c]) if row[c] or c != "expert" else None
-            if row[c] is not None and not 0 <= row[c] < 1 << 31:
-                raise ValueError(f"{c} {row[c]} is out of range (0 to 2^31 - 1)")
+            if row[c] is not None and row[c] < 0:
+                raise ValueError(f"{c} is negative")
+            if row[c] is not None and row[c] >= 1 << 31:
+                raise ValueError(f"{c} {row[c]} is out of range (at most 2^31 - 1)")
     if "effect" in row:
         row["effect"] = float(row["effect"]) if row["effect"] else None
         if row["effect"] is not None and not abs(row["effect"]) < float("inf"):

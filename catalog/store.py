@@ -73,15 +73,11 @@ class Catalog:
 
     # ---- tables --------------------------------------------------------------------------------------
     def is_legacy(self) -> bool:
+        """A local folder in superweights 0.1's layout (object stores are not looked at: `catalog migrate`
+        reads them when asked)."""
         import pyarrow.fs as pafs
 
-        if self.local:
-            return legacy.is_legacy(pafs.LocalFileSystem(), self.root)
-        try:
-            fs, root = pafs.FileSystem.from_uri(self.root)
-        except (pa.ArrowException, OSError, ValueError):
-            return False
-        return legacy.is_legacy(fs, root)
+        return self.local and legacy.is_legacy(pafs.LocalFileSystem(), self.root)
 
     def _check_layout(self) -> None:
         if self.is_legacy():
@@ -91,14 +87,15 @@ class Catalog:
     def table(self, name: str):
         """The Delta table `name` (its latest version), or None if it does not exist."""
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         try:
             if name in self._open:
                 self._open[name].update_incremental()
                 return self._open[name]
-            if not DeltaTable.is_deltatable(self.uri(name), storage_options=self.options):
-                return None
             dt = self._open[name] = DeltaTable(self.uri(name), storage_options=self.options)
+        except TableNotFoundError:  # (is_deltatable would say so too, but waits on object stores' retries)
+            return None
         except BaseException as e:  # noqa: BLE001  delta-rs raises its own and the object store's errors
             _reraise_interrupts(e)
             raise CatalogUnavailable(f"cannot open catalog table {self.uri(name)}: {_line(e)}") from None

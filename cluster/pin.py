@@ -90,7 +90,7 @@ def pin_all(entries: list[Entry], progress: bool = True) -> list[Pinned]:
 
     with ThreadPoolExecutor(max_workers=8) as pool, \
             tqdm(total=len(entries), desc="pinning", unit="model", disable=not progress or len(entries) < 2,
-                 dynamic_ncols=True, leave=False) as bar:
+                 dynamic_ncols=True, leave=True) as bar:
         out = []
         for p in pool.map(pin, entries):
             out.append(p)

@@ -82,7 +82,7 @@ def read(path: Path) -> tuple[str, int]:
         raise CorruptCheckpoint(f"{path} has a corrupt or truncated GGUF header") from None
     if arch is None:
         raise NotAModel(f"{path} has no general.architecture in its GGUF header")
-    return arch, start + end
+    return arch, start + end if n_tensors else w.at  # no tensors: no aligned data section either
 
 
 def gguf_architecture(path: Path) -> str:

@@ -26,6 +26,8 @@ def test_paths_with_spaces_are_quoted_as_in_a_shell():
     '/data/other model'
     ''')
     assert [(x.spec, x.timeout) for x in e] == [("/data/my models/gpt2.gguf", 60.0), ("/data/other model", None)]
+    # a # inside a path is part of it; only one that starts a word starts a comment
+    assert [x.spec for x in parse("/data/run#3/model  # run 3\n")] == ["/data/run#3/model"]
 
 
 @pytest.mark.parametrize("line, match", [("org/a colour=blue", "unknown option"), ("org/a timeout=soon", "number"),
