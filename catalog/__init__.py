@@ -1,5 +1,5 @@
-"""The catalog: scans stored as Parquet (`store`), queried read-only with DuckDB (`query`), published as
-a coordinate index (`publish`). Free of torch and transformers; it takes the scanner's JSON results.
+"""The catalog: scans stored in Delta Lake tables (`store`), read as one snapshot (`snapshot`), queried
+read-only with DuckDB (`query`), published as a coordinate index (`publish`). Free of torch and transformers; it takes the scanner's JSON results.
 
     from catalog.store import Catalog
     from catalog.rows import ok_row

@@ -40,13 +40,16 @@ KEY = "model, coalesce(revision, ''), scanner_version"
 NEWEST = "status = 'ok' DESC, started DESC, scan_id DESC"
 
 VIEWS = {
-    "scans_all": f"SELECT *, row_number() OVER (PARTITION BY {KEY} ORDER BY {NEWEST}) = 1 AS current FROM _scans",
-    "scans": "SELECT * EXCLUDE (current) FROM scans_all WHERE current",
-    "latest_scans": f"SELECT * FROM scans QUALIFY row_number() OVER (PARTITION BY model ORDER BY {NEWEST}) = 1",
+    # a model's newest scan (by NEWEST) is current in its own key, so `latest` needs no pass over `current`;
+    # a query that uses one flag computes only that window
+    "scans_all": f"SELECT *, row_number() OVER (PARTITION BY {KEY} ORDER BY {NEWEST}) = 1 AS current, "
+                 f"row_number() OVER (PARTITION BY model ORDER BY {NEWEST}) = 1 AS latest FROM _scans",
+    "scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE current",
+    "latest_scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE latest",
     **{f"{t}_all": f"SELECT s.scan_id, s.model, s.revision, s.architecture, s.scanner_version, s.started, "
-                   f"s.current, t.* EXCLUDE (scan_id) FROM _{t} t JOIN scans_all s USING (scan_id)"
+                   f"s.current, s.latest, t.* EXCLUDE (scan_id) FROM _{t} t JOIN scans_all s USING (scan_id)"
        for t in NESTED},
-    **{t: f"SELECT * EXCLUDE (current) FROM {t}_all WHERE current" for t in NESTED},
+    **{t: f"SELECT * EXCLUDE (current, latest) FROM {t}_all WHERE current" for t in NESTED},
     "reference": "SELECT * FROM _reference QUALIFY imported = max(imported) OVER (PARTITION BY origin)",
     "disagreements": f"""
         WITH sc AS (SELECT scan_id, model, coalesce(repo_id, model) AS hub_id, revision FROM latest_scans
@@ -161,20 +164,20 @@ SW_COLUMNS = ("model, revision, layer, module, expert, row, col, value, output_r
 
 def model_sql(model: str) -> tuple[str, list]:
     """The super weights and partners of one model's latest scan (its hub id, path or pkg:name)."""
-    return (f"SELECT {SW_COLUMNS} FROM super_weights WHERE verdict IN {FOUND} AND scan_id IN "
+    return (f"SELECT {SW_COLUMNS} FROM super_weights_all WHERE latest AND verdict IN {FOUND} AND scan_id IN "
             "(SELECT scan_id FROM latest_scans WHERE model = $1 OR spec = $1) ORDER BY layer, row, col", [model])
 
 
 def where_sql(layer: int | None, architecture: str | None, verdicts: str = FOUND) -> tuple[str, list]:
     """Every model whose latest scan has a super weight (or partner) in a layer and/or architecture."""
-    cond, params = [f"verdict IN {verdicts}", "scan_id IN (SELECT scan_id FROM latest_scans)"], []
+    cond, params = [f"verdict IN {verdicts}", "latest"], []
     if layer is not None:
         params.append(layer)
         cond.append(f"layer = ${len(params)}")
     if architecture is not None:
         params.append(architecture)
         cond.append(f"architecture = ${len(params)}")
-    return (f"SELECT {SW_COLUMNS.replace('model,', 'model, architecture,')} FROM super_weights "
+    return (f"SELECT {SW_COLUMNS.replace('model,', 'model, architecture,')} FROM super_weights_all "
             f"WHERE {' AND '.join(cond)} ORDER BY model, layer, row, col", params)
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger("superweights")
 WRITE_ORDER = ("super_weights", "spikes", "layer_profiles", "scans")  # scans last: it makes the rest visible
 COMPACT_EVERY = 100  # scans commits between automatic compactions
 COMMIT_TRIES = 5  # delta-rs retries plain conflicts itself; these are for commits it cannot rebase
+ROW_GROUP = 64 * 1024  # rows
 RETENTION_HOURS = 7 * 24  # files no snapshot needs are deleted after this long (readers of older snapshots)
 DESCRIPTION = "superweights catalog, schema {}"
 
@@ -237,9 +238,11 @@ def split(scans: pa.Table) -> dict[str, pa.Table]:
 
 
 def _zstd():
+    """zstd, and row groups small enough that readers skip most of a table for a few scans (scan ids start
+    with their time, and rows are appended in about that order) and read the rest in parallel."""
     from deltalake.writer import WriterProperties
 
-    return WriterProperties(compression="ZSTD")
+    return WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP)
 
 
 def _reraise_interrupts(e: BaseException) -> None:

@@ -1,6 +1,5 @@
 """The catalog on S3: a real S3 protocol server on loopback (moto's), reached through delta-rs with the
 credentials and endpoint in the environment, as on a cluster; two writers at once."""
-import multiprocessing as mp
 import os
 import socket
 
@@ -11,8 +10,7 @@ from catalog.rows import ok_row
 from catalog.store import Catalog
 from catalog.synthetic import result
 
-SPAWN = mp.get_context("spawn")
-
+from .writers import in_processes
 
 @pytest.fixture(scope="module")
 def bucket():
@@ -35,12 +33,6 @@ def bucket():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
-def _write(location: str, worker: int, count: int) -> None:
-    cat = Catalog(location)
-    for i in range(count):
-        cat.write_scan(ok_row(result(f"org/s3-{worker}-{i}", i)))
-
-
 def test_write_query_publish_on_s3(bucket, tmp_path):
     cat = Catalog(f"{bucket}/catalog")
     assert not cat.local
@@ -55,12 +47,7 @@ def test_write_query_publish_on_s3(bucket, tmp_path):
 
 def test_two_writers_at_once_on_s3(bucket):
     location = f"{bucket}/two-writers"
-    writers = [SPAWN.Process(target=_write, args=(location, w, 8)) for w in range(2)]
-    for w in writers:
-        w.start()
-    for w in writers:
-        w.join(120)
-        assert w.exitcode == 0
+    in_processes(location, 2, 8)
     cat = Catalog(location)
     assert query.run(cat, "SELECT count(*), count(DISTINCT scan_id) FROM scans_all")[1] == [(16, 16)]
     assert query.run(cat, "SELECT count(*) FROM super_weights_all")[1] == [(160,)]

@@ -1,7 +1,6 @@
 """Durable writes on Delta tables, tolerant reads, supersession, compaction and concurrent writers."""
 import json
 import logging
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from catalog.rows import failed_row, ok_row
 from catalog.schema import NESTED, SCAN_COLUMNS, SCHEMA_VERSION
 from catalog.store import Catalog
 from catalog.synthetic import VERSION, result
+
+from .writers import in_processes
 
 
 def rows(cat, sql, params=None):
@@ -118,6 +119,9 @@ def test_a_corrupt_page_a_link_and_a_foreign_file_block_nothing(cat, caplog, tmp
         got = rows(cat, "SELECT model, count(*) AS n FROM super_weights GROUP BY model ORDER BY model")
     assert got == [{"model": "org/m0", "n": 2}, {"model": "org/m1", "n": 2}]
     assert str(rotten) in caplog.text and str(linked) in caplog.text and "forged" not in caplog.text
+    from catalog.publish import publish
+
+    assert publish(cat, tmp_path / "index").models == 4  # publish too: the index of what could be read
 
 
 def test_a_table_of_a_newer_schema_is_refused_in_one_line(cat):
@@ -169,21 +173,9 @@ def test_compaction_keeps_every_scan_and_bounds_files(cat, monkeypatch):
     assert rows(cat, "SELECT count(*) AS n FROM super_weights_all")[0]["n"] == 10 * n
 
 
-def _writer(location: str, worker: int, count: int) -> None:
-    cat = Catalog(location)
-    for i in range(count):
-        cat.write_scan(ok_row(result(f"org/w{worker}-m{i % 7}", worker * 1000 + i)))
-
-
 def test_eight_processes_write_twenty_five_scans_each(tmp_path):
     location = str(tmp_path / "catalog")
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(location, w, 25)) for w in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    in_processes(location, 8, 25)
     cat = Catalog(location)
     got = rows(cat, "SELECT count(*) AS n, count(DISTINCT scan_id) AS d FROM scans_all")[0]
     assert got == {"n": 200, "d": 200}
