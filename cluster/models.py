@@ -39,11 +39,24 @@ def _split_revision(token: str) -> tuple[str, str | None]:
     return spec, (rev or None) if at else None
 
 
+def _uncommented(line: str) -> str:
+    """The line up to a `#` that starts a word outside quotes (one inside a path, or quoted, is kept)."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
 def parse(text: str, source: str = "models file") -> list[Entry]:
     entries, seen = [], set()
     for n, raw in enumerate(text.splitlines(), start=1):
         try:
-            words = shlex.split(raw, comments=True)
+            words = shlex.split(_uncommented(raw))
         except ValueError as e:
             raise BadOption(f"{source} line {n}: {e} (quote a path with spaces as in a shell)") from None
         if not words:

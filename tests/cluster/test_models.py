@@ -27,7 +27,8 @@ def test_paths_with_spaces_are_quoted_as_in_a_shell():
     ''')
     assert [(x.spec, x.timeout) for x in e] == [("/data/my models/gpt2.gguf", 60.0), ("/data/other model", None)]
     # a # inside a path is part of it; only one that starts a word starts a comment
-    assert [x.spec for x in parse("/data/run#3/model  # run 3\n")] == ["/data/run#3/model"]
+    assert [x.spec for x in parse("/data/run#3/model  # run 3\norg/a # don't scan twice\n'/data/#x y'\n")] == \
+        ["/data/run#3/model", "org/a", "/data/#x y"]
 
 
 @pytest.mark.parametrize("line, match", [("org/a colour=blue", "unknown option"), ("org/a timeout=soon", "number"),
