@@ -39,9 +39,12 @@ class Legacy:
 def read(fs: pafs.FileSystem, root: str) -> Legacy:
     out = Legacy(SCAN_FILE.empty_table(), REFERENCE_FILE.empty_table())
     tables = {"scans": [], "reference": []}
+    from tqdm import tqdm
+
     for kind, schema in (("scans", SCAN_FILE), ("reference", REFERENCE_FILE)):
         infos = fs.get_file_info(pafs.FileSelector(f"{root}/{kind}", recursive=True, allow_not_found=True))
-        for info in sorted(infos, key=lambda i: i.path):
+        for info in tqdm(sorted(infos, key=lambda i: i.path), desc=f"reading {kind}", unit="file", leave=False,
+                         disable=len(infos) < 100):
             if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") \
                     or info.base_name.startswith((".", "_")):
                 continue

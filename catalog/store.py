@@ -94,7 +94,7 @@ class Catalog:
             if name in self._open:
                 self._open[name].update_incremental()
                 return self._open[name]
-            dt = self._open[name] = DeltaTable(self.uri(name), storage_options=self.options)
+            dt = DeltaTable(self.uri(name), storage_options=self.options)
         except TableNotFoundError:  # (is_deltatable would say so too, but waits on object stores' retries)
             return None
         except BaseException as e:  # noqa: BLE001  delta-rs raises its own and the object store's errors
@@ -104,6 +104,7 @@ class Catalog:
         if version is not None and version > SCHEMA_VERSION:
             raise CatalogUnavailable(f"catalog table {self.uri(name)} was written by a newer superweights "
                                      f"(schema {version}; this one reads {SCHEMA_VERSION})")
+        self._open[name] = dt
         return dt
 
     def exists(self) -> bool:
