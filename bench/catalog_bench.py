@@ -112,7 +112,7 @@ def main() -> None:
     cat.import_reference(Path(__file__).resolve().parents[1] / "catalog/data/published_super_weights.csv")
     cat.compact(retention_hours=0)  # what a week's vacuum leaves
     size = sum(f.stat().st_size for f in Path(location).rglob("*") if f.is_file())
-    n_files = len(list(Path(location).rglob("*.parquet")))
+    n_files = len([f for f in Path(location).rglob("*.parquet") if "_delta_log" not in f.parts])
     print(f"catalog after compaction and vacuum: {n_files} data files, {size / 1e6:.0f} MB with the logs")
 
     cols, data = query.run(cat, "SELECT (SELECT count(*) FROM scans_all), (SELECT count(*) FROM super_weights_all)")
