@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from html import escape
 
+from .render import CATASTROPHIC
 from .schema import COORDINATES
 
 STYLE = """
@@ -27,13 +28,19 @@ def _num(v, spec=".3g") -> str:
     return "" if v is None else format(v, spec)
 
 
+def _interval(w: dict, prefix: str = "ppl_ratio") -> str:
+    if w.get(prefix) is None:
+        return ""
+    return f"{_num(w[prefix])} [{_num(w.get(prefix + '_lo'))}, {_num(w.get(prefix + '_hi'))}]"
+
+
 def _row(i: int, w: dict) -> str:
     module = w["module"] + ("" if w["expert"] is None else f"[{w['expert']}]")
-    return (f"<tr class=\"{'sw' if w['verdict'] == 'super_weight' else ''}\"><td class=num>{i + 1}</td>"
+    return (f"<tr class=\"{'sw' if w['verdict'] in CATASTROPHIC else ''}\"><td class=num>{i + 1}</td>"
             f"<td class=num>{w['layer']}</td><td>{escape(module)}</td><td>[{w['row']}, {w['col']}]</td>"
             f"<td class=num>{_num(w['value'], '.4g')}</td><td class=num>{_num(w['spike_ratio'], '.0f')}x</td>"
-            f"<td class=num>{_num(w['ppl_ratio'])}</td><td>{escape(w['verdict'].replace('_', ' '))}</td>"
-            f"<td>{escape(w['published'] or '')}</td></tr>")
+            f"<td class=num>{_interval(w)}</td><td class=num>{_interval(w, 'group_ppl_ratio')}</td>"
+            f"<td>{escape(w['verdict'].replace('_', ' '))}</td><td>{escape(w['published'] or '')}</td></tr>")
 
 
 def _model(m: dict) -> str:
@@ -41,13 +48,17 @@ def _model(m: dict) -> str:
     head = (f"<h3 id=\"{escape(m['scan_id'])}\">{name}</h3><p class=muted>revision <code>"
             f"{escape(m['revision'] or '')}</code> &middot; {escape(m['architecture'] or '')} &middot; "
             f"{m['num_layers']} layers &middot; perplexity {_num(m['ppl_base'], '.4g')} &middot; scanner "
-            f"{escape(m['scanner_version'] or '')} &middot; scanned {escape(m['started'])}</p>")
+            f"{escape(m['scanner_version'] or '')}, {escape(m['dtype'] or '')}"
+            f"{', validated' if m['validated'] else ', not validated'}, configuration "
+            f"<code>{escape(m['config_fingerprint'] or '-')}</code> &middot; scanned {escape(m['started'])}</p>")
     if m["super_weights"]:
         rows = "".join(_row(i, w) for i, w in enumerate(m["super_weights"]))
         table = ("<table class=coords><tr><th>No.</th><th>Layer</th><th>Module</th><th>[row, col]</th><th>Weight</th>"
-                 "<th>Spike</th><th>PPL x</th><th>Verdict</th><th>Published in</th></tr>" + rows + "</table>")
+                 "<th>Spike</th><th>PPL x alone [95%]</th><th>PPL x set [95%]</th><th>Verdict</th>"
+                 "<th>Published in</th></tr>" + rows + "</table>")
     else:
-        table = "<p>No super weight found.</p>"
+        table = f"<p>None found: {escape((m['finding'] or 'no super weight').replace('_', ' '))}" + \
+            (f" (largest effect x{_interval(m, 'largest_ppl_ratio')})" if m.get("largest_ppl_ratio") else "") + "</p>"
     img = (f"<img src=\"{escape(m['plot'])}\" width=640 height=280 loading=lazy "
            f"alt=\"spike profile of {name}\">") if m.get("plot") else ""
     return f"<section class=model data-model=\"{name}\">{head}{table}{img}</section>"
@@ -55,8 +66,8 @@ def _model(m: dict) -> str:
 
 def render_html(models: list[dict], failed: list[dict], changes: dict, published: str) -> str:
     n_coords = sum(len(m["super_weights"]) for m in models)
-    n_sw = sum(w["verdict"] == "super_weight" for m in models for w in m["super_weights"])
-    summary = (f"{len(models)} model(s), {n_sw} super weight(s), {n_coords - n_sw} partner(s)"
+    n_sw = sum(w["verdict"] in CATASTROPHIC for m in models for w in m["super_weights"])
+    summary = (f"{len(models)} model(s), {n_sw} super weight(s) alone or in sets, {n_coords - n_sw} milder"
                + (f", {len(failed)} failed scan(s)" if failed else ""))
     change = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in changes.items() if v) or "no changes"
     fail = ""

@@ -46,18 +46,21 @@ def _dicts(con, sql: str) -> list[dict]:
 
 
 def _read_index(con) -> tuple[list[dict], list[dict], list[dict]]:
-    """The latest scans, their super weights and partners, and their layer profiles."""
+    """The latest scans, their weights that matter (catastrophic and mild), and their layer profiles."""
     scans = _dicts(con, """
         SELECT scan_id, model, revision, architecture, num_layers, num_parameters, scanner_version, started,
-               ppl_base, status, error_type, error FROM latest_scans ORDER BY model""")
+               ppl_base, finding, largest_ppl_ratio, largest_ppl_ratio_lo, largest_ppl_ratio_hi, dtype,
+               coalesce(validated, ppl_base IS NOT NULL) AS validated, config_fingerprint, eval_windows,
+               status, error_type, error FROM latest_scans ORDER BY model""")
     coords = _dicts(con, f"""
         SELECT w.scan_id, w.layer, w.module, w.expert, w.row, w.col, w.value, w.output_ratio AS spike_ratio,
-               w.ppl_ratio, w.verdict, (SELECT string_agg(DISTINCT r.source, '; ') FROM reference r
-                   WHERE r.level = 'weight' AND r.hub_id = w.model AND r.layer = w.layer AND r.module = w.module
-                   AND r.expert IS NOT DISTINCT FROM w.expert AND r.row = w.row AND r.col = w.col) AS published
-        FROM super_weights w WHERE w.scan_id IN (SELECT scan_id FROM latest_scans WHERE status = 'ok')
-          AND w.verdict IN {query.FOUND}
-        ORDER BY w.scan_id, w.layer, w.verdict <> 'super_weight', w.row, w.col""")
+               w.ppl_ratio, w.ppl_ratio_lo, w.ppl_ratio_hi, w.windows, w.group_ppl_ratio, w.group_ppl_ratio_lo,
+               w.group_ppl_ratio_hi, w.rest_ppl_ratio, w.verdict, (SELECT string_agg(DISTINCT r.source, '; ')
+                   FROM reference r WHERE r.level = 'weight' AND r.hub_id = w.model AND r.layer = w.layer
+                   AND r.module = w.module AND r.expert IS NOT DISTINCT FROM w.expert AND r.row = w.row
+                   AND r.col = w.col) AS published
+        FROM super_weights_all w WHERE w.latest AND w.verdict IN {query.MATTERING}
+        ORDER BY w.scan_id, w.layer, w.verdict NOT IN {query.FOUND}, w.row, w.col""")
     profiles = _dicts(con, """
         SELECT scan_id, list(abs(input_value) ORDER BY layer) AS inputs,
                list(abs(output_value) ORDER BY layer) AS outputs
@@ -129,8 +132,8 @@ def _plots(models: list[dict], out: Path, workers: int, owned: set[str]) -> int:
 def _rows(models: list[dict]) -> list[dict]:
     rows = []
     for m in models:
-        base = {"model": m["model"], "revision": m["revision"], "architecture": m["architecture"],
-                "scanner_version": m["scanner_version"], "scan_id": m["scan_id"]}
+        base = {k: m[k] for k in ("model", "revision", "architecture", "finding", "dtype", "validated",
+                                  "config_fingerprint", "scanner_version", "scan_id")}
         if not m["super_weights"]:
             rows.append({**dict.fromkeys(CSV_COLUMNS), **base, "verdict": "none"})
         for w in m["super_weights"]:

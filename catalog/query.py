@@ -34,16 +34,22 @@ from .store import Catalog
 if TYPE_CHECKING:
     from .snapshot import Snapshot
 
-FOUND = "('super_weight', 'partner')"
+FOUND = "('super_weight', 'super_set', 'partner')"  # catastrophic (partner: catalogs of superweights 0.1)
+MATTERING = "('super_weight', 'super_set', 'partner', 'mild')"  # catastrophic or significant
 MATTERS = 0.1  # a channel claim whose measured loss change is at least +10% says the row matters
-KEY = "model, coalesce(revision, ''), scanner_version"
+# scans of one key supersede each other; scans of different configurations (thresholds, evaluation set,
+# validated or not) or precisions are different keys, and never replace each other
+KEY = "model, coalesce(revision, ''), scanner_version, coalesce(config_fingerprint, ''), coalesce(dtype, '')"
 NEWEST = "status = 'ok' DESC, started DESC, scan_id DESC"
+# a model's latest scan: a validated one before any that is not, float32 before lower precision, then the newest
+BEST = ("status = 'ok' DESC, coalesce(validated, ppl_base IS NOT NULL) DESC, dtype = 'float32' DESC, "
+        "started DESC, scan_id DESC")
 
 VIEWS = {
-    # a model's newest scan (by NEWEST) is current in its own key, so `latest` needs no pass over `current`;
-    # a query that uses one flag computes only that window
+    # a model's latest scan is also current in its own key (scans of one key share their quality), so
+    # `latest` needs no pass over `current`; a query that uses one flag computes only that window
     "scans_all": f"SELECT *, row_number() OVER (PARTITION BY {KEY} ORDER BY {NEWEST}) = 1 AS current, "
-                 f"row_number() OVER (PARTITION BY model ORDER BY {NEWEST}) = 1 AS latest FROM _scans",
+                 f"row_number() OVER (PARTITION BY model ORDER BY {BEST}) = 1 AS latest FROM _scans",
     "scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE current",
     "latest_scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE latest",
     **{f"{t}_all": f"SELECT s.scan_id, s.model, s.revision, s.architecture, s.scanner_version, s.started, "
@@ -74,7 +80,7 @@ VIEWS = {
         chan AS (
             SELECT sc.scan_id, r.layer, r.row, r.effect, r.claim, r.source,
                    (SELECT max(w.group_ppl_ratio) FROM super_weights w WHERE w.scan_id = sc.scan_id
-                    AND w.layer = r.layer AND w.row = r.row AND w.verdict IN {FOUND}) AS found_ratio,
+                    AND w.layer = r.layer AND w.row = r.row AND w.verdict IN {MATTERING}) AS found_ratio,
                    (SELECT count(*) FROM spikes p WHERE p.scan_id = sc.scan_id AND p.layer = r.layer
                     AND p.row = r.row AND p.kind <> 'cancellation') AS spikes
             FROM reference r JOIN sc USING (hub_id) WHERE r.level = 'channel'),

@@ -9,7 +9,13 @@ import io
 from .schema import COORDINATES
 
 CSV_COLUMNS = ("model", "revision", "architecture", "layer", "module", "expert", "row", "col", "value",
-               "spike_ratio", "ppl_ratio", "verdict", "published", "scanner_version", "scan_id")
+               "spike_ratio", "ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi", "windows", "group_ppl_ratio",
+               "group_ppl_ratio_lo", "group_ppl_ratio_hi", "verdict", "finding", "published", "dtype", "validated",
+               "config_fingerprint", "scanner_version", "scan_id")
+CATASTROPHIC = ("super_weight", "super_set", "partner")  # partner: catalogs of superweights 0.1
+TIERS = ("super weight: its own removal is catastrophic (ppl x >= the catastrophic ratio, by its interval); "
+         "super set: needed member of a set whose removal is catastrophic, the rest of the set being harmless "
+         "without it; mild: significant alone (above the minimum ratio and its controls), not catastrophic")
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -32,20 +38,47 @@ def _fmt(v, spec=".3g") -> str:
     return "" if v is None else format(v, spec)
 
 
+def _ci(w: dict, prefix: str = "ppl_ratio") -> str:
+    return "" if w.get(prefix) is None else \
+        f"{_fmt(w[prefix])} [{_fmt(w.get(prefix + '_lo'))}, {_fmt(w.get(prefix + '_hi'))}]"
+
+
+def _name(m: dict) -> str:
+    return f"{_md_cell(m['model'])} @ `{(m['revision'] or '')[:12]}`"
+
+
 def markdown(models: list[dict], failed: list[dict], published: str) -> str:
     lines = ["# Super-weight coordinate index", "",
              f"Published {published}. {len(models)} model(s). Coordinates: {COORDINATES}.", "",
-             "| Model | No. | Layer | Module | Coordinates [row, col] | Verdict | PPL x (alone) | Published in |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Verdicts: {TIERS}. Ratios are perplexity with the weight(s) zeroed over the model's own, with "
+             "95% intervals across evaluation windows.", "",
+             "## Super weights", "",
+             "| Model | No. | Layer | Module | Coordinates [row, col] | Verdict | PPL x alone [95%] | "
+             "PPL x set [95%] | Published in |", "|---|---|---|---|---|---|---|---|---|"]
     for m in models:
-        name = f"{_md_cell(m['model'])} @ `{(m['revision'] or '')[:12]}`"
-        if not m["super_weights"]:
-            lines.append(f"| {name} | - | - | - | - | none found | | |")
-        for i, w in enumerate(m["super_weights"]):
+        top = [w for w in m["super_weights"] if w["verdict"] in CATASTROPHIC]
+        for i, w in enumerate(top):
             module = w["module"] + (f"[{w['expert']}]" if w["expert"] is not None else "")
-            lines.append(f"| {name if i == 0 else ''} | {i + 1} | {w['layer']} | {_md_cell(module)} | "
-                         f"[{w['row']}, {w['col']}] | {w['verdict'].replace('_', ' ')} | {_fmt(w['ppl_ratio'])} | "
-                         f"{_md_cell(w['published'] or '')} |")
+            lines.append(f"| {_name(m) if i == 0 else ''} | {i + 1} | {w['layer']} | {_md_cell(module)} | "
+                         f"[{w['row']}, {w['col']}] | {w['verdict'].replace('_', ' ')} | {_ci(w)} | "
+                         f"{_ci(w, 'group_ppl_ratio')} | {_md_cell(w['published'] or '')} |")
+    mild = [(m, w) for m in models for w in m["super_weights"] if w["verdict"] not in CATASTROPHIC]
+    if mild:
+        lines += ["", "## Milder weights: significant, not catastrophic", "",
+                  "| Model | Layer | Module | Coordinates [row, col] | PPL x alone [95%] | Published in |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {_name(m)} | {w['layer']} | {_md_cell(w['module'])} | [{w['row']}, {w['col']}] | {_ci(w)} | "
+                  f"{_md_cell(w['published'] or '')} |" for m, w in mild]
+    none = [m for m in models if not any(w["verdict"] in CATASTROPHIC for w in m["super_weights"])]
+    if none:
+        lines += ["", "## No super weight", "", "| Model | Finding | Largest effect [95%] |", "|---|---|---|"]
+        lines += [f"| {_name(m)} | {_md_cell((m['finding'] or 'no super weight').replace('_', ' '))} | "
+                  f"{_ci(m, 'largest_ppl_ratio')} |" for m in none]
+    lines += ["", "## Scans", "", "| Model | Precision | Validated | Windows | Configuration | Scanner |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {_name(m)} | {_md_cell(m['dtype'] or '')} | {'yes' if m['validated'] else 'no'} | "
+              f"{m['eval_windows'] or ''} | `{_md_cell(m['config_fingerprint'] or '-')}` | "
+              f"{_md_cell(m['scanner_version'] or '')} |" for m in models]
     if failed:
         lines += ["", "## Not indexed: scans that failed", "", "| Model | Error |", "|---|---|"]
         lines += [f"| {_md_cell(f['model'])} | {_md_cell(f['error_type'])}: {_md_cell(f['error'])} |" for f in failed]

@@ -52,7 +52,8 @@ def ok_row(result: dict, scan_id: str | None = None, host: str | None = None) ->
 def failed_row(spec: str, error: BaseException | str, started: float, *, scanner_version: str,
                model: str | None = None,
                error_type: str | None = None, revision: str | None = None, repo_id: str | None = None,
-               source: str | None = None, config: dict | None = None, duration_s: float | None = None,
+               source: str | None = None, config: dict | None = None, config_fingerprint: str | None = None,
+               duration_s: float | None = None,
                scan_id: str | None = None, host: str | None = None) -> dict:
     """A scan that did not finish: the error's one-line text and its type name, and the configuration it
     was asked with. `model`: the catalog's name for it (default: the spec)."""
@@ -62,7 +63,7 @@ def failed_row(spec: str, error: BaseException | str, started: float, *, scanner
         error = str(error) or type(error).__name__
     row.update(spec=spec, model=model or spec, repo_id=repo_id, source=source, revision=revision,
                scanner_version=scanner_version, prompts=list((config or {}).get("prompts") or []),
-               config=json.dumps(config or {}, sort_keys=True), status="failed",
+               config=json.dumps(config or {}, sort_keys=True), config_fingerprint=config_fingerprint, status="failed",
                error_type=error_type or "Error", error=" ".join(str(error).split())[:2000],
                duration_s=time.time() - started if duration_s is None else duration_s)
     return clean(row)

@@ -1,4 +1,5 @@
-"""The catalog's schema, version 3: five Delta tables (`catalog.store`).
+"""The catalog's schema, version 4: five Delta tables (`catalog.store`). Version 3 tables are read as version 4
+(new columns empty) and take version 4 rows (the columns are added on the first write).
 
 A scan is one row of `scans`, and one row per candidate, spike and layer in `super_weights`, `spikes` and
 `layer_profiles` (each with the scan's `scan_id`). In memory, a scan row carries those three as nested
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 COORDINATES = ("(layer, row, col) of the MLP down projection as a Linear weight W[out, in]: row = hidden/output "
                "channel, col = intermediate/input channel; layers count from 0; for MoE experts, "
@@ -31,11 +32,19 @@ SUPER_WEIGHT = pa.struct([
     ("share", _f64),            # contribution / y[row]
     ("token_pos", _i32), ("token_id", _i64),  # the spike's token: position in its prompt, vocabulary id
     ("prompt", _i32), ("round", _i32), ("rank", _i32), ("screen_kl", _f64),
-    ("ppl", _f64), ("ppl_ratio", _f64), ("stopword_shift", _f64),  # this weight alone zeroed
+    # this weight alone zeroed: ppl ratio with its 95% interval, on how many evaluation windows, whether the
+    # interval decided every threshold, per kind of text
+    ("ppl", _f64), ("ppl_ratio", _f64), ("ppl_ratio_lo", _f64), ("ppl_ratio_hi", _f64),
+    ("windows", _i32), ("decided", _bool), ("ppl_ratio_kinds", pa.map_(_str, _f64)),
+    ("stopword_shift", _f64),
     ("group", _str),            # the spike it belongs to, e.g. L2R3968
-    ("group_ppl_ratio", _f64),  # the whole group zeroed together
-    ("random_ppl_ratio", _f64), ("largest_ppl_ratio", _f64),  # controls of the same size as the group
-    ("verdict", _str),          # super_weight | partner | negligible | unvalidated
+    ("group_ppl_ratio", _f64), ("group_ppl_ratio_lo", _f64), ("group_ppl_ratio_hi", _f64),  # zeroed together
+    # controls of the group's size from the same matrix: the worst random draw, the largest other weights
+    ("random_ppl_ratio", _f64), ("random_ppl_ratio_hi", _f64), ("largest_ppl_ratio", _f64),
+    ("largest_ppl_ratio_hi", _f64),
+    # the group without this weight (members of catastrophic groups): not catastrophic means it is needed
+    ("rest_ppl_ratio", _f64), ("rest_ppl_ratio_lo", _f64), ("rest_ppl_ratio_hi", _f64),
+    ("verdict", _str),          # super_weight | super_set | mild | negligible | unvalidated
 ])
 
 SPIKE = pa.struct([
@@ -71,8 +80,14 @@ SCAN_FIELDS = [
     ("status", _str),           # ok | failed
     ("error_type", _str), ("error", _str),
     ("ppl_base", _f64), ("stopword_mass", _f64), ("eval_tokens", _i32), ("eval_text_sha256", _str),
-    ("rounds", _i32), ("n_candidates", _i32), ("n_super_weights", _i32),
+    ("eval_windows", _i32), ("window_tokens", _i32), ("eval_passes", _i32), ("eval_ablations", _i32),
+    ("rounds", _i32), ("n_candidates", _i32), ("n_super_weights", _i32),  # n_super_weights: super_weight + super_set
+    ("validated", _bool),       # its candidates were judged by ablation
+    ("finding", _str),          # super_weights | mild_only | spikes_harmless | no_spike | not_visible | unvalidated
+    ("largest_ppl_ratio", _f64), ("largest_ppl_ratio_lo", _f64), ("largest_ppl_ratio_hi", _f64),  # of its groups
+    ("detect_s", _f64), ("triage_s", _f64), ("validate_s", _f64),
     ("config", _str),           # the whole scan configuration, as JSON (scanner.config.ScanConfig)
+    ("config_fingerprint", _str),  # of what changes verdicts (scanner.config.ScanConfig.fingerprint)
     ("warnings", pa.list_(_str)),
 ]
 NESTED = {"super_weights": SUPER_WEIGHT, "spikes": SPIKE, "layer_profiles": LAYER_PROFILE}

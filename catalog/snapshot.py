@@ -34,12 +34,14 @@ class Snapshot:
             self.versions[name] = dt.version()
             self.where[name] = catalog.uri(name)
             try:
+                # read as this version's schema: columns a table of an older one lacks are empty
                 if catalog.local:
                     ds = dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(catalog.uri(name),
-                                                                                  pafs.LocalFileSystem()))
+                                                                                  pafs.LocalFileSystem()),
+                                               schema=TABLES[name])
                     ds = self._without(name, ds, self._outside(name, ds))
                 else:
-                    ds = dt.to_pyarrow_dataset()
+                    ds = dt.to_pyarrow_dataset(schema=TABLES[name])
             except BaseException as e:  # noqa: BLE001  a log delta-rs cannot read: the table, named, not a traceback
                 _reraise_interrupts(e)
                 raise CatalogUnavailable(f"cannot read catalog table {catalog.uri(name)}: {_line(e)}") from None

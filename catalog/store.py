@@ -171,7 +171,10 @@ class Catalog:
         data = table.cast(TABLES[name])
         for attempt in range(COMMIT_TRIES):
             try:
-                write_deltalake(self._open[name], data, mode="append", writer_properties=_zstd())
+                dt = self._open[name]
+                write_deltalake(dt, data, mode="append", writer_properties=_zstd(), schema_mode="merge")
+                if (table_version(dt.metadata().description) or 0) < SCHEMA_VERSION:  # its columns are ours now
+                    dt.alter.set_table_description(DESCRIPTION.format(SCHEMA_VERSION))
                 return
             except CommitFailedError as e:  # a commit this one cannot follow (two writers created the table at
                 error = e                   # once): take the table as it is now and append again

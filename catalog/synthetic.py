@@ -23,32 +23,41 @@ def result(model: str, seed: int = 0, *, revision: str | None = None, layers: in
         sl = rng.randrange(1, 4)
         srow = rng.randrange(hidden)
         coords = [(sl, srow, rng.randrange(d_mlp), "super_weight")]
-        coords += [(sl, srow, rng.randrange(d_mlp), "partner") for _ in range(min(1, candidates - 1))]
+        coords += [(sl, srow, rng.randrange(d_mlp), "super_set") for _ in range(min(1, candidates - 1))]
         coords += [(rng.randrange(layers), rng.randrange(hidden), rng.randrange(d_mlp),
                     rng.choice(("negligible", "unvalidated"))) for _ in range(candidates - len(coords))]
     sws, groups = [], {}
     for rank, (layer, row, col, verdict) in enumerate(coords):
         gid = f"L{layer}R{row}"
-        ratio = rng.uniform(50, 5000) if verdict == "super_weight" else rng.uniform(1.0, 1.2)
+        ratio = rng.uniform(50, 5000) if verdict == "super_weight" else rng.uniform(2, 5) if verdict == "mild" \
+            else rng.uniform(1.0, 1.2)
+        group_ratio = ratio * 10 if verdict == "super_set" else ratio
         groups.setdefault(gid, {"id": gid, "layer": layer, "module": "mlp.down_proj", "expert": None, "row": row,
-                                "members": [], "verdict": verdict, "ppl": 10 * ratio, "ppl_ratio": ratio,
-                                "stopword_shift": 0.0,
-                                "controls": {"random": {"ppl": 10.0, "ppl_ratio": 1.0, "stopword_shift": 0.0,
-                                                        "weights": 1},
-                                             "largest": {"ppl": 10.1, "ppl_ratio": 1.01, "stopword_shift": 0.0,
-                                                         "weights": 1}}})
+                                "members": [], "verdict": verdict, "ppl_ratio": group_ratio,
+                                "ppl_ratio_lo": group_ratio * 0.9, "ppl_ratio_hi": group_ratio * 1.1,
+                                "windows": 4, "decided": True, "stopword_shift": 0.0,
+                                "controls": [{"kind": "random", "weights": [[1, 2]], "ppl_ratio": 1.0,
+                                              "ppl_ratio_lo": 0.99, "ppl_ratio_hi": 1.01},
+                                             {"kind": "largest", "weights": [[3, 4]], "ppl_ratio": 1.01,
+                                              "ppl_ratio_lo": 1.0, "ppl_ratio_hi": 1.02}], "rest": []})
         groups[gid]["members"].append([row, col])
         x = rng.uniform(100, 3000)
         sws.append({"layer": layer, "row": row, "col": col, "module": "mlp.down_proj", "expert": None,
                     "value": rng.uniform(-3, 3), "verdict": verdict, "ppl_ratio": ratio, "ppl": 10 * ratio,
+                    "ppl_ratio_lo": ratio * 0.9, "ppl_ratio_hi": ratio * 1.1, "windows": 4, "decided": True,
+                    "ppl_ratio_kinds": {"prose": ratio, "code": ratio},
                     "stopword_shift": rng.uniform(-0.1, 0.4), "input": x, "input_ratio": x / 5,
                     "output": x * 0.8, "output_ratio": x / 4, "contribution": x * 0.7, "share": 0.87,
                     "token_pos": 0, "token_id": rng.randrange(32000), "prompt": 0, "round": 1, "rank": rank,
                     "screen_kl": rng.uniform(0, 2), "group": gid})
     for s in sws:
         g = groups[s["group"]]
-        s.update(group_ppl_ratio=g["ppl_ratio"], random_ppl_ratio=1.0, largest_ppl_ratio=1.01)
+        s.update(group_ppl_ratio=g["ppl_ratio"], group_ppl_ratio_lo=g["ppl_ratio_lo"], group_ppl_ratio_hi=g["ppl_ratio_hi"],
+                 random_ppl_ratio=1.0, random_ppl_ratio_hi=1.01, largest_ppl_ratio=1.01, largest_ppl_ratio_hi=1.02)
     spike_layers = {c[0] for c in coords if c[3] == "super_weight"}
+    verdicts = [s["verdict"] for s in sws]
+    catastrophic = sum(v in ("super_weight", "super_set") for v in verdicts)
+    largest = max(groups.values(), key=lambda g: g["ppl_ratio"], default=None)
     profile = [{"layer": i,
                 "input_value": rng.uniform(1, 50) * (100 if i in spike_layers else 1), "input_token_pos": 0,
                 "input_token_id": 1, "input_channel": rng.randrange(d_mlp), "input_prompt": 0, "input_expert": None,
@@ -71,5 +80,11 @@ def result(model: str, seed: int = 0, *, revision: str | None = None, layers: in
                     "candidates": g["members"]} for g in groups.values()],
         "status": "ok", "duration_s": rng.uniform(5, 60),
         "ppl_base": 10.0, "stopword_mass": 0.3, "eval_tokens": 1024, "eval_text_sha256": "0" * 16, "eval_passes": 8,
-        "rounds": 2, "n_candidates": len(sws), "n_super_weights": sum(s["verdict"] == "super_weight" for s in sws),
-        "config": {"detect": {"spike_ratio": 10.0}}, "warnings": []}
+        "eval_windows": 8, "window_tokens": 128, "eval_ablations": len(sws), "validated": True,
+        "finding": "super_weights" if catastrophic else "mild_only" if "mild" in verdicts else "spikes_harmless",
+        "largest_ppl_ratio": largest["ppl_ratio"] if largest else None,
+        "largest_ppl_ratio_lo": largest["ppl_ratio_lo"] if largest else None,
+        "largest_ppl_ratio_hi": largest["ppl_ratio_hi"] if largest else None,
+        "detect_s": 1.0, "triage_s": 0.5, "validate_s": 4.0,
+        "rounds": 2, "n_candidates": len(sws), "n_super_weights": catastrophic,
+        "config": {"detect": {"spike_ratio": 10.0}}, "config_fingerprint": "synthetic000", "warnings": []}

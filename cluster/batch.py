@@ -32,6 +32,7 @@ class BatchConfig:
     timeout: float = 6 * 3600.0  # per model, seconds (a models-file line can set its own)
     retries: int = 2  # when a worker process dies (not when a model fails by itself)
     scan: ScanConfig = field(default_factory=ScanConfig)  # sent whole with every model (per-model options applied)
+    rescan: bool = False  # scan every model, even one already scanned with this configuration
     progress: bool = True
 
 
@@ -53,12 +54,14 @@ class Summary:
         return "\n".join(lines)
 
 
-def completed(catalog: Catalog, scanner_version: str) -> set[tuple[str, str]]:
-    """(model, revision) pairs with a successful scan by this scanner version."""
+def completed(catalog: Catalog, scanner_version: str) -> set[tuple[str, str, str]]:
+    """(model, revision, configuration fingerprint) of every successful scan by this scanner version: a model
+    scanned with another configuration (thresholds, evaluation set, detect-only) is not complete."""
     from catalog import query
 
-    _, rows = query.run(catalog, "SELECT DISTINCT model, revision FROM scans WHERE status = 'ok' AND "
-                                 "scanner_version = $1 AND revision IS NOT NULL", [scanner_version])
+    _, rows = query.run(catalog, "SELECT DISTINCT model, revision, config_fingerprint FROM scans_all WHERE "
+                                 "status = 'ok' AND scanner_version = $1 AND revision IS NOT NULL",
+                        [scanner_version])
     return set(rows)
 
 
@@ -176,11 +179,12 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
                                      revision=p.revision) for p in unpinned])
     for p in unpinned:
         summary.failed.append((p.entry.name, f"{type(p.error).__name__}: {p.error}"))
-    done = completed(catalog, SCANNER_VERSION)
+    done = set() if cfg.rescan else completed(catalog, SCANNER_VERSION)
     todo = deque()
     for p in pinned:
         if p.error is None:
-            (summary.skipped.append(p.entry.name) if (p.model, p.revision) in done else todo.append(p))
+            key = (p.model, p.revision, config_for(p.entry, cfg).fingerprint())
+            (summary.skipped.append(p.entry.name) if key in done else todo.append(p))
     if not todo:
         summary.seconds = time.time() - t0
         return summary

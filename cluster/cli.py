@@ -60,7 +60,7 @@ def _run_scan(args) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    row, result, error = scan_to_row(args.model, args.revision, cfg)
+    row, result, error = scan_to_row(args.model, args.revision, cfg, progress=not args.quiet)
     if catalog is not None:
         path = catalog.write_scan(row)
         log.info("wrote the %sscan of %s to %s", "failed " if error else "", args.model, path)

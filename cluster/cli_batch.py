@@ -22,8 +22,9 @@ def add_commands(sub) -> None:
         "batch", help="scan a list of models on Ray workers into the catalog",
         description="Scan every model of MODELS_FILE (one per line: MODEL[@REVISION] [timeout=S] "
                     "[trust_remote_code=true], # comments) on Ray actors, writing each scan to the catalog as it "
-                    "finishes. Models already scanned at the same pinned revision by this scanner version are "
-                    "skipped, so a batch re-run resumes. Without --address Ray starts in this process.")
+                    "finishes. Models already scanned at the same pinned revision by this scanner version with the "
+                    "same configuration are skipped (--rescan: none), so a batch re-run resumes. Without --address "
+                    "Ray starts in this process.")
     b.add_argument("models_file", metavar="MODELS_FILE", nargs="?",
                    help="default: the shipped list (SmolLM2, Gemma-3 and planted models)")
     catalog_option(b)
@@ -34,6 +35,8 @@ def add_commands(sub) -> None:
     b.add_argument("--timeout", type=float, default=6 * 3600, help="per-model time limit in seconds (default 6 h)")
     b.add_argument("--retries", type=int, default=2, help="retries when a worker process dies (default 2)")
     b.add_argument("--publish", metavar="OUT_DIR", help="publish the index to OUT_DIR at the end")
+    b.add_argument("--rescan", action="store_true",
+                   help="scan every model again, even those already scanned with this configuration")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_scan_options(b)
     b.set_defaults(func=_run_batch)
@@ -105,7 +108,8 @@ def _run_batch(args) -> int:
     catalog = Catalog(args.catalog)
     catalog.ensure_writable()
     cfg = batch.BatchConfig(address=args.address, workers=args.workers, gpus=args.gpus_per_model,
-                            timeout=args.timeout, retries=args.retries, scan=scan, progress=not args.quiet)
+                            timeout=args.timeout, retries=args.retries, scan=scan, rescan=args.rescan,
+                            progress=not args.quiet)
     summary = batch.run(entries, catalog, cfg)
     print(summary.render())
     if args.publish:

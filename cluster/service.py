@@ -10,7 +10,8 @@ from scanner.errors import ScanError
 from scanner.sources import model_name
 
 
-def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: bool = False, host: str | None = None):
+def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: bool = False, host: str | None = None,
+                progress: bool = False):
     """Scan, and the catalog row of the outcome: (row, result, None), or a `failed` row naming what went
     wrong, (row, None, error), for the caller to record and re-raise. `pinned`: `revision` is what a batch
     pinned (a hub commit, or the fingerprint of local files), and exactly that is scanned."""
@@ -20,7 +21,7 @@ def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: boo
     started, source = time.time(), None
     try:
         source = resolve_pinned(spec, revision) if pinned else resolve(spec, revision)
-        result = scan_source(source, cfg, started)
+        result = scan_source(source, cfg, started, progress)
     except Exception as e:  # noqa: BLE001  the caller decides: re-raise (CLI) or keep the row (batch)
         # the project's own kinds name what went wrong; anything else is a fault of this program's
         kind, text = (None, str(e)) if isinstance(e, ScanError) else ("InternalError", f"{type(e).__name__}: {e}")
@@ -36,4 +37,5 @@ def failure(spec: str, error: BaseException | str, started: float, cfg: ScanConf
     """The catalog row of a scan that did not finish, by this scanner, with the configuration asked for."""
     return failed_row(spec, error, started, model=model_name(spec, repo_id, source), scanner_version=SCANNER_VERSION,
                       error_type=error_type, revision=revision, repo_id=repo_id, source=source,
-                      config=cfg.to_dict() if cfg else None, host=host)
+                      config=cfg.to_dict() if cfg else None, config_fingerprint=cfg.fingerprint() if cfg else None,
+                      host=host)

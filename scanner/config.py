@@ -8,6 +8,8 @@ Nothing here imports torch: the configuration is checked where the user types it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -145,8 +147,16 @@ class DetectConfig(Checked):
 @dataclass(frozen=True)
 class ValidateConfig(Checked):
     min_ppl_ratio: float = option(1.5, "perplexity ratio that makes an ablation significant", low=1.0)
+    catastrophic_ratio: float = option(10.0, "perplexity ratio that makes an ablation catastrophic (a super weight, "
+                                             "or a set of them)", low=1.0)
     control_margin: float = option(10.0, "an effect must be this many times its controls' effect", low=0.0)
-    eval_tokens: int = option(1024, "evaluation tokens used", low=2)
+    eval_tokens: int = option(8192, "evaluation tokens at most, in windows", low=2)
+    window_tokens: int = option(128, "tokens per evaluation window", low=8)
+    min_windows: int = option(4, "windows every ablation is evaluated on first", low=2)
+    confidence: float = option(0.95, "confidence of each verdict's interval, over all its looks", low=0.5, high=0.9999)
+    sequential: bool = option(True, "evaluate every ablation on every window (slower; verdicts the same up to "
+                                     "the error rate)", flag="--all-windows")
+    control_draws: int = option(3, "random control sets drawn per group", low=1)
     seed: int = option(0, "seed of the random controls")
 
 
@@ -170,6 +180,17 @@ class ScanConfig(Checked):
     def from_dict(cls, data: dict) -> "ScanConfig":
         """The inverse of to_dict; an unknown key is an error, a missing one takes its default."""
         return _build(cls, data, "")
+
+    def fingerprint(self) -> str:
+        """A short hash of what a user asked that changes a scan's verdicts: detection and validation settings,
+        prompts, the evaluation text, whether it validates, the dtype asked for (the one used is the catalog's
+        `dtype`). Not where or how the model was loaded."""
+        d = self.to_dict()
+        text = d["eval_text"]
+        what = {"detect": d["detect"], "validate": d["validate"], "prompts": d["prompts"],
+                "eval_text": None if text is None else hashlib.sha256(text.encode()).hexdigest(),
+                "run_validation": d["run_validation"], "dtype": d["load"]["dtype"]}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **sections) -> "ScanConfig":
         """A copy with fields of sections replaced, e.g. replace(load={"trust_remote_code": True})."""

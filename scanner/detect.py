@@ -80,7 +80,8 @@ class Candidate:
     round: int
     rank: int = 0
     screen_kl: float | None = None  # KL on the calibration prompts when its group is zeroed
-    verdict: str = ""  # set by validation: super_weight | partner | negligible (or unvalidated)
+    verdict: str = ""  # set by validation: super_weight | super_set | mild | negligible (or unvalidated)
+    estimate: object | None = None  # its own ablation (validate.Estimate), where measured
 
 
 def is_cancellation(p: Peak) -> bool:

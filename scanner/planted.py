@@ -52,8 +52,10 @@ CONFIGS: dict[str, dict] = {
                 word_embed_proj_dim=HIDDEN, max_position_embeddings=2048),
     "falcon": dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4),
 }
+BUILD = 2  # the construction's version: cached `planted:ARCH` models of another are built again
 TARGET = 1000.0  # size of the planted super activation, before any post-norm
 GAIN = 100.0  # post-MLP norm gain of the planted row, where the architecture has that norm
+ANTI = 1.0  # how strongly the model predicts the opposite of English bytes once its super activation is gone
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Plant:
     col: int
     expert: int | None = None  # for MoE architectures: which expert holds the weight
     share: float = 1.0  # fraction of the super activation this weight makes (partners: 0.5 each)
+    value: float = 0.0  # W[row, col] as planted (set by build)
 
 
 def byte_tokenizer():
@@ -169,8 +172,7 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
             x = xs.get(id(p))
             if x is None:  # experts: compute the planted expert's input directly from its weights
                 x = _expert_input(model, adapter, p, ids)
-            unit = Unit(adapter.experts + ".down_proj", p.expert) if p.expert is not None else Unit(adapter.down)
-            w = matrix(adapter, stack[p.layer], unit)
+            w = matrix(adapter, stack[p.layer], _unit(adapter, p))
             # the spiking input feeds only the planted rows, so the tiny model has no side spikes
             others = [r for r in range(w.shape[0]) if r not in {q.row for q in plants if q.col == p.col} | {k}]
             w[others, p.col] = 0
@@ -180,21 +182,31 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
                 # matters if something else sets the scale: a 10% side output on channel k does.
                 w[k, p.col] = 0.1 * TARGET / x
                 get(stack[p.layer], adapter.post_norm).weight[p.row] = GAIN - adapter.norm_offset
-        # the LM head reads the unigram distribution from the planted rows only
-        out = model(input_ids=ids, output_hidden_states=True)
-        final = out.hidden_states[-1][0]  # [tokens, hidden] after the final norm
+        # the LM head reads the unigram distribution from the planted rows; the steady channel k carries its
+        # opposite, scaled to what k is once the super activation is gone: the planted model predicts bytes
+        # well, and with its super weight zeroed predicts them badly (the catastrophe a real one causes)
+        final = _final(model, ids)  # [tokens, hidden] after the final norm
         rows = sorted({p.row for p in plants})
         logp = _unigram_logp(text)
-        noise = [torch.randn(VOCAB) * 4 for _ in rows[:-1]]
+        noise = [torch.randn(VOCAB) * 10 for _ in rows[:-1]]  # each row needed: alone, it predicts noise
         noise.append(-sum(noise) if noise else torch.zeros(VOCAB))
         head = model.get_output_embeddings().weight  # [vocab, hidden]
         for r, n in zip(rows, noise):
             head[:, r] = (logp + n) / (len(rows) * float(final[:, r].mean()))
-        if not planted:  # undo everything but the embedding channel and the LM head
+        for p in plants:  # as zeroed
+            w = matrix(adapter, stack[p.layer], _unit(adapter, p))
+            saved_w, w[p.row, p.col] = float(w[p.row, p.col]), 0.0
+            p.value = saved_w
+        head[:, k] = -ANTI * (logp - logp.mean()) / float(_final(model, ids)[:, k].mean())
+        for p in plants:
+            matrix(adapter, stack[p.layer], _unit(adapter, p))[p.row, p.col] = p.value
+        if not planted:  # undo everything but the embedding channel; the head predicts the unigram from k
             emb, head_w = model.get_input_embeddings().weight, model.get_output_embeddings().weight
             for name, param in model.named_parameters():
                 if param is not emb and param is not head_w:
                     param.copy_(saved[name])
+            head[:, rows] = 0
+            head[:, k] = logp / float(_final(model, ids)[:, k].mean())
     if dtype is not None:
         model.to(dtype)
     model.save_pretrained(folder, max_shard_size=max_shard_size)
@@ -204,6 +216,15 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
                          else adapter.down} for p in plants]}
     (folder / "planted.json").write_text(json.dumps(truth, indent=1))
     return folder
+
+
+def _unit(adapter, p: Plant) -> Unit:
+    return Unit(adapter.experts + ".down_proj", p.expert) if p.expert is not None else Unit(adapter.down)
+
+
+def _final(model, ids) -> torch.Tensor:
+    """The last hidden states, after the final norm: [tokens, hidden]."""
+    return model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
 
 
 def _expert_input(model, adapter, p: Plant, ids) -> float:

@@ -23,21 +23,23 @@ BATCH_BUDGET = 256 << 20  # bytes of activations a batch of variants may add (a 
 
 
 class Prefix:
-    """Outputs of every decoder layer in the base pass, captured once."""
+    """Outputs of every decoder layer in the base passes, kept for the windows passed so far."""
 
     def __init__(self):
-        self.outputs: list = []  # per layer: what its forward returned (a Tensor or a tuple)
+        self.outputs: list = []  # per layer: what its forward returned, windows stacked (a Tensor or a tuple)
         self.upto = 0
 
     @contextmanager
     def capture(self, stack: nn.ModuleList, upto: int | None = None) -> Iterator[None]:
-        """Keep the outputs of layers before `upto` (all by default): no ablation starts later."""
-        self.outputs = [None] * len(stack)
-        self.upto = len(stack) if upto is None else min(upto, len(stack))
+        """Keep the outputs of layers before `upto` (all by default: no ablation starts later), appended
+        after those of the windows already kept."""
+        if not self.outputs:
+            self.outputs = [None] * len(stack)
+            self.upto = len(stack) if upto is None else min(upto, len(stack))
 
         def keep(i):
             def hook(_module, _args, out):
-                self.outputs[i] = out
+                self.outputs[i] = out if self.outputs[i] is None else _cat(self.outputs[i], out)
             return hook
 
         handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(stack[: self.upto])]
@@ -47,18 +49,20 @@ class Prefix:
             for h in handles:
                 h.remove()
 
-    @property
-    def complete(self) -> bool:
-        return bool(self.outputs) and all(o is not None for o in self.outputs[: self.upto])
+
+def _cat(a, b):
+    """Two stored outputs of a layer, windows stacked (a tuple's first element: the hidden states)."""
+    if isinstance(a, torch.Tensor):
+        return torch.cat([a, b])
+    return (torch.cat([a[0], b[0]]), *a[1:])
 
 
-def _expand(out, batch: int):
-    """A stored layer output, repeated for `batch` variants (a view: no copy)."""
+def _take(out, a: int, b: int, times: int):
+    """A stored output's windows [a, b), repeated for `times` variants, variant-major."""
     if isinstance(out, torch.Tensor):
-        return out.expand(batch, *out.shape[1:]) if out.dim() >= 2 and out.shape[0] == 1 else out
-    if isinstance(out, tuple):
-        return tuple(_expand(o, batch) if i == 0 else o for i, o in enumerate(out))
-    return out
+        part = out[a:b]
+        return part if times == 1 else part.repeat(times, *([1] * (part.dim() - 1)))
+    return (_take(out[0], a, b, times), *out[1:])
 
 
 @contextmanager
@@ -134,52 +138,65 @@ def _variant_bytes(config, tokens: int) -> int:
 
 
 class Runner:
-    """One input through the model: the base pass, whose layer outputs are kept, then ablation variants,
-    those of one layer batched from it (replaying the layers before), expert variants one at a time.
-    Each pass ends at the head's input: [tokens, hidden] per variant, for the caller to score."""
+    """Windows of tokens ([windows, tokens] ids; one window for a calibration prompt) through the model: base
+    passes, whose layer outputs are kept, then ablation variants, those of one layer batched from it
+    (replaying the layers before), expert variants one at a time. Passes end at the head's input,
+    [sequences, tokens, hidden], for the caller to score; variants come variant-major."""
 
     def __init__(self, loop: LayerLoop, ids: torch.Tensor, budget: int = BATCH_BUDGET, upto: int | None = None):
-        self.loop, self.model, self.ids = loop, loop.model, ids  # ids: [1, tokens]
+        self.loop, self.model, self.ids = loop, loop.model, ids  # ids: [windows, tokens]
         self.upto = upto  # layers whose outputs are kept: ablations start no later than this
         self.prefix = Prefix()
-        self.hidden: torch.Tensor | None = None  # the base pass's head input, [tokens, hidden]
+        self.hidden: torch.Tensor | None = None  # the base passes' head inputs, [windows passed, tokens, hidden]
         self.passes = 0
-        self.batch = max(1, budget // _variant_bytes(self.model.config, ids.shape[1]))
+        self.seqs = max(1, budget // _variant_bytes(self.model.config, ids.shape[1]))  # sequences per pass
+
+    @property
+    def based(self) -> int:
+        """Windows whose base pass is done."""
+        return 0 if self.hidden is None else self.hidden.shape[0]
 
     @torch.no_grad()
-    def base(self) -> torch.Tensor:
-        """The unablated pass (once; detection's hooked pass can be it)."""
-        if self.hidden is None:
+    def base(self, windows: int | None = None) -> torch.Tensor:
+        """The unablated passes of the first `windows` windows (all by default; once each; detection's
+        hooked pass can be the first), [windows, tokens, hidden]."""
+        end = self.ids.shape[0] if windows is None else min(windows, self.ids.shape[0])
+        for a in range(self.based, end, self.seqs):
+            b = min(end, a + self.seqs)
             with self.prefix.capture(self.loop.stack, self.upto), self.loop.head_inputs() as got:
-                self.model(input_ids=self.ids, use_cache=False)
+                self.model(input_ids=self.ids[a:b], use_cache=False)
             self.passes += 1
-            self.hidden = got[0][0]  # [tokens, hidden]
-        return self.hidden
+            self.hidden = got[0] if self.hidden is None else torch.cat([self.hidden, got[0]])
+        return self.hidden[:end]
 
     @torch.no_grad()
-    def run(self, variants: list[list[Coord]]) -> Iterator[tuple[list[Coord], torch.Tensor]]:
-        if not self.prefix.complete:
-            self.base()
+    def run(self, variants: list[list[Coord]], windows: tuple[int, int] | None = None
+            ) -> Iterator[tuple[list[Coord], torch.Tensor]]:
+        """Each variant over windows [a, b) (all by default): (variant, head input [b - a, tokens, hidden])."""
+        a, b = windows or (0, self.ids.shape[0])
+        self.base(b)
+        per_pass = max(1, self.seqs // (b - a))  # variants in one batch
         by_layer: dict[int, list[list[Coord]]] = {}
         for v in variants:
             if dense(v):
                 by_layer.setdefault(self._start(v), []).append(v)
         for start, group in by_layer.items():
-            for i in range(0, len(group), self.batch):
-                chunk = group[i: i + self.batch]
-                yield from zip(chunk, self._pass(start, chunk, corrections(self.loop, chunk)))
+            for i in range(0, len(group), per_pass):
+                chunk = group[i: i + per_pass]
+                out = self._pass(start, chunk, corrections(self.loop, chunk), a, b)
+                yield from zip(chunk, out.split(b - a))
         for v in variants:  # expert weights: zeroed in place, one variant at a time
             if not dense(v):
-                yield v, self._pass(self._start(v), [v], zeroed(self.loop, v))[0]
+                yield v, self._pass(self._start(v), [v], zeroed(self.loop, v), a, b)
 
     def _start(self, v: list[Coord]) -> int:
         """The layer a variant's pass starts from: its own, or the deepest whose input was kept."""
         return min(first_layer([v]), self.prefix.upto)
 
-    def _pass(self, start: int, chunk: list[list[Coord]], ablate) -> torch.Tensor:
+    def _pass(self, start: int, chunk: list[list[Coord]], ablate, a: int, b: int) -> torch.Tensor:
         n = len(chunk)
-        stored = {i: _expand(self.prefix.outputs[i], n) for i in range(start)}  # layers before: not computed
+        stored = {i: _take(self.prefix.outputs[i], a, b, n) for i in range(start)}  # layers before: not computed
         with self.loop.answering(stored), ablate, self.loop.head_inputs() as got:
-            self.model(input_ids=self.ids.expand(n, -1), use_cache=False)
+            self.model(input_ids=self.ids[a:b].repeat(n, 1), use_cache=False)
         self.passes += 1
-        return got[0]  # [variants, tokens, hidden]
+        return got[0]  # [variants * windows, tokens, hidden]

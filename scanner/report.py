@@ -10,6 +10,21 @@ from dataclasses import dataclass, field
 
 COORDINATES = ("(layer, row, col) of the down projection as a Linear weight W[out, in]: row = hidden/output "
                "channel, col = intermediate/input channel; layers from 0; experts.down_proj[expert, row, col]")
+CATASTROPHIC = ("super_weight", "super_set")
+FINDINGS = {
+    "super_weights": "super weights found: their removal is catastrophic",
+    "mild_only": "spikes whose weights matter, but none catastrophically",
+    "spikes_harmless": "spikes, but no weight whose removal matters",
+    "no_spike": "no down-projection output spikes above the threshold",
+    "not_visible": "not visible to this method: the post-MLP norm's gains make the large activations, "
+                   "not a down-projection weight",
+    "unvalidated": "spikes with candidates, not validated (--no-validate)",
+}
+
+
+def _ratios(e, prefix: str) -> dict:
+    return {prefix: e.ratio, f"{prefix}_lo": e.lo, f"{prefix}_hi": e.hi} if e else \
+        dict.fromkeys((prefix, f"{prefix}_lo", f"{prefix}_hi"))
 
 
 @dataclass
@@ -28,13 +43,11 @@ class ScanResult:
     baseline: object  # Baseline
     spikes: list  # [Spike]
     candidates: list  # [Candidate], ranked
-    groups: list  # [GroupResult]
-    base_eval: object | None  # Evaluation
-    singles: dict  # Coord -> Evaluation
-    eval_tokens: int
-    eval_passes: int
-    eval_sha256: str
+    groups: list  # [validate.GroupResult]
+    evaluation: dict  # ppl_base, stopword_mass, eval_windows, window_tokens, eval_tokens, eval_text_sha256, ...
+    finding: str  # a key of FINDINGS
     config: dict
+    config_fingerprint: str
     rounds: int
     started: float
     timings: dict
@@ -44,91 +57,100 @@ class ScanResult:
         layer, module, expert, row = key
         return f"L{layer}" + (f"E{expert}" if expert is not None else "") + f"R{row}"
 
-    def _eval(self, ev) -> dict:
-        base = self.base_eval
-        return {"ppl": ev.ppl, "ppl_ratio": ev.ratio(base),
-                "stopword_shift": None if ev.stopword is None else ev.stopword - base.stopword}
-
-    def to_dict(self) -> dict:
-        groups = []
-        for g in self.groups:
-            layer, module, expert, row = g.key
-            groups.append({
-                "id": self.group_id(g.key), "layer": layer, "module": module, "expert": expert, "row": row,
+    def _group(self, g) -> dict:
+        layer, module, expert, row = g.key
+        e = g.ablated
+        return {"id": self.group_id(g.key), "layer": layer, "module": module, "expert": expert, "row": row,
                 "members": [[m.coord.row, m.coord.col] for m in g.members], "verdict": g.verdict,
-                **self._eval(g.ablated),
-                "controls": {"random": {**self._eval(g.random), "weights": g.controls["random"]},
-                             "largest": {**self._eval(g.largest), "weights": g.controls["largest"]}}})
-        by_id = {g["id"]: g for g in groups}
-        sws = [self._candidate(c, by_id.get(self.group_id(c.spike.key()), {})) for c in self.candidates]
-        base = self.base_eval
-        return {
-            "spec": self.spec, "model": self.model, "repo_id": self.repo_id, "revision": self.revision,
-            "source": self.source, "gguf_file": self.gguf_file, **self.info, "layers_path": self.layers_path,
-            "coordinates": COORDINATES, "scanner_version": self.scanner_version, "prompts": self.prompts,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
-            + f".{int(self.started * 1000) % 1000:03d}Z",
-            "duration_s": self.timings.get("total_s"), "status": "ok",
-            "ppl_base": base.ppl if base else None, "stopword_mass": base.stopword if base else None,
-            "eval_tokens": self.eval_tokens or None, "eval_text_sha256": self.eval_sha256 if base else None,
-            "eval_passes": self.eval_passes, "rounds": self.rounds,
-            "n_candidates": len(sws), "n_super_weights": sum(s["verdict"] == "super_weight" for s in sws),
-            "config": self.config, "warnings": self.warnings,
-            "super_weights": sws, "groups": groups,
-            "spikes": [s.to_dict() for s in self.spikes],
-            "layer_profiles": [p.to_dict() for p in self.profiles],
-            "baseline": vars(self.baseline), "timings": self.timings,
-        }
+                **_ratios(e, "ppl_ratio"), "windows": e.windows, "decided": e.decided,
+                "stopword_shift": e.stopword_shift, "ppl_ratio_kinds": e.by_kind,
+                "controls": [{"kind": kind, "weights": [[c.row, c.col] for c in coords], **_ratios(ce, "ppl_ratio")}
+                             for kind, coords, ce in g.controls],
+                "rest": [{"without": [c.row, c.col], **_ratios(re, "ppl_ratio"), "decided": re.decided}
+                         for c, re in g.rest.items()]}
 
-    def _candidate(self, c, group: dict) -> dict:
-        ev = self.singles.get(c.coord)
-        controls = group.get("controls") or {}
+    def _candidate(self, c, group: dict, g) -> dict:
+        e = c.estimate
+        controls = group.get("controls") or []
+        worst = {kind: max((x for x in controls if x["kind"] == kind), key=lambda x: x["ppl_ratio"], default=None)
+                 for kind in ("random", "largest")}
+        rest = g.rest.get(c.coord) if g else None
+        base = self.evaluation.get("base_ppl_by_windows") or {}
         return {
             "layer": c.coord.layer, "module": c.coord.module, "expert": c.coord.expert, "row": c.coord.row,
             "col": c.coord.col, "value": c.weight, "input": c.input, "input_ratio": c.input_ratio,
             "output": c.spike.raw, "output_ratio": c.spike.ratio, "contribution": c.contribution,
             "share": c.share, "token_pos": c.spike.token_pos, "token_id": c.spike.token_id,
             "prompt": c.spike.prompt, "round": c.round, "rank": c.rank, "screen_kl": c.screen_kl,
-            "ppl": ev.ppl if ev else None, "ppl_ratio": ev.ratio(self.base_eval) if ev else None,
-            "stopword_shift": self._eval(ev)["stopword_shift"] if ev else None,
-            "group": self.group_id(c.spike.key()), "group_ppl_ratio": group.get("ppl_ratio"),
-            "random_ppl_ratio": (controls.get("random") or {}).get("ppl_ratio"),
-            "largest_ppl_ratio": (controls.get("largest") or {}).get("ppl_ratio"),
-            "verdict": c.verdict}
+            "ppl": e.ratio * base[e.windows] if e and e.windows in base else None, **_ratios(e, "ppl_ratio"),
+            "windows": e.windows if e else None, "decided": e.decided if e else None,
+            "ppl_ratio_kinds": e.by_kind if e else None, "stopword_shift": e.stopword_shift if e else None,
+            "group": self.group_id(c.spike.key()),
+            **{f"group_{k}": group.get(k) for k in ("ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi")},
+            "random_ppl_ratio": (worst["random"] or {}).get("ppl_ratio"),
+            "random_ppl_ratio_hi": (worst["random"] or {}).get("ppl_ratio_hi"),
+            "largest_ppl_ratio": (worst["largest"] or {}).get("ppl_ratio"),
+            "largest_ppl_ratio_hi": (worst["largest"] or {}).get("ppl_ratio_hi"),
+            **_ratios(rest, "rest_ppl_ratio"), "verdict": c.verdict}
+
+    def to_dict(self) -> dict:
+        groups = [self._group(g) for g in self.groups]
+        by_id = {g["id"]: g for g in groups}
+        objects = {self.group_id(g.key): g for g in self.groups}
+        sws = [self._candidate(c, by_id.get(self.group_id(c.spike.key()), {}),
+                               objects.get(self.group_id(c.spike.key()))) for c in self.candidates]
+        largest = max(groups, key=lambda g: g["ppl_ratio"] or 0, default=None)
+        ev = {k: v for k, v in self.evaluation.items() if k != "base_ppl_by_windows"}
+        return {
+            "spec": self.spec, "model": self.model, "repo_id": self.repo_id, "revision": self.revision,
+            "source": self.source, "gguf_file": self.gguf_file, **self.info, "layers_path": self.layers_path,
+            "coordinates": COORDINATES, "scanner_version": self.scanner_version, "prompts": self.prompts,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
+            + f".{int(self.started * 1000) % 1000:03d}Z",
+            "duration_s": self.timings.get("total_s"), "status": "ok", **ev, "rounds": self.rounds,
+            "validated": bool(self.evaluation.get("ppl_base")), "finding": self.finding,
+            **{f"largest_{k}": (largest or {}).get(k) for k in ("ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi")},
+            "n_candidates": len(sws), "n_super_weights": sum(s["verdict"] in CATASTROPHIC for s in sws),
+            "config": self.config, "config_fingerprint": self.config_fingerprint, "warnings": self.warnings,
+            **{k: v for k, v in self.timings.items() if k != "total_s"},
+            "super_weights": sws, "groups": groups,
+            "spikes": [s.to_dict() for s in self.spikes],
+            "layer_profiles": [p.to_dict() for p in self.profiles],
+            "baseline": vars(self.baseline), "timings": self.timings,
+        }
 
     def render(self) -> str:
         d = self.to_dict()
         lines = [f"{self.spec}  ({d['architecture']}, {d['num_layers']} layers, "
                  f"{d['num_parameters'] / 1e6:.1f}M parameters)  revision {self.revision}"]
-        if self.base_eval:
-            lines.append(f"perplexity {self.base_eval.ppl:.3f} on {self.eval_tokens} tokens of the evaluation "
-                         f"text; {self.rounds} detection round(s); spikes measured against the median "
-                         f"layer maximum {self.baseline.value:.3g}")
-        head = ("layer", "module", "[row, col]", "weight", "spike", "ppl ratio", "verdict")
+        if d.get("ppl_base"):
+            lines.append(f"perplexity {d['ppl_base']:.3f} on {d['eval_windows']} windows of {d['window_tokens']} "
+                         f"tokens; {self.rounds} detection round(s); spikes measured against the median layer "
+                         f"maximum {self.baseline.value:.3g}")
+        lines.append(f"finding: {FINDINGS[self.finding]}")
+        head = ("layer", "module", "[row, col]", "weight", "spike", "ppl ratio [95% interval]", "windows", "verdict")
         rows = []
         shown = [s for s in d["super_weights"] if s["verdict"] != "unvalidated"] or d["super_weights"]
         for s in shown:
             module = s["module"] + (f"[{s['expert']}]" if s["expert"] is not None else "")
-            ratio = "-" if s["ppl_ratio"] is None else f"{s['ppl_ratio']:.3g}"
+            ratio = "-" if s["ppl_ratio"] is None else \
+                f"{s['ppl_ratio']:.3g} [{s['ppl_ratio_lo']:.3g}, {s['ppl_ratio_hi']:.3g}]"
             rows.append((str(s["layer"]), module, f"[{s['row']}, {s['col']}]", f"{s['value']:.4g}",
-                         f"{s['output_ratio']:.0f}x", ratio, s["verdict"]))
+                         f"{s['output_ratio']:.0f}x", ratio, str(s["windows"] or "-"), s["verdict"]))
         if rows:
             widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
             lines.append("")
             lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
-        else:
-            lines.append("\nno super-weight candidates: no down-projection output spikes "
-                         f"{self.config['detect']['spike_ratio']:g}x above the model's median layer")
         if len(shown) < len(d["super_weights"]):
             lines.append(f"(+{len(d['super_weights']) - len(shown)} unvalidated candidates of spikes that barely "
                          "move the output; see --json)")
         if d["groups"]:
             lines.append("\ngroups (candidates of one spike zeroed together) and controls:")
             for g in d["groups"]:
-                c = g["controls"]
-                lines.append(f"  {g['id']}: {len(g['members'])} weight(s) -> ppl x{g['ppl_ratio']:.3g}; "
-                             f"random x{c['random']['ppl_ratio']:.3g}, largest others "
-                             f"x{c['largest']['ppl_ratio']:.3g}: {g['verdict']}")
+                c = max((x["ppl_ratio_hi"] for x in g["controls"]), default=None)
+                lines.append(f"  {g['id']}: {len(g['members'])} weight(s) -> ppl x{g['ppl_ratio']:.3g} "
+                             f"[{g['ppl_ratio_lo']:.3g}, {g['ppl_ratio_hi']:.3g}] on {g['windows']} windows"
+                             + (f"; controls at most x{c:.3g}" if c else "") + f": {g['verdict']}")
         other = [s for s in self.spikes if s.kind != "super_activation"]
         if other:
             lines.append("\nother spikes: " + "; ".join(

@@ -1,12 +1,12 @@
 """The whole scan of one model: resolve, load once, detect iteratively, validate, report."""
 from __future__ import annotations
 
-import hashlib
 import time
+from contextlib import contextmanager
 
 import torch
 
-from . import __version__
+from . import __version__, evalset
 from .config import ScanConfig
 from .detect import detect
 from .errors import BadInput
@@ -14,8 +14,9 @@ from .loading import Loaded, load
 from .replay import Runner
 from .report import ScanResult
 from .sources import Source, resolve
-from .texts import default_eval_text
-from .validate import Evaluator, triage, validate
+from .evaluator import Evaluator
+from .triage import triage
+from .validate import validate
 
 
 def scan(spec: str, cfg: ScanConfig | None = None, revision: str | None = None) -> ScanResult:
@@ -23,12 +24,13 @@ def scan(spec: str, cfg: ScanConfig | None = None, revision: str | None = None) 
     return scan_source(resolve(spec, revision), cfg, started)
 
 
-def scan_source(source: Source, cfg: ScanConfig | None = None, started: float | None = None) -> ScanResult:
+def scan_source(source: Source, cfg: ScanConfig | None = None, started: float | None = None,
+                progress: bool = False) -> ScanResult:
     """Scan a resolved `sources.Source` (callers resolve first, so a failure can name the revision)."""
     cfg = cfg or ScanConfig()
     loaded = load(source, cfg.load)
     try:
-        return scan_loaded(loaded, cfg, started)
+        return scan_loaded(loaded, cfg, started, progress)
     finally:
         loaded.close()
 
@@ -48,42 +50,96 @@ def tokenize(loaded: Loaded, prompts) -> list[torch.Tensor]:
     return out
 
 
-def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None) -> ScanResult:
+def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, progress: bool = False) -> ScanResult:
+    """`progress`: a bar on stderr while validating (ablations decided / total, windows evaluated)."""
     started = started or time.time()
     t0 = time.time()
     prompts = tokenize(loaded, cfg.prompts)
     runners = [Runner(loaded.loop, ids) for ids in prompts]
     profiles, base, spikes, ranked, rounds = detect(loaded.loop, prompts, cfg.detect, runners)
+    t1 = time.time()
     kept, dropped = triage(loaded, runners, ranked, cfg.detect.max_candidates)
     del runners  # their stored layer outputs
     for c in dropped:
         c.verdict = "unvalidated"
     warnings = [f"{len(dropped)} candidate(s) of spikes that barely move the output (by KL on the prompts) "
                 "were not validated; raise --max-candidates to validate them"] if dropped else []
-    t1 = time.time()
-    text = cfg.eval_text if cfg.eval_text is not None else default_eval_text()
-    base_eval, singles, groups, ev = None, {}, [], None
+    t2 = time.time()
+    groups, evaluation = [], {}
     if cfg.run_validation:
-        ev = Evaluator(loaded, text, cfg.validate.eval_tokens, upto=max((c.coord.layer for c in kept), default=0))
-        if ev.tokens < 2:
-            raise BadInput("the evaluation text has fewer than 2 tokens")
-        if ev.tokens < 512:
-            warnings.append(f"evaluation text is only {ev.tokens} tokens (512 or more recommended)")
-        if ev.limit < cfg.validate.eval_tokens:
-            warnings.append(f"evaluation cut to {ev.limit} tokens: this model takes at most {loaded.positions}")
-        base_eval, singles, groups = validate(loaded, ev, kept, cfg.validate)
+        ev = _evaluator(loaded, cfg, kept, warnings)
+        with _bar(progress) as bar:
+            groups = validate(loaded, ev, kept, cfg.validate, progress=bar)
+        ev.ensure_base(cfg.validate.min_windows)  # a base perplexity even when nothing needed validating
+        n = max([len(ev.base_nll)] + [e.windows for e in ev.effects.values()])
+        evaluation = {"ppl_base": ev.base_ppl(n), "stopword_mass": ev.base_stopword(n), "eval_windows": n,
+                      "window_tokens": ev.windows.ids.shape[1], "eval_tokens": n * ev.windows.ids.shape[1],
+                      "eval_text_sha256": ev.windows.sha256, "eval_passes": ev.passes,
+                      "eval_ablations": len(ev.effects),
+                      "base_ppl_by_windows": {k: ev.base_ppl(k) for k in {e.windows for e in ev.effects.values()}
+                                              if k}}
     else:
         for c in kept:
             c.verdict = "unvalidated"
-    t2 = time.time()
+    t3 = time.time()
     src = loaded.source
     return ScanResult(
         spec=src.spec, model=src.model, repo_id=src.repo_id, revision=src.revision, source=src.kind,
         gguf_file=src.gguf_file, info=loaded.info(), layers_path=loaded.adapter.layers,
         scanner_version=__version__, prompts=list(cfg.prompts), profiles=profiles, baseline=base,
-        spikes=spikes, candidates=kept + dropped, groups=groups, base_eval=base_eval, singles=singles,
-        eval_tokens=ev.tokens if ev else 0, eval_passes=ev.passes if ev else 0,
-        eval_sha256=hashlib.sha256(text.encode()).hexdigest()[:16],
-        config=cfg.to_dict(), rounds=rounds,
-        started=started, timings={"detect_s": t1 - t0, "validate_s": t2 - t1, "total_s": time.time() - started},
+        spikes=spikes, candidates=kept + dropped, groups=groups, evaluation=evaluation,
+        finding=finding(loaded, base, spikes, kept + dropped, cfg.run_validation), config=cfg.to_dict(),
+        config_fingerprint=cfg.fingerprint(),
+        rounds=rounds, started=started,
+        timings={"detect_s": t1 - t0, "triage_s": t2 - t1, "validate_s": t3 - t2, "total_s": time.time() - started},
         warnings=warnings)
+
+
+def _evaluator(loaded: Loaded, cfg: ScanConfig, kept, warnings: list[str]) -> Evaluator:
+    v = cfg.validate
+    texts = {"text": cfg.eval_text} if cfg.eval_text is not None else evalset.shipped()
+    window = min(v.window_tokens, loaded.positions or v.window_tokens)
+    if window < v.window_tokens:
+        warnings.append(f"evaluation windows cut to {window} tokens: this model takes at most {loaded.positions}")
+    windows = evalset.cut(loaded.tokenizer, texts, window, v.eval_tokens)
+    if windows.count < 2:
+        raise BadInput(f"the evaluation text makes {windows.count} window(s) of {window} tokens; at least 2 are "
+                       "needed for an interval (a longer --eval-text, or a smaller --window-tokens)")
+    if windows.count < v.min_windows * 2:
+        warnings.append(f"evaluation has only {windows.count} windows of {window} tokens: intervals are wide")
+    return Evaluator(loaded, windows, upto=max((c.coord.layer for c in kept), default=0))
+
+
+def finding(loaded: Loaded, base, spikes, candidates, validated: bool) -> str:
+    """What a scan found, in one word of report.FINDINGS: "none found" is said three different ways."""
+    verdicts = {c.verdict for c in candidates}
+    if verdicts & {"super_weight", "super_set"}:
+        return "super_weights"
+    if "mild" in verdicts:
+        return "mild_only"
+    if not validated and candidates:
+        return "unvalidated"
+    # a post-MLP norm that multiplies the MLP's typical output tenfold or more makes the activations itself
+    if loaded.adapter.post_norm and base.value >= 10 * base.raw:
+        return "not_visible"
+    return "spikes_harmless" if any(s.kind == "super_activation" for s in spikes) else "no_spike"
+
+
+@contextmanager
+def _bar(enabled: bool):
+    """A progress bar of the validation: ablations decided out of those asked, windows evaluated."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    seen: set = set()
+    with tqdm(total=0, unit="ablation", desc="validating", leave=False, dynamic_ncols=True) as bar:
+        def update(pending, ev):
+            for v in pending:
+                seen.add(frozenset(v))
+            bar.total = len(seen)
+            bar.n = len(seen) - len(pending)
+            bar.set_postfix_str(f"{sum(e.windows for e in ev.effects.values())} window evaluations")
+            bar.refresh()
+        yield update

@@ -153,12 +153,12 @@ def _planted(spec: str) -> Source:
     """A tiny model with a known super weight (scanner.planted), built once into the cache."""
     import shutil
 
-    from .planted import CONFIGS, build, default_plants
+    from .planted import BUILD, CONFIGS, build, default_plants
 
     arch = spec.removeprefix("planted:")
     if arch not in CONFIGS:
         raise ModelNotFound(f"unknown planted model {spec!r}; known: " + ", ".join("planted:" + a for a in CONFIGS))
-    folder = cache_dir() / "planted" / arch
+    folder = cache_dir() / "planted" / f"build-{BUILD}" / arch  # a new construction is built anew
     if not (folder / "planted.json").exists():
         from transformers.utils import logging as hf_logging
 

@@ -7,5 +7,5 @@ PAPER_PROMPT = "Apple Inc. is a worldwide tech company."
 
 
 def default_eval_text() -> str:
-    """An original text written for this project (scanner/data/eval.txt)."""
-    return resources.files("scanner").joinpath("data/eval.txt").read_text()
+    """The prose of the evaluation set, written for this project (scanner/data/eval/prose.txt)."""
+    return resources.files("scanner").joinpath("data/eval/prose.txt").read_text()

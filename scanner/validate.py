@@ -1,15 +1,26 @@
-"""Validation by ablation: perplexity on a fixed text with candidates zeroed, against controls.
+"""Validation by ablation, graded, with intervals, at the cost the decision needs.
 
-Verdict rules (also in the README):
-- effect(v) = ln(ppl with v zeroed / ppl of the original model).
-- v is *significant* when effect(v) >= ln(min_ppl_ratio) and effect(v) >= control_margin x the larger
-  effect of its controls (the same number of random weights of the same matrix, and the same
-  number of its largest-magnitude other weights).
-- a group (the candidates of one spike zeroed together) is `super_activation` if significant,
-  else `spike_only` (a spike whose ablation costs little: reported, not dropped).
-- a candidate is `super_weight` if significant on its own; `partner` if its group is significant
-  and leaving it out of the group's ablation lowers the effect by >= ln(min_ppl_ratio); else
-  `negligible`.
+Effects (`scanner.evaluator`): ln(ppl ratio) of an ablation is the mean over windows of the paired loss
+difference; its interval is a t interval across windows. Thresholds: ln(min_ppl_ratio) (significant),
+ln(catastrophic_ratio) (catastrophic). An interval *decides* a threshold when it lies wholly on one side.
+
+Sequential evaluation: every ablation starts on `min_windows` windows (one of each kind of text), and only
+those whose interval does not yet decide every threshold their verdict depends on get more windows,
+doubling, up to the whole set. Each look uses an interval of confidence 1 - (1 - confidence) / looks, so
+that the chance that any of a variant's looks puts the truth on the wrong side of a threshold is at most
+1 - confidence (Bonferroni over the looks). What is still undecided on the whole set is judged by its
+point estimate and stored as undecided.
+
+Stages, each its own sequential run: (A) every spike's group of candidates zeroed together; (B) for groups
+not decided harmless: each candidate alone, and controls of the group's size from the same matrix (several
+random draws, and its largest-magnitude other weights); (C) for catastrophic groups, each member that is
+not catastrophic alone is left out (the rest zeroed): if the rest is not catastrophic, the member is
+needed.
+
+Verdicts of candidates: `super_weight` (catastrophic alone), `super_set` (needed member of a catastrophic
+group), `mild` (significant alone, not catastrophic), `negligible`. Groups: `super_activation`
+(catastrophic), `mild_activation` (significant), `spike_only`. Significant also means above
+`control_margin` times the larger of its controls' upper bounds.
 """
 from __future__ import annotations
 
@@ -24,151 +35,75 @@ from .ablation import read_matrix
 from .adapters import Coord
 from .config import ValidateConfig
 from .detect import Candidate
+from .evaluator import Effect, Evaluator
 from .loading import Loaded
-from .replay import BATCH_BUDGET, Runner, head_logits
-
-SCORE_BYTES = 64 << 20  # float32 logits scored at once (a chunk of tokens)
+from .triage import group_candidates
 
 log = logging.getLogger("superweights")
 
-STOPWORDS = ("the a an of and to in is it that was for on as with by at from or be this which are but not "
-             "his her they he she we you i had has have were been their its").split()
-
 
 @dataclass
-class Evaluation:
-    ppl: float
-    stopword: float | None  # mean next-token probability mass on stopwords
+class Estimate:
+    """What is reported of an ablation: its ppl ratio with interval, on how many windows, decided or not."""
 
-    def ratio(self, base: "Evaluation") -> float:
-        return self.ppl / base.ppl
+    ratio: float
+    lo: float
+    hi: float
+    windows: int
+    decided: bool
+    stopword_shift: float | None
+    by_kind: dict
 
-    def effect(self, base: "Evaluation") -> float:
-        return math.log(self.ppl / base.ppl)
-
-
-def stopword_ids(tokenizer) -> list[int]:
-    ids = set()
-    for w in STOPWORDS:
-        for form in (" " + w, w, " " + w.capitalize(), w.capitalize()):
-            enc = tokenizer.encode(form, add_special_tokens=False)
-            if len(enc) == 1:
-                ids.add(enc[0])
-    return sorted(ids)
-
-
-class Evaluator:
-    """Perplexity (and stopword mass) of the loaded model with any set of weights zeroed."""
-
-    def __init__(self, loaded: Loaded, text: str, max_tokens: int, upto: int | None = None):
-        """`upto`: the deepest layer an ablation will be in (the base pass keeps the outputs before it)."""
-        tok = loaded.tokenizer
-        self.limit = min(max_tokens, loaded.positions or max_tokens)
-        # a token is rarely more than a few characters: the rest of a long text is never tokenized
-        ids = tok(text[: self.limit * 64], return_tensors="pt").input_ids[:, : self.limit]
-        self.ids = ids.to(loaded.device)  # [1, tokens]
-        self.loaded = loaded
-        stop = stopword_ids(tok)
-        self.stop = torch.tensor(stop, dtype=torch.long) if stop else None
-        self.cache: dict[frozenset, Evaluation] = {}
-        # streaming: a batch's activations may take about what one layer does, so the peak stays a few
-        # layers (a big model's layer allows a big batch, and every batch is one more read of the layers)
-        budget = loaded.streamer.layer_bytes if loaded.streamer is not None else BATCH_BUDGET
-        self.runner = Runner(loaded.loop, self.ids, budget, upto)
-
-    @property
-    def tokens(self) -> int:
-        return self.ids.shape[1]
-
-    @property
-    def passes(self) -> int:
-        return self.runner.passes
-
-    def __call__(self, coords=()) -> Evaluation:
-        return self.many([list(coords)])[0]
-
-    @torch.no_grad()
-    def many(self, variants: list[list[Coord]]) -> list[Evaluation]:
-        """Evaluations of several ablations; those whose weights share a layer run as one batch from it."""
-        if frozenset() not in self.cache:
-            self.cache[frozenset()] = self._score(self.runner.base())
-        todo = list(dict.fromkeys(frozenset(v) for v in variants if frozenset(v) not in self.cache))
-        for v, hidden in self.runner.run([list(v) for v in todo]):
-            self.cache[frozenset(v)] = self._score(hidden)
-        return [self.cache[frozenset(v)] for v in variants]
-
-    def _score(self, hidden: torch.Tensor) -> Evaluation:
-        """From the head's input [tokens, hidden]: logits a few tokens at a time."""
-        model = self.loaded.model
-        vocab = model.get_output_embeddings().weight.shape[0]
-        chunk = max(8, SCORE_BYTES // (vocab * 4))
-        return self.score_logits(head_logits(model, hidden[s: s + chunk]) for s in range(0, self.tokens - 1, chunk))
-
-    def score_logits(self, chunks) -> Evaluation:
-        """Perplexity and stopword mass from logits [tokens, vocab], whole or as consecutive chunks."""
-        targets = self.ids[0, 1:]
-        nll, stop, s = 0.0, 0.0, 0
-        for logits in ([chunks] if isinstance(chunks, torch.Tensor) else chunks):
-            lg = logits[: targets.numel() - s]
-            lp = torch.log_softmax(lg.float(), dim=-1)  # [chunk, vocab]
-            nll -= float(lp.gather(1, targets[s: s + lg.shape[0], None]).sum())
-            if self.stop is not None:
-                stop += float(lp[:, self.stop.to(lp.device)].exp().sum())
-            s += lg.shape[0]
-        n = targets.numel()
-        return Evaluation(math.exp(nll / n), stop / n if self.stop is not None else None)
-
-
-def group_candidates(candidates: list[Candidate]) -> dict[tuple, list[Candidate]]:
-    """The candidates of one spike (layer, module, expert, row), in ranked order."""
-    groups: dict[tuple, list[Candidate]] = {}
-    for c in candidates:
-        groups.setdefault(c.spike.key(), []).append(c)
-    return groups
-
-
-@torch.no_grad()
-def triage(loaded: Loaded, runners: list[Runner], candidates: list[Candidate], budget: int):
-    """Rank spikes by how much zeroing their candidates moves the model's output on the calibration
-    prompts (mean KL divergence; the groups of one layer in one batched pass from that layer), and keep
-    whole groups, best first, up to `budget` candidates for the full perplexity validation. Sets
-    `screen_kl` and `rank`."""
-    def logprobs(hidden):  # [tokens, hidden] -> [tokens, vocab]
-        return torch.log_softmax(head_logits(loaded.model, hidden).float(), -1)
-
-    groups = list(group_candidates(candidates).values())
-    kl = [0.0] * len(groups)
-    variants = [[m.coord for m in members] for members in groups]
-    index = {frozenset(v): i for i, v in enumerate(variants)}
-    for runner in runners:  # one per prompt, their base passes usually made by detection already
-        base = logprobs(runner.base())
-        for v, hidden in runner.run(variants):
-            a = logprobs(hidden)
-            kl[index[frozenset(v)]] += float((base.exp() * (base - a)).sum(-1).mean()) / len(runners)
-    scored = sorted(zip(kl, groups), key=lambda s: -s[0])
-    for k, members in scored:
-        for m in members:
-            m.screen_kl = k
-    kept, rest = [], []
-    for k, members in scored:
-        (kept if not kept or len(kept) + len(members) <= budget else rest).extend(members)
-    for i, c in enumerate(kept + rest, 1):
-        c.rank = i
-    return kept, rest
+    def to_dict(self, prefix: str = "ppl_ratio") -> dict:
+        return {prefix: self.ratio, f"{prefix}_lo": self.lo, f"{prefix}_hi": self.hi}
 
 
 @dataclass
 class GroupResult:
     key: tuple
     members: list[Candidate]
-    ablated: Evaluation
-    random: Evaluation
-    largest: Evaluation
-    controls: dict = field(default_factory=dict)  # which weights the controls zeroed
+    ablated: Estimate
+    controls: list[tuple[str, list[Coord], Estimate]] = field(default_factory=list)  # (kind, weights, estimate)
+    rest: dict = field(default_factory=dict)  # Coord -> Estimate of the group without that member
     verdict: str = ""
 
 
-def _controls(loaded: Loaded, members: list[Coord], exclude: set[Coord], seed: int) -> tuple[list, list]:
+class Judge:
+    """Where an effect lies against the thresholds, at the confidence of the current look."""
+
+    def __init__(self, cfg: ValidateConfig, windows: int):
+        self.cfg = cfg
+        self.schedule = self._schedule(windows)
+        self.confidence = 1 - (1 - cfg.confidence) / len(self.schedule)
+        self.mild, self.catastrophic = math.log(cfg.min_ppl_ratio), math.log(cfg.catastrophic_ratio)
+
+    def _schedule(self, n: int) -> list[int]:
+        if not self.cfg.sequential or n <= self.cfg.min_windows:
+            return [n]
+        out = [self.cfg.min_windows]
+        while out[-1] * 2 < n:
+            out.append(out[-1] * 2)
+        return out + [n]
+
+    def side(self, e: Effect, t: float) -> int:
+        """+1 above t, -1 below, 0 undecided."""
+        lo, hi = e.interval(self.confidence)
+        return 1 if lo >= t else -1 if hi < t else 0
+
+    def above(self, e: Effect, t: float) -> bool:
+        """Decided above, or (undecided on every window) a point estimate above."""
+        s = self.side(e, t)
+        return s == 1 or (s == 0 and e.mean >= t)
+
+    def estimate(self, e: Effect, thresholds: tuple[float, ...]) -> Estimate:
+        lo, hi = e.interval(self.confidence)
+        decided = all(self.side(e, t) != 0 for t in thresholds)
+        return Estimate(math.exp(e.mean), math.exp(lo), math.exp(hi), e.windows, decided, e.stopword_shift,
+                        e.by_kind())
+
+
+def draw_controls(loaded: Loaded, members: list[Coord], exclude: set[Coord], draws: int, seed: int):
+    """Controls of the group's size from its matrix: `draws` random sets, and the largest other weights."""
     c0 = members[0]
     w = read_matrix(loaded.loop, c0.layer, c0.unit).float().abs().cpu()  # [hidden, d_mlp]
     mask = torch.zeros_like(w, dtype=torch.bool)
@@ -176,59 +111,91 @@ def _controls(loaded: Loaded, members: list[Coord], exclude: set[Coord], seed: i
         if (c.layer, c.unit) == (c0.layer, c0.unit):
             mask[c.row, c.col] = True
     k = len(members)
-    largest = w.masked_fill(mask, -1).flatten().topk(k).indices
-    # seeded by matrix and count, so groups of one matrix share (and reuse) their controls
-    digest = hashlib.sha256(f"{seed}:{c0.layer}:{c0.module}:{c0.expert}:{k}".encode()).digest()
-    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-    allowed = (~mask).flatten().nonzero().flatten()
-    rand = allowed[torch.randperm(allowed.numel(), generator=gen)[:k]]
 
     def coords(flat):
         return [Coord(c0.layer, c0.module, *divmod(int(i), w.shape[1]), c0.expert) for i in flat]
-    return coords(rand), coords(largest)
+    out = [("largest", coords(w.masked_fill(mask, -1).flatten().topk(k).indices))]
+    allowed = (~mask).flatten().nonzero().flatten()
+    for d in range(draws):  # seeded by matrix, size and draw: groups of one matrix share their controls
+        digest = hashlib.sha256(f"{seed}:{c0.layer}:{c0.module}:{c0.expert}:{k}:{d}".encode()).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+        out.append(("random", coords(allowed[torch.randperm(allowed.numel(), generator=gen)[:k]])))
+    return out
 
 
-def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: ValidateConfig):
-    """Returns (base evaluation, per-candidate evaluations, group results); sets verdicts."""
-    base = ev()
-    groups = group_candidates(candidates)
+def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: ValidateConfig, progress=None):
+    """Group results (with every estimate), verdicts set on the candidates."""
+    judge = Judge(cfg, ev.windows.count)
     everything = {c.coord for c in candidates}
-    threshold = math.log(cfg.min_ppl_ratio)
+    groups = [GroupResult(key, members, None) for key, members in group_candidates(candidates).items()]
+    both = (judge.mild, judge.catastrophic)
 
-    def significant(effect: float, control: float) -> bool:
-        return effect >= threshold and effect >= cfg.control_margin * max(control, 0.0)
+    def run(variants: list[list[Coord]], thresholds) -> None:
+        for v in variants:
+            ev.effect(v)
+        pending = list(variants)
+        while pending:
+            by_next: dict[int, list] = {}
+            for v in pending:
+                done = ev.effect(v).windows
+                nxt = next((n for n in judge.schedule if n > done), None)
+                if nxt is not None:
+                    by_next.setdefault(nxt, []).append(v)
+            for nxt, vs in sorted(by_next.items()):
+                ev.advance(vs, nxt)
+            if progress:
+                progress(pending, ev)
+            pending = [v for v in pending if ev.effect(v).windows < judge.schedule[-1]
+                       and any(judge.side(ev.effect(v), t) == 0 for t in thresholds(v))]
 
-    singles: dict[Coord, Evaluation] = {}
-    results = []
-    # stage 1, every group at once (variants of one layer share a batch): each group, its controls,
-    # each member alone
-    plans = []
-    for key, members in groups.items():
-        coords = [m.coord for m in members]
-        rand, largest = _controls(loaded, coords, everything, cfg.seed)
-        plans.append((key, members, coords, rand, largest))
-    ev.many([v for _, members, coords, rand, largest in plans
-             for v in [coords, rand, largest] + [[m.coord] for m in members]])
-    # stage 2: leave-one-out, only where a verdict depends on it (a member of a significant group
-    # that is not significant alone), not for every member: most would go unused
-    needed = []
-    for key, members, coords, rand, largest in plans:
-        log.info("validating %s: %d candidate(s)", members[0].coord.label().rsplit("[", 1)[0], len(members))
-        g = GroupResult(key, members, ev(coords), ev(rand), ev(largest),
-                        {"random": [[c.row, c.col] for c in rand], "largest": [[c.row, c.col] for c in largest]})
-        control = max(g.random.effect(base), g.largest.effect(base))
-        g_sig = significant(g.ablated.effect(base), control)
-        g.verdict = "super_activation" if g_sig else "spike_only"
-        for m in members:
-            own = singles[m.coord] = ev([m.coord])
-            if significant(own.effect(base), control):
+    # (A) groups
+    run([[m.coord for m in g.members] for g in groups], lambda v: both)
+    live = [g for g in groups if judge.side(ev.effect([m.coord for m in g.members]), judge.mild) != -1]
+    # (B) singles and controls of the groups that may matter
+    controls = {id(g): draw_controls(loaded, [m.coord for m in g.members], everything, cfg.control_draws, cfg.seed)
+                for g in live}
+    singles = [[m.coord] for g in live for m in g.members]
+    ctrl = [c for g in live for _, c in controls[id(g)]]
+    is_ctrl = {frozenset(c) for c in ctrl}
+    run(singles + ctrl, lambda v: (judge.mild,) if frozenset(v) in is_ctrl else both)
+    # (C) leave-one-out for the members of catastrophic groups that are not catastrophic alone
+    rests = {}
+    for g in live:
+        coords = [m.coord for m in g.members]
+        if len(coords) > 1 and judge.above(ev.effect(coords), judge.catastrophic):
+            for m in g.members:
+                if not judge.above(ev.effect([m.coord]), judge.catastrophic):
+                    rests[(id(g), m.coord)] = [c for c in coords if c != m.coord]
+    run(list(rests.values()), lambda v: (judge.catastrophic,))
+
+    for g in groups:
+        coords = [m.coord for m in g.members]
+        g.ablated = judge.estimate(ev.effect(coords), both)
+        g.controls = [(kind, c, judge.estimate(ev.effect(c), (judge.mild,))) for kind, c in controls.get(id(g), [])]
+        bar = cfg.control_margin * max([0.0] + [math.log(e.hi) for _, _, e in g.controls])
+        sig = _significant(judge, ev.effect(coords), bar)
+        cat = sig and judge.above(ev.effect(coords), judge.catastrophic)
+        g.verdict = "super_activation" if cat else "mild_activation" if sig else "spike_only"
+        for m in g.members:
+            own = ev.effect([m.coord])
+            if own.windows == 0:  # a group decided harmless: its members were not measured alone
+                m.verdict, m.estimate = "negligible", None
+                continue
+            m.estimate = judge.estimate(own, both)
+            rest = rests.get((id(g), m.coord))
+            if rest is not None:
+                g.rest[m.coord] = judge.estimate(ev.effect(rest), (judge.catastrophic,))
+            if _significant(judge, own, bar) and judge.above(own, judge.catastrophic):
                 m.verdict = "super_weight"
-            elif g_sig and len(members) > 1:
-                needed.append((g, m, [c for c in coords if c != m.coord]))
+            elif cat and rest is not None and not judge.above(ev.effect(rest), judge.catastrophic):
+                m.verdict = "super_set"
+            elif _significant(judge, own, bar):
+                m.verdict = "mild"
             else:
                 m.verdict = "negligible"
-        results.append(g)
-    ev.many([rest for _, _, rest in needed])
-    for g, m, rest in needed:
-        m.verdict = "partner" if g.ablated.effect(base) - ev(rest).effect(base) >= threshold else "negligible"
-    return base, singles, results
+    return groups
+
+
+def _significant(judge: Judge, e: Effect, control_bar: float) -> bool:
+    """Above ln(min_ppl_ratio), and above control_margin x its controls' largest upper bound."""
+    return judge.above(e, max(judge.mild, control_bar))

@@ -19,7 +19,7 @@ def test_index_html_shows_the_table_and_the_plots(cat, tmp_path):
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make test` installs Debian's chromium (apt)"
     cat.import_reference("catalog/data/published_super_weights.csv")
     cat.write_scan(ok_row(result("huggyllama/llama-7b", 1, coords=[(2, 3968, 7003, "super_weight"),
-                                                                   (2, 3968, 11, "partner")])))
+                                                                   (2, 3968, 11, "super_set")])))
     cat.write_scan(ok_row(result("org/second", 1, coords=[(1, 4, 5, "super_weight")])))
     out = tmp_path / "index"
     pub.publish(cat, out)

@@ -16,10 +16,10 @@ from catalog.synthetic import result
 def _first(cat):
     cat.import_reference("catalog/data/published_super_weights.csv")
     cat.write_scan(ok_row(result("huggyllama/llama-7b", 1, revision="a" * 40, coords=[
-        (2, 3968, 7003, "super_weight"), (2, 3968, 7004, "partner"), (9, 1, 1, "negligible")])))
+        (2, 3968, 7003, "super_weight"), (2, 3968, 7004, "super_set"), (9, 1, 1, "negligible")])))
     cat.write_scan(ok_row(result("org/nothing", 1, revision="b" * 40, coords=[(5, 1, 2, "negligible")])))
     cat.write_scan(ok_row(result("org/changes", 1, revision="c" * 40, coords=[(1, 4, 5, "super_weight"),
-                                                                            (1, 4, 6, "partner")])))
+                                                                            (1, 4, 6, "super_set")])))
     cat.write_scan(failed_row("org/broken", RuntimeError("corrupt shard"), 1_000_000, scanner_version=VERSION))
 
 
@@ -32,14 +32,18 @@ def test_publish_writes_every_file(cat, tmp_path):
         assert (out / name).stat().st_size > 0, name
     md = (out / "index.md").read_text()
     assert "| huggyllama/llama-7b @ `aaaaaaaaaaaa` | 1 | 2 | mlp.down_proj | [3968, 7003] | super weight |" in md
-    assert "|  | 2 | 2 | mlp.down_proj | [3968, 7004] | partner |" in md  # grouped per model
-    assert "paper Table 1" in md and "| org/nothing @ `bbbbbbbbbbbb` | - |" in md
+    assert "|  | 2 | 2 | mlp.down_proj | [3968, 7004] | super set |" in md  # grouped per model
+    # intervals beside every ratio; a model without a super weight listed with what its scan found
+    row = next(ln for ln in md.splitlines() if "[3968, 7003]" in ln)
+    assert row.count("[") >= 3 and "paper Table 1" in row
+    assert "## No super weight" in md and "| org/nothing @ `bbbbbbbbbbbb` | spikes harmless |" in md
+    assert "## Scans" in md and "| bfloat16 | yes |" in md
     assert "org/broken" in md and "corrupt shard" in md
     rows = list(csv.DictReader((out / "index.csv").open()))
     assert [(r["model"], r["layer"], r["row"], r["col"], r["verdict"]) for r in rows] == [
         ("huggyllama/llama-7b", "2", "3968", "7003", "super_weight"),
-        ("huggyllama/llama-7b", "2", "3968", "7004", "partner"),
-        ("org/changes", "1", "4", "5", "super_weight"), ("org/changes", "1", "4", "6", "partner"),
+        ("huggyllama/llama-7b", "2", "3968", "7004", "super_set"),
+        ("org/changes", "1", "4", "5", "super_weight"), ("org/changes", "1", "4", "6", "super_set"),
         ("org/nothing", "", "", "", "none")]
     index = json.loads((out / "index.json").read_text())
     assert [m["model"] for m in index["models"]] == ["huggyllama/llama-7b", "org/changes", "org/nothing"]
@@ -62,7 +66,7 @@ def test_changelog_against_the_previous_index(cat, tmp_path):
     pub.publish(cat, out)
     # a new model, a model rescanned at a new revision with one coordinate moved and one verdict changed
     cat.write_scan(ok_row(result("org/new", 1, coords=[(3, 3, 3, "super_weight")])))
-    cat.write_scan(ok_row(result("org/changes", 2, revision="d" * 40, started=time.time() + 1, coords=[(1, 4, 5, "partner"),
+    cat.write_scan(ok_row(result("org/changes", 2, revision="d" * 40, started=time.time() + 1, coords=[(1, 4, 5, "super_set"),
                                                                             (1, 4, 7, "super_weight")])))
     s = pub.publish(cat, out)
     ch = s.changes
@@ -70,11 +74,11 @@ def test_changelog_against_the_previous_index(cat, tmp_path):
     assert ch["revisions_changed"] == [{"model": "org/changes", "from": "c" * 40, "to": "d" * 40}]
     assert [(c["model"], c["col"]) for c in ch["coordinates_added"]] == [("org/changes", 7)]
     assert [(c["model"], c["col"]) for c in ch["coordinates_removed"]] == [("org/changes", 6)]
-    assert [(c["col"], c["from"], c["to"]) for c in ch["coordinates_changed"]] == [(5, "super_weight", "partner")]
+    assert [(c["col"], c["from"], c["to"]) for c in ch["coordinates_changed"]] == [(5, "super_weight", "super_set")]
     assert s.plots_drawn == 2  # only the new and the rescanned model
     log = (out / "CHANGELOG.md").read_text()
     assert log.count("\n## ") == 2 and "Models added (1): org/new" in log and "First index." in log
-    assert "layer 1 [4, 5] super_weight -> partner" in log
+    assert "layer 1 [4, 5] super_weight -> super_set" in log
     assert len(list((out / "plots").glob("*.png"))) == 4  # the superseded plot is gone
     again = pub.publish(cat, out)
     assert not any(again.changes.values()) and again.plots_drawn == 0
@@ -121,8 +125,9 @@ def test_model_names_are_escaped_in_markdown(cat, tmp_path):
     pub.publish(cat, tmp_path / "index")
     md = (tmp_path / "index" / "index.md").read_text()
     assert "<script" not in md and "<img" not in md and "&lt;script&gt;" in md
-    rows = [ln for ln in md.splitlines() if ln.startswith("| /data/")]
-    assert len(rows) == 3 and all(ln.count(" | ") == 7 for ln in rows)  # eight cells each, one line each
+    table = md.split("## Super weights")[1].split("##")[0]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| /data/")]
+    assert len(rows) == 3 and all(ln.count(" | ") == 8 for ln in rows)  # nine cells each, one line each
 
 
 def test_push_to_hub_uploads_the_folder_as_a_dataset(cat, tmp_path, monkeypatch):

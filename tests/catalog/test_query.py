@@ -35,7 +35,7 @@ def test_bad_sql_is_one_clear_error(cat):
 
 def _fill(cat):
     cat.write_scan(ok_row(result("org/llama-a", 1, architecture="llama", coords=[(2, 10, 20, "super_weight"),
-                                                                               (2, 10, 21, "partner")])))
+                                                                               (2, 10, 21, "super_set")])))
     cat.write_scan(ok_row(result("org/llama-b", 1, architecture="llama", coords=[(1, 5, 6, "super_weight")])))
     cat.write_scan(ok_row(result("org/mistral", 1, architecture="mistral", coords=[(2, 7, 8, "super_weight"),
                                                                                  (9, 1, 1, "negligible")])))
@@ -46,7 +46,7 @@ def test_short_forms(cat):
     cols, data = query.run(cat, *query.model_sql("org/llama-a"))
     got = [dict(zip(cols, r)) for r in data]
     assert [(g["layer"], g["row"], g["col"], g["verdict"]) for g in got] == [(2, 10, 20, "super_weight"),
-                                                                            (2, 10, 21, "partner")]
+                                                                            (2, 10, 21, "super_set")]
     cols, data = query.run(cat, *query.where_sql(2, None))
     assert sorted({r[cols.index("model")] for r in data}) == ["org/llama-a", "org/mistral"]
     cols, data = query.run(cat, *query.where_sql(None, "llama"))

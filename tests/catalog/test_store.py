@@ -36,7 +36,9 @@ def test_round_trip_every_table(cat, planted_result):
         if key not in ("schema_version", "scan_id", "host", "started", "config", "error_type", "error"):
             assert scan[key] == r[key], key
     assert scan["started"].isoformat(timespec="milliseconds").replace("+00:00", "Z") == r["started"]
-    assert scan["n_super_weights"] == sum(s["verdict"] == "super_weight" for s in r["super_weights"]) >= 1
+    assert scan["n_super_weights"] == sum(s["verdict"] in ("super_weight", "super_set")
+                                         for s in r["super_weights"]) >= 1
+    assert scan["finding"] == "super_weights" and scan["validated"] and len(scan["config_fingerprint"]) == 12
     assert json.loads(scan["config"]) == r["config"] and r["config"]["validate"]["min_ppl_ratio"] == 1.5
 
     for table, order in (("super_weights", "rank"), ("spikes", "layer, row"), ("layer_profiles", "layer")):
@@ -50,7 +52,9 @@ def test_round_trip_every_table(cat, planted_result):
     sw = rows(cat, "SELECT * FROM super_weights WHERE verdict = 'super_weight'")[0]
     groups = {g["id"]: g for g in r["groups"]}
     assert sw["group_ppl_ratio"] == groups[sw["group"]]["ppl_ratio"]
-    assert sw["random_ppl_ratio"] == groups[sw["group"]]["controls"]["random"]["ppl_ratio"]
+    assert sw["random_ppl_ratio"] == max(c["ppl_ratio"] for c in groups[sw["group"]]["controls"]
+                                         if c["kind"] == "random")
+    assert sw["ppl_ratio_lo"] <= sw["ppl_ratio"] <= sw["ppl_ratio_hi"] and sw["windows"] >= 4 and sw["decided"]
     # positions and vocabulary ids are told apart: the planted byte tokenizer's id is the byte at that position
     prompt = r["prompts"][sw["prompt"]].encode()
     assert sw["token_pos"] > 0 and sw["token_id"] == prompt[sw["token_pos"]] != sw["token_pos"]
@@ -141,7 +145,8 @@ def test_rescan_supersedes_without_deleting(cat):
     new = ok_row(result("org/a", 2, revision="r1", started=2_000_000, coords=[(1, 2, 4, "super_weight")]))
     cat.write_scan(new)
     cat.write_scan(old)  # written later, but started earlier: still superseded
-    cat.write_scan(failed_row("org/a", RuntimeError("out of memory"), 3_000_000, revision="r1", scanner_version=VERSION))
+    cat.write_scan(failed_row("org/a", RuntimeError("out of memory"), 3_000_000, revision="r1", scanner_version=VERSION,
+                              config_fingerprint="synthetic000"))  # the same configuration as the scans above
     other_version = ok_row(result("org/a", 3, revision="r1", scanner_version="0.0.9", started=500_000))
     cat.write_scan(other_version)
     cur = rows(cat, "SELECT scan_id, scanner_version FROM scans ORDER BY scanner_version")
@@ -197,3 +202,23 @@ def test_catalog_needs_neither_torch_nor_transformers(tmp_path):
             "publish.publish(c, sys.argv[1] + '-out'); "
             "assert not {'torch', 'transformers'} & set(sys.modules), 'torch imported'")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], check=True)
+
+
+def test_a_catalog_of_schema_3_is_read_and_takes_schema_4_rows(tmp_path, planted_result):
+    """Delta tables written by this release's first schema (tests/catalog/data/v3-catalog): read with the new
+    columns empty, extended on the first write, both kinds of row queried together."""
+    import shutil
+
+    from deltalake import DeltaTable
+
+    shutil.copytree(Path(__file__).parent / "data" / "v3-catalog", tmp_path / "cat")
+    cat = Catalog(tmp_path / "cat")
+    old = rows(cat, "SELECT model, finding, config_fingerprint, ppl_base FROM scans ORDER BY model")
+    assert [(r["model"], r["finding"], r["config_fingerprint"]) for r in old] == \
+        [("huggyllama/llama-7b", None, None), ("planted:llama", None, None)]
+    cat.write_scan(ok_row(planted_result))
+    assert DeltaTable(cat.uri("scans")).metadata().description == f"superweights catalog, schema {SCHEMA_VERSION}"
+    got = rows(cat, "SELECT count(*) AS n, count(finding) AS f, count(ppl_base) AS p FROM scans_all")
+    assert got == [{"n": 3, "f": 1, "p": 3}]
+    sw = rows(cat, "SELECT count(*) AS n, count(ppl_ratio_lo) AS lo FROM super_weights_all")[0]
+    assert sw["n"] > sw["lo"] >= 1

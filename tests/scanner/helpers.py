@@ -6,7 +6,7 @@ from scanner.planted import Plant, build
 from scanner.scan import scan
 
 MOE = {"mixtral", "qwen2_moe", "qwen3_moe"}
-POSITIVE = {"super_weight", "partner"}
+POSITIVE = {"super_weight", "super_set"}
 
 
 def planted(arch: str, folder: Path, kind: str = "single", planted: bool = True) -> Path:

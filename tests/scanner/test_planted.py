@@ -23,22 +23,25 @@ def test_planted_single(arch, tmp_path):
     assert positives(result) == {c: "super_weight" for c in truth(folder)}
     group = next(g for g in result["groups"] if g["row"] == 10)
     assert group["verdict"] == "super_activation"
-    assert group["ppl_ratio"] > 5
-    assert group["controls"]["random"]["ppl_ratio"] < 1.1
-    assert group["controls"]["largest"]["ppl_ratio"] < 1.1
+    assert group["ppl_ratio_lo"] > 10  # catastrophic, by the interval's lower end
+    kinds = {c["kind"] for c in group["controls"]}
+    assert kinds == {"random", "largest"} and len(group["controls"]) == 4  # three random draws
+    assert all(c["ppl_ratio_hi"] < 1.1 for c in group["controls"])
+    twin = scan_dict(planted(arch, tmp_path / "twin", planted=False))
+    assert twin["ppl_base"] < 100  # a reasonable model: uniform over its 260 tokens would be 260
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_unplanted_twin_has_no_positive_verdict(arch, tmp_path):
     result = scan_dict(planted(arch, tmp_path, planted=False))
-    assert positives(result) == {}
+    assert positives(result) == {} and result["finding"] in ("no_spike", "spikes_harmless", "not_visible")
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_planted_partners(arch, tmp_path):
     folder = planted(arch, tmp_path, "pair")
     result = scan_dict(folder)
-    assert positives(result) == {c: "partner" for c in truth(folder)}
+    assert positives(result) == {c: "super_set" for c in truth(folder)}  # each needed, neither enough alone
     group = next(g for g in result["groups"] if g["row"] == 10)
     assert {(10, 20), (10, 33)} <= {tuple(m) for m in group["members"]}
     assert group["verdict"] == "super_activation"

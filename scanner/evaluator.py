@@ -1,0 +1,176 @@
+"""Paired effects of ablations on evaluation windows: for each ablation and window, the mean difference in
+next-token loss against the unablated model on the same tokens. Their mean over windows is ln(ppl ratio);
+their spread across windows gives its interval. Windows are evaluated a few at a time, on request
+(`advance`), so that a caller can stop as soon as an interval decides (`scanner.validate`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+from .adapters import Coord
+from .evalset import Windows
+from .loading import Loaded
+from .replay import BATCH_BUDGET, Runner, head_logits
+
+SCORE_BYTES = 64 << 20  # float32 logits scored at once (a chunk of tokens)
+STOPWORDS = ("the a an of and to in is it that was for on as with by at from or be this which are but not "
+             "his her they he she we you i had has have were been their its").split()
+
+
+@lru_cache(maxsize=None)
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile, by bisection on its distribution function (Simpson's rule on the density):
+    exact to 1e-6 for the few (p, df) a scan asks for, without scipy."""
+    if df < 1:
+        return math.inf
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(x: float, steps: int = 2000) -> float:
+        h = x / steps
+        f = [c * (1 + (h * i) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass
+class Effect:
+    """An ablation on the windows evaluated so far: per window, the mean loss difference (ablated - base)
+    and the stopword-mass difference."""
+
+    deltas: list[float] = field(default_factory=list)
+    stops: list[float] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def windows(self) -> int:
+        return len(self.deltas)
+
+    @property
+    def mean(self) -> float:
+        """ln(ppl ratio) on these windows."""
+        return sum(self.deltas) / len(self.deltas) if self.deltas else 0.0
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        """Two-sided interval of the mean ln ratio (t across windows); infinite below two windows."""
+        n = len(self.deltas)
+        if n < 2:
+            return -math.inf, math.inf
+        sd = math.sqrt(sum((d - self.mean) ** 2 for d in self.deltas) / (n - 1))
+        half = t_quantile(1 - (1 - confidence) / 2, n - 1) * sd / math.sqrt(n)
+        return self.mean - half, self.mean + half
+
+    def by_kind(self) -> dict[str, float]:
+        """ppl ratio per kind of text."""
+        out: dict[str, list[float]] = {}
+        for k, d in zip(self.kinds, self.deltas):
+            out.setdefault(k, []).append(d)
+        return {k: math.exp(sum(v) / len(v)) for k, v in out.items()}
+
+    @property
+    def stopword_shift(self) -> float | None:
+        return sum(self.stops) / len(self.stops) if self.stops else None
+
+
+def stopword_ids(tokenizer) -> list[int]:
+    ids = set()
+    for w in STOPWORDS:
+        for form in (" " + w, w, " " + w.capitalize(), w.capitalize()):
+            enc = tokenizer.encode(form, add_special_tokens=False)
+            if len(enc) == 1:
+                ids.add(enc[0])
+    return sorted(ids)
+
+
+class Evaluator:
+    """Effects of ablations of the loaded model on `windows`, computed window by window on request."""
+
+    def __init__(self, loaded: Loaded, windows: Windows, upto: int | None = None):
+        """`upto`: the deepest layer an ablation will be in (the base passes keep the outputs before it)."""
+        self.loaded, self.windows = loaded, windows
+        self.ids = windows.ids.to(loaded.device)  # [windows, tokens]
+        stop = stopword_ids(loaded.tokenizer)
+        self.stop = torch.tensor(stop, dtype=torch.long) if stop else None
+        # streaming: a batch's activations may take about what one layer does, so the peak stays a few
+        # layers (a big model's layer allows a big batch, and every batch is one more read of the layers)
+        budget = loaded.streamer.layer_bytes if loaded.streamer is not None else BATCH_BUDGET
+        self.runner = Runner(loaded.loop, self.ids, budget, upto)
+        self.base_nll: list[torch.Tensor] = []  # per window, [tokens - 1]
+        self.base_stop: list[float] = []
+        self.effects: dict[frozenset, Effect] = {}
+
+    @property
+    def passes(self) -> int:
+        return self.runner.passes
+
+    def base_ppl(self, windows: int | None = None) -> float:
+        n = windows or len(self.base_nll)
+        return math.exp(float(torch.stack(self.base_nll[:n]).mean()))
+
+    def base_stopword(self, windows: int | None = None) -> float | None:
+        n = windows or len(self.base_stop)
+        return sum(self.base_stop[:n]) / n if self.stop is not None and n else None
+
+    def effect(self, variant) -> Effect:
+        return self.effects.setdefault(frozenset(variant), Effect())
+
+    @torch.no_grad()
+    def advance(self, variants: list[list[Coord]], to: int) -> None:
+        """Evaluate each variant on its next windows, up to `to` windows in all (those with the same number
+        of windows done share their passes)."""
+        to = min(to, self.windows.count)
+        self.ensure_base(to)
+        by_start: dict[int, list[list[Coord]]] = {}
+        for v in variants:
+            done = self.effect(v).windows
+            if done < to:
+                by_start.setdefault(done, []).append(v)
+        for a, group in by_start.items():
+            for v, hidden in self.runner.run(group, (a, to)):
+                nll, stop = self._score(hidden, a)
+                e = self.effect(v)
+                for w in range(a, to):
+                    e.deltas.append(float((nll[w - a] - self.base_nll[w]).mean()))
+                    e.kinds.append(self.windows.kinds[w])
+                    if stop is not None:
+                        e.stops.append(stop[w - a] - self.base_stop[w])
+
+    @torch.no_grad()
+    def ensure_base(self, to: int) -> None:
+        """The unablated losses of the first `to` windows."""
+        if len(self.base_nll) >= to:
+            return
+        a = len(self.base_nll)
+        nll, stop = self._score(self.runner.base(to)[a:to], a)
+        self.base_nll.extend(nll)
+        self.base_stop.extend(stop or [])
+
+    def _score(self, hidden: torch.Tensor, first: int) -> tuple[list[torch.Tensor], list[float] | None]:
+        """Per window: next-token losses [tokens - 1] and mean stopword mass, from the head's input
+        [windows, tokens, hidden]; logits a few tokens at a time, never [windows, tokens, vocab] at once."""
+        model = self.loaded.model
+        vocab = model.get_output_embeddings().weight.shape[0]
+        k, t = hidden.shape[0], hidden.shape[1]
+        targets = self.ids[first: first + k, 1:]  # [k, t - 1]
+        flat_h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+        flat_t = targets.reshape(-1)
+        chunk = max(8, SCORE_BYTES // (vocab * 4))
+        nll = torch.empty(flat_t.numel())
+        stop = torch.empty(flat_t.numel()) if self.stop is not None else None
+        for s in range(0, flat_t.numel(), chunk):
+            lp = torch.log_softmax(head_logits(model, flat_h[s: s + chunk]).float(), dim=-1)  # [chunk, vocab]
+            nll[s: s + chunk] = -lp.gather(1, flat_t[s: s + chunk, None].to(lp.device))[:, 0].cpu()
+            if stop is not None:
+                stop[s: s + chunk] = lp[:, self.stop.to(lp.device)].exp().sum(-1).cpu()
+        per = nll.view(k, t - 1)
+        return list(per), None if stop is None else [float(x) for x in stop.view(k, t - 1).mean(1)]
