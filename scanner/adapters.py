@@ -28,6 +28,7 @@ class Adapter:
     post_norm: str | None = None  # norm applied to the MLP output before the residual add
     norm_offset: float = 0.0  # Gemma's RMSNorm multiplies by (offset + weight)
     experts: str | None = None  # fused experts: down_proj [E, hidden, d_mlp], gate_up_proj [E, 2*d_mlp, hidden]
+    down_gate: str | None = None  # a gate whose sigmoid scales the dense down projection's output (shared experts)
     # Input side of the MLP (what makes x = down's input): (path, layout) with layout one of
     # "linear" (weight [d_mlp, hidden]), "conv1d" ([hidden, d_mlp]), "fused" ([2*d_mlp, hidden],
     # gate rows then up rows) or "experts". Used to plant test models and to explain an input spike.
@@ -52,7 +53,7 @@ ADAPTERS: dict[str, Adapter] = {
     "mixtral": _MOE,
     "qwen3_moe": _MOE,
     "qwen2_moe": Adapter("model.layers", down="mlp.shared_expert.down_proj", experts="mlp.experts",
-                         up=(("mlp.experts", "experts"),)),
+                         down_gate="mlp.shared_expert_gate", up=(("mlp.experts", "experts"),)),
     "gpt2": Adapter("transformer.h", down="mlp.c_proj", conv1d=True, up=(("mlp.c_fc", "conv1d"),)),
     "gpt_neox": Adapter("gpt_neox.layers", down="mlp.dense_4h_to_h", up=(("mlp.dense_h_to_4h", "linear"),)),
     "opt": Adapter("model.decoder.layers", down="fc2", up=(("fc1", "linear"),)),

@@ -110,6 +110,8 @@ class Recorder:
             if a.down:
                 hook = self._dense(li, Unit(a.down))
                 self._handles.append(get(layer, a.down).register_forward_hook(hook))
+            if a.down_gate:
+                self._handles.append(get(layer, a.down_gate).register_forward_hook(self._gate(li)))
             if a.experts:
                 self._patch_experts(li, get(layer, a.experts))
             if a.post_norm:
@@ -142,7 +144,14 @@ class Recorder:
 
     def _dense(self, li, unit):
         def hook(mod, inp, out):
-            self._scratch[li]["calls"].append((unit, None, tokens_first(inp[0]), tokens_first(out)))
+            self._scratch[li]["calls"].append((unit, None, tokens_first(inp[0]), tokens_first(out), None))
+        return hook
+
+    def _gate(self, li):
+        """A gate that scales the dense down projection's output on its way to the residual (Qwen2-MoE's shared
+        expert: sigmoid(gate(h)))."""
+        def hook(mod, inp, out):
+            self._scratch[li]["gate"] = torch.sigmoid(tokens_first(out).float())  # [tokens, 1]
         return hook
 
     def _post(self, li):
@@ -165,9 +174,12 @@ class Recorder:
                 tok, pos = torch.where(top_k_index == e)
                 gate, up = F.linear(hidden_states[tok], mod.gate_up_proj[e]).chunk(2, dim=-1)
                 x = mod.act_fn(gate) * up  # [n, d_mlp]
-                y = F.linear(x, mod.down_proj[e]) * top_k_weights[tok, pos, None]  # [n, hidden]
-                self._scratch[li]["calls"].append((Unit(module_path, e), tok, x.detach(), y.detach()))
-                out.index_add_(0, tok, y.to(out.dtype))
+                y = F.linear(x, mod.down_proj[e])  # [n, hidden], the expert's own output
+                gain = top_k_weights[tok, pos, None]  # [n, 1] its routing weight
+                # recorded unweighted, so a weight's term W[row, col] * x[col] is a share of this output (<= 1);
+                # the routing weight scales what reaches the residual
+                self._scratch[li]["calls"].append((Unit(module_path, e), tok, x.detach(), y.detach(), gain.detach()))
+                out.index_add_(0, tok, (y * gain).to(out.dtype))
             return out
 
         self._patched.append((mod, attr, getattr(mod, attr)))
@@ -190,12 +202,15 @@ class Recorder:
             post = _extreme(z, torch.arange(z.shape[0]), self.ids, self.prompt, None)
         inp = outp = None
         peaks = self._peaks.setdefault(li, {})
-        for unit, idx, x, y in sc["calls"]:
+        for unit, idx, x, y, gain in sc["calls"]:
             x, y = x.float(), y.float()
             tokens = idx.cpu() if idx is not None else torch.arange(x.shape[0])
             inp = _bigger(inp, _extreme(x, tokens, self.ids, self.prompt, unit.expert))
             outp = _bigger(outp, _extreme(y, tokens, self.ids, self.prompt, unit.expert))
-            value = y * scale[tokens] if scale is not None else y  # [n, hidden]
+            if gain is None and unit.expert is None and "gate" in sc:
+                gain = sc["gate"]
+            value = y if gain is None else y * gain.float()  # [n, hidden] what reaches the residual
+            value = value * scale[tokens] if scale is not None else value
             best, at = value.abs().max(dim=0)  # per row: largest over tokens
             k = min(self.top_rows, best.numel())
             xs: dict[int, torch.Tensor] = {}

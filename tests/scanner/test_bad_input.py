@@ -100,11 +100,11 @@ def test_a_prompt_longer_than_the_model_is_refused_at_once(tmp_path):
     assert time.time() - t0 < 60
 
 
-def test_an_evaluation_text_longer_than_the_model_is_cut_and_said(tmp_path):
+def test_evaluation_windows_longer_than_the_model_are_cut_and_said(tmp_path):
     (tmp_path / "long.txt").write_text("ab " * 4000)  # 12,000 byte tokens; the planted model takes 2,048
-    proc = run_cli("scan", "-q", "--json", str(planted("llama", tmp_path / "m")), "--eval-tokens", "5000",
-                   "--eval-text", str(tmp_path / "long.txt"))
+    proc = run_cli("scan", "-q", "--json", str(planted("llama", tmp_path / "m")), "--window-tokens", "4096",
+                   "--eval-tokens", "12000", "--eval-text", str(tmp_path / "long.txt"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["eval_tokens"] == 2048
-    assert any("cut to 2048 tokens" in w for w in result["warnings"])
+    assert result["window_tokens"] == 2048 and result["eval_windows"] <= 5
+    assert any("windows cut to 2048 tokens" in w for w in result["warnings"])

@@ -21,6 +21,8 @@ def test_planted_single(arch, tmp_path):
     result = scan_dict(folder)
     assert result["architecture"] == arch
     assert positives(result) == {c: "super_weight" for c in truth(folder)}
+    # a weight's share is of the output it is a term of: never above 1 (MoE: before the routing weight)
+    assert all(0 < s["share"] <= 1.001 for s in result["super_weights"] if s["verdict"] == "super_weight")
     group = next(g for g in result["groups"] if g["row"] == 10)
     assert group["verdict"] == "super_activation"
     assert group["ppl_ratio_lo"] > 10  # catastrophic, by the interval's lower end

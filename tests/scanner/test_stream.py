@@ -75,7 +75,8 @@ def test_a_model_larger_than_the_memory_it_may_use(tmp_path):
     assert weights > 1.0e9
     out, peak = tmp_path / "result.json", tmp_path / "peak"
     proc = subprocess.run([sys.executable, "-c", CHILD, str(peak), "scan", str(folder), "--stream", "--json", "-q",
-                           "--eval-tokens", "64", "--max-candidates", "4"], capture_output=True, text=True, timeout=900)
+                           "--eval-tokens", "256", "--window-tokens", "64", "--max-candidates", "4"],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out.write_text(proc.stdout)
     result = json.loads(proc.stdout)
