@@ -43,6 +43,11 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+def ratio(log_ratio: float) -> float:
+    """exp, saturating where a float ends: a model destroyed beyond e^700 is reported as e^700."""
+    return math.exp(min(log_ratio, 700.0))
+
+
 @dataclass
 class Effect:
     """An ablation on the windows evaluated so far: per window, the mean loss difference (ablated - base)
@@ -75,7 +80,7 @@ class Effect:
         out: dict[str, list[float]] = {}
         for k, d in zip(self.kinds, self.deltas):
             out.setdefault(k, []).append(d)
-        return {k: math.exp(sum(v) / len(v)) for k, v in out.items()}
+        return {k: ratio(sum(v) / len(v)) for k, v in out.items()}
 
     @property
     def stopword_shift(self) -> float | None:

@@ -35,7 +35,7 @@ from .ablation import read_matrix
 from .adapters import Coord
 from .config import ValidateConfig
 from .detect import Candidate
-from .evaluator import Effect, Evaluator
+from .evaluator import Effect, Evaluator, ratio
 from .loading import Loaded
 from .triage import group_candidates
 
@@ -98,8 +98,7 @@ class Judge:
     def estimate(self, e: Effect, thresholds: tuple[float, ...]) -> Estimate:
         lo, hi = e.interval(self.confidence)
         decided = all(self.side(e, t) != 0 for t in thresholds)
-        return Estimate(math.exp(e.mean), math.exp(lo), math.exp(hi), e.windows, decided, e.stopword_shift,
-                        e.by_kind())
+        return Estimate(ratio(e.mean), ratio(lo), ratio(hi), e.windows, decided, e.stopword_shift, e.by_kind())
 
 
 def draw_controls(loaded: Loaded, members: list[Coord], exclude: set[Coord], draws: int, seed: int):
