@@ -76,6 +76,7 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, p
                       "window_tokens": ev.windows.ids.shape[1], "eval_tokens": n * ev.windows.ids.shape[1],
                       "eval_text_sha256": ev.windows.sha256, "eval_passes": ev.passes,
                       "eval_ablations": len(ev.effects),
+                      "window_evaluations": sum(e.windows for e in ev.effects.values()),
                       "base_ppl_by_windows": {k: ev.base_ppl(k) for k in {e.windows for e in ev.effects.values()}
                                               if k}}
     else:

@@ -70,3 +70,19 @@ def test_planted_llama_as_a_gguf_file(tmp_path):
         assert got["source"] == "gguf" and got["gguf_file"] == "planted-llama.gguf"
         assert positives(got) == positives(twin) == {k: "super_weight" for k in truth(folder)}
         assert abs(got["ppl_base"] - twin["ppl_base"]) <= 1e-5 * twin["ppl_base"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sequential_verdicts_equal_every_window(arch, tmp_path):
+    """Stopping each ablation as soon as its interval decides gives the verdicts of every window."""
+    from scanner.config import LoadOptions, ScanConfig
+    from scanner.scan import scan
+
+    folder = planted(arch, tmp_path, "pair")
+    cfg = ScanConfig(load=LoadOptions(device="cpu")).replace(validate={"eval_tokens": 4096})
+    sequential = scan(str(folder), cfg).to_dict()
+    every = scan(str(folder), cfg.replace(validate={"sequential": False})).to_dict()
+    assert [(s["row"], s["col"], s["verdict"]) for s in sequential["super_weights"]] == \
+        [(s["row"], s["col"], s["verdict"]) for s in every["super_weights"]]
+    assert sum(s["windows"] or 0 for s in sequential["super_weights"]) < \
+        sum(s["windows"] or 0 for s in every["super_weights"])

@@ -78,3 +78,9 @@ def test_each_threshold_flips_exactly_its_plant(scene, reference):
     for option, below, above, plant in cases:
         low, high = verdicts(run(scene, **{option: below})), verdicts(run(scene, **{option: above}))
         assert _changed(low, high) == plant, (option, low, high)
+
+
+def test_sequential_verdicts_equal_every_window_on_the_scene(scene, reference):
+    every = run(scene, sequential=False)
+    assert verdicts(every) == verdicts(reference)
+    assert reference["window_evaluations"] < every["window_evaluations"] / 2
