@@ -10,12 +10,12 @@ posix_fadvise(DONTNEED), so every part reads from storage (where the kernel hono
   (b) the authors' method written out: whole-model from_pretrained in float32, forward hooks on every
       down projection, the largest input and output give the weight, then one full perplexity pass
       per ablation;
-  (c) ours, in memory: scanner.loading + one hooked pass (scanner.profile) + the same ablations through
-      scanner.validate.Evaluator (layers before the ablated one answered from the base pass, the
-      ablations of one layer in one batch);
-  (d) ours, streaming: the same as (c) with the decoder layers read from the shards one at a time.
-(b) and (c) validate the same 4 ablations: the planted weight, its two neighbours, and the same
-coordinate one layer later.
+  (c) our whole scan, in memory: detection, triage, the sequential validation with its controls
+      (scanner.scan.scan_loaded, default configuration);
+  (d) the same, streamed: the decoder layers read from the shards one at a time.
+(b) evaluates 4 ablations on one 512-token text: the planted weight, its two neighbours, and the same
+coordinate one layer later; (c) and (d) what a scan asks, on windows of 128 tokens, as many as each
+verdict needs.
   (e) SmolLM2-135M GGUF (shipped by a PyPI package): the authors' method (load, hooked pass, one
       ablation) against our whole scan, run twice in one process (the second: a warm batch worker).
 """
@@ -129,29 +129,21 @@ def part_b(model: Path, tokens: int) -> dict:
             "ppl": [ppl(v) for v in variants(truth, len(m.model.layers))], "passes": 5}
 
 
-def part_c(model: Path, tokens: int, stream: bool = False) -> dict:
-    from scanner.config import LoadOptions
+def part_c(model: Path, stream: bool = False) -> dict:
+    """Our whole scan (detection, triage, sequential validation with controls), in memory or streamed."""
+    from scanner.config import LoadOptions, ScanConfig
     from scanner.loading import load, set_threads
-    from scanner.profile import record
+    from scanner.scan import scan_loaded
     from scanner.sources import resolve
-    from scanner.texts import default_eval_text
-    from scanner.validate import Evaluator
 
     set_threads()
-    loaded = load(resolve(str(model)), LoadOptions(device="cpu", stream=stream))
-    prompt = loaded.tokenizer("Apple Inc. is a worldwide tech company.", return_tensors="pt").input_ids
-    t0 = time.time()
-    profiles = record(loaded.model, loaded.adapter, [prompt], 8)
-    best = max(profiles, key=lambda p: abs(p.output.value))
-    found = (best.layer, best.output.channel, best.input.channel)
-    detect_s = time.time() - t0
-    truth = json.loads((model / "planted.json").read_text())
-    todo = variants(truth, len(loaded.layers))
-    ev = Evaluator(loaded, default_eval_text(), tokens, upto=max(c.layer for v in todo for c in v))
-    base = ev()
-    got = ev.many(todo)
-    return {"found": found, "ppl_base": base.ppl, "ppl": [g.ppl for g in got], "passes": ev.passes,
-            "detect_s": detect_s}
+    cfg = ScanConfig(load=LoadOptions(device="cpu", stream=stream))
+    loaded = load(resolve(str(model)), cfg.load)
+    r = scan_loaded(loaded, cfg).to_dict()
+    top = [s for s in r["super_weights"] if s["verdict"] in ("super_weight", "super_set")]
+    return {"found": [(s["layer"], s["row"], s["col"], s["verdict"], s["ppl_ratio_lo"]) for s in top],
+            "timings": r["timings"], "window_evaluations": r["window_evaluations"], "decided_at": r["decided_at"],
+            "passes": r["eval_passes"], "ppl_base": r["ppl_base"]}
 
 
 def part_e_authors() -> dict:
@@ -191,8 +183,8 @@ def part_e_authors() -> dict:
 
 
 def part_e_ours() -> dict:
-    """SmolLM2 GGUF, our whole scan (3 detection rounds, triage, every validation ablation), twice in one
-    process: the second is a warm batch worker's."""
+    """SmolLM2 GGUF, our whole scan (detection rounds, triage, sequential validation with controls), twice in
+    one process: the second is a warm batch worker's."""
     from scanner.config import LoadOptions, ScanConfig
     from scanner.loading import set_threads
     from scanner.scan import scan
@@ -201,17 +193,19 @@ def part_e_ours() -> dict:
     times, result = [], None
     for _ in range(2):
         t = time.time()
-        result = scan("pkg:smollm2-135m", ScanConfig(load=LoadOptions(device="cpu")))
+        result = scan("pkg:smollm2-135m", ScanConfig(load=LoadOptions(device="cpu"))).to_dict()
         times.append(time.time() - t)
-    sw = [c for c in result.candidates if c.verdict == "super_weight"]
-    return {"cold_s": times[0], "warm_s": times[1], "timings": result.timings, "ablations": len(result.singles),
-            "passes": result.eval_passes, "super_weights": [c.coord.label() for c in sw]}
+    top = [f"layer {s['layer']} [{s['row']}, {s['col']}] {s['verdict']}" for s in result["super_weights"]
+           if s["verdict"] in ("super_weight", "super_set")]
+    return {"cold_s": times[0], "warm_s": times[1], "timings": result["timings"], "ablations": result["eval_ablations"],
+            "window_evaluations": result["window_evaluations"], "decided_at": result["decided_at"],
+            "passes": result["eval_passes"], "super_weights": top}
 
 
 def child(part: str, model: Path, tokens: int) -> None:
     t = time.time()
-    out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model, tokens),
-           "d": lambda: part_c(model, tokens, stream=True), "e1": part_e_authors, "e2": part_e_ours}[part]()
+    out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model),
+           "d": lambda: part_c(model, stream=True), "e1": part_e_authors, "e2": part_e_ours}[part]()
     out.update(wall_s=time.time() - t, peak_rss=_status("VmHWM"), read_bytes=_read_bytes())
     print("RESULT " + json.dumps(out))
 
@@ -262,18 +256,22 @@ def main() -> None:
             continue
         r = results[part] = json.loads(line[7:])
         extra = ""
-        if "found" in r:
+        if part == "b":
             extra = (f"; found layer {r['found'][0]} [{r['found'][1]}, {r['found'][2]}]; ppl base "
                      f"{r['ppl_base']:.4g}, ablations " + ", ".join(f"{p:.4g}" for p in r["ppl"])
                      + f"; {r['passes']} pass(es)")
+        elif part in ("c", "d"):
+            extra = (f"; found {r['found']}; detect {r['timings']['detect_s']:.1f} s, validate "
+                     f"{r['timings']['validate_s']:.1f} s; {r['window_evaluations']} window evaluations, ablations "
+                     f"decided at windows {r['decided_at']}; {r['passes']} passes")
         print(f"({part}) {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB "
               f"({r['peak_rss'] / size:.2f}x the weights), read {r['read_bytes'] / 1e9:.2f} GB{extra}")
     for x in ("c", "d"):
         if "b" in results and x in results:
             b, c = results["b"], results[x]
-            worst = max(abs(p - q) / q for p, q in zip(c["ppl"] + [c["ppl_base"]], b["ppl"] + [b["ppl_base"]]))
+            same = bool(c["found"]) and c["found"][0][:3] == tuple(b["found"]) and b["ppl"][0] / b["ppl_base"] >= 10
             print(f"({x}) against (b): {b['wall_s'] / c['wall_s']:.2f}x faster, {b['peak_rss'] / c['peak_rss']:.2f}x "
-                  f"leaner; same weight found: {b['found'] == c['found']}; perplexities agree to {worst:.1e} relative")
+                  f"leaner; the same weight, catastrophic in both: {same}")
     for part in ("e1", "e2"):
         proc = subprocess.run([sys.executable, __file__, "--part", part], capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -286,11 +284,14 @@ def main() -> None:
         print(f"(e) SmolLM2-135M GGUF: authors' method (load, hooked pass, one ablation) {e1['wall_s']:.1f} s, "
               f"found layer {e1['found'][0]} [{e1['found'][1]}, {e1['found'][2]}], ppl x{e1['ppl'][0] / e1['ppl_base']:.3g}; "
               f"our whole scan {e2['cold_s']:.1f} s cold, {e2['warm_s']:.1f} s warm (detect "
-              f"{e2['timings']['detect_s']:.1f} s, validate {e2['timings']['validate_s']:.1f} s: {e2['ablations']} "
-              f"single-weight ablations among {e2['passes']} batched passes); super weights {e2['super_weights']}")
+              f"{e2['timings']['detect_s']:.1f} s, triage {e2['timings']['triage_s']:.1f} s, validate "
+              f"{e2['timings']['validate_s']:.1f} s: {e2['ablations']} ablations, {e2['window_evaluations']} window "
+              f"evaluations, decided at windows {e2['decided_at']}, {e2['passes']} batched passes); "
+              f"{e1['wall_s'] / e2['warm_s']:.2f}x the authors' speed; {e2['super_weights']}")
     if "a" in results and "d" in results:
         d = results["d"]
-        print(f"(d) detection (one hooked pass) {d['detect_s']:.1f} s = {d['detect_s'] / results['a']['wall_s']:.2f}x "
+        det = d["timings"]["detect_s"]
+        print(f"(d) detection {det:.1f} s = {det / results['a']['wall_s']:.2f}x "
               f"(a); peak {d['peak_rss'] / size:.2f}x the weight bytes")
 
 

@@ -38,9 +38,12 @@ FOUND = "('super_weight', 'super_set', 'partner')"  # catastrophic (partner: cat
 MATTERING = "('super_weight', 'super_set', 'partner', 'mild')"  # catastrophic or significant
 MATTERS = 0.1  # a channel claim whose measured loss change is at least +10% says the row matters
 # scans of one key supersede each other; scans of different configurations (thresholds, evaluation set,
-# validated or not) or precisions are different keys, and never replace each other
-KEY = "model, coalesce(revision, ''), scanner_version, coalesce(config_fingerprint, ''), coalesce(dtype, '')"
-NEWEST = "status = 'ok' DESC, started DESC, scan_id DESC"
+# validated or not) or precisions are different keys, and never replace each other. A failed scan may not
+# know its precision (it failed before loading): any success of its configuration supersedes it.
+KEY = "model, coalesce(revision, ''), scanner_version, coalesce(config_fingerprint, '')"
+CURRENT = (f"CASE WHEN status = 'ok' THEN row_number() OVER (PARTITION BY {KEY}, dtype, status "
+           f"ORDER BY started DESC, scan_id DESC) = 1 ELSE count_if(status = 'ok') OVER (PARTITION BY {KEY}) = 0 "
+           f"AND row_number() OVER (PARTITION BY {KEY}, status ORDER BY started DESC, scan_id DESC) = 1 END")
 # a model's latest scan: a validated one before any that is not, float32 before lower precision, then the newest
 BEST = ("status = 'ok' DESC, coalesce(validated, ppl_base IS NOT NULL) DESC, dtype = 'float32' DESC, "
         "started DESC, scan_id DESC")
@@ -48,7 +51,7 @@ BEST = ("status = 'ok' DESC, coalesce(validated, ppl_base IS NOT NULL) DESC, dty
 VIEWS = {
     # a model's latest scan is also current in its own key (scans of one key share their quality), so
     # `latest` needs no pass over `current`; a query that uses one flag computes only that window
-    "scans_all": f"SELECT *, row_number() OVER (PARTITION BY {KEY} ORDER BY {NEWEST}) = 1 AS current, "
+    "scans_all": f"SELECT *, {CURRENT} AS current, "
                  f"row_number() OVER (PARTITION BY model ORDER BY {BEST}) = 1 AS latest FROM _scans",
     "scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE current",
     "latest_scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE latest",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from contextlib import contextmanager
 
 import torch
@@ -77,6 +78,7 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, p
                       "eval_text_sha256": ev.windows.sha256, "eval_passes": ev.passes,
                       "eval_ablations": len(ev.effects),
                       "window_evaluations": sum(e.windows for e in ev.effects.values()),
+                      "decided_at": dict(sorted(Counter(e.windows for e in ev.effects.values()).items())),
                       "base_ppl_by_windows": {k: ev.base_ppl(k) for k in {e.windows for e in ev.effects.values()}
                                               if k}}
     else:

@@ -50,7 +50,7 @@ def test_batch_with_options_writes_what_scan_writes(tmp_path, planted_cache):
         assert cfg["eval_text"] == EVAL and cfg["load"]["device"] == "cpu"
         assert scan["prompts"] == ["The quick brown fox jumps over the lazy dog.",
                                    "In 1492, Columbus sailed the ocean blue."]
-        assert scan["eval_tokens"] == 300
+        assert scan["eval_tokens"] == 256  # whole windows of 128 tokens within the 300 asked for
     assert {(m, layer, row, col, v) for m, layer, row, col, v, _ in b_found if v == "super_weight"} == \
         {(m, 1, 10, 20, "super_weight") for m in ("planted:llama", "planted:gpt2")}
 
