@@ -9,7 +9,7 @@ those whose interval does not yet decide every threshold their verdict depends o
 doubling, up to the whole set. Each look uses an interval of confidence 1 - (1 - confidence) / looks, so
 that the chance that any of a variant's looks puts the truth on the wrong side of a threshold is at most
 1 - confidence (Bonferroni over the looks). What is still undecided on the whole set is judged by its
-point estimate and stored as undecided.
+point estimate and stored as undecided. The interval stored is the plain one at `confidence`.
 
 Stages, each its own sequential run: (A) every spike's group of candidates zeroed together; (B) for groups
 not decided harmless: each candidate alone, and controls of the group's size from the same matrix (several
@@ -96,7 +96,8 @@ class Judge:
         return s == 1 or (s == 0 and e.mean >= t)
 
     def estimate(self, e: Effect, thresholds: tuple[float, ...]) -> Estimate:
-        lo, hi = e.interval(self.confidence)
+        """The stored interval is the plain one at `confidence` (95%); the decision used the look's own."""
+        lo, hi = e.interval(self.cfg.confidence)
         decided = all(self.side(e, t) != 0 for t in thresholds)
         return Estimate(ratio(e.mean), ratio(lo), ratio(hi), e.windows, decided, e.stopword_shift, e.by_kind())
 
