@@ -20,9 +20,9 @@ from .triage import triage
 from .validate import validate
 
 
-def scan(spec: str, cfg: ScanConfig | None = None, revision: str | None = None) -> ScanResult:
+def scan(spec: str, cfg: ScanConfig | None = None, revision: str | None = None, progress: bool = False) -> ScanResult:
     started = time.time()
-    return scan_source(resolve(spec, revision), cfg, started)
+    return scan_source(resolve(spec, revision), cfg, started, progress)
 
 
 def scan_source(source: Source, cfg: ScanConfig | None = None, started: float | None = None,

@@ -86,3 +86,14 @@ def test_sequential_verdicts_equal_every_window(arch, tmp_path):
         [(s["row"], s["col"], s["verdict"]) for s in every["super_weights"]]
     assert sum(s["windows"] or 0 for s in sequential["super_weights"]) < \
         sum(s["windows"] or 0 for s in every["super_weights"])
+
+
+def test_validation_shows_a_bar_and_keeps_stage_timings(tmp_path, capsys):
+    from scanner.config import LoadOptions, ScanConfig
+    from scanner.scan import scan
+
+    r = scan(str(planted("llama", tmp_path)), ScanConfig(load=LoadOptions(device="cpu")), progress=True).to_dict()
+    err = capsys.readouterr().err
+    assert "validating" in err and "window evaluations" in err and "ablation" in err
+    assert all(r["timings"][k] >= 0 for k in ("detect_s", "triage_s", "validate_s", "total_s"))
+    assert r["window_evaluations"] == sum(int(k) * v for k, v in r["decided_at"].items())
