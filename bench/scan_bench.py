@@ -269,7 +269,7 @@ def main() -> None:
     for x in ("c", "d"):
         if "b" in results and x in results:
             b, c = results["b"], results[x]
-            same = bool(c["found"]) and c["found"][0][:3] == tuple(b["found"]) and b["ppl"][0] / b["ppl_base"] >= 10
+            same = bool(c["found"]) and tuple(c["found"][0][:3]) == tuple(b["found"]) and b["ppl"][0] / b["ppl_base"] >= 10
             print(f"({x}) against (b): {b['wall_s'] / c['wall_s']:.2f}x faster, {b['peak_rss'] / c['peak_rss']:.2f}x "
                   f"leaner; the same weight, catastrophic in both: {same}")
     for part in ("e1", "e2"):

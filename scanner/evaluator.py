@@ -127,7 +127,8 @@ class Evaluator:
         return sum(self.base_stop[:n]) / n if self.stop is not None and n else None
 
     def effect(self, variant) -> Effect:
-        return self.effects.setdefault(frozenset(variant), Effect())
+        """What is known of an ablation (nothing, for one never evaluated: it is not counted as asked)."""
+        return self.effects.get(frozenset(variant)) or Effect()
 
     @torch.no_grad()
     def advance(self, variants: list[list[Coord]], to: int) -> None:
@@ -143,7 +144,7 @@ class Evaluator:
         for a, group in by_start.items():
             for v, hidden in self.runner.run(group, (a, to)):
                 nll, stop = self._score(hidden, a)
-                e = self.effect(v)
+                e = self.effects.setdefault(frozenset(v), Effect())
                 for w in range(a, to):
                     e.deltas.append(float((nll[w - a] - self.base_nll[w]).mean()))
                     e.kinds.append(self.windows.kinds[w])

@@ -131,8 +131,6 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
     both = (judge.mild, judge.catastrophic)
 
     def run(variants: list[list[Coord]], thresholds) -> None:
-        for v in variants:
-            ev.effect(v)
         pending = list(variants)
         while pending:
             by_next: dict[int, list] = {}
@@ -172,7 +170,7 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
         coords = [m.coord for m in g.members]
         g.ablated = judge.estimate(ev.effect(coords), both)
         g.controls = [(kind, c, judge.estimate(ev.effect(c), (judge.mild,))) for kind, c in controls.get(id(g), [])]
-        bar = cfg.control_margin * max([0.0] + [math.log(e.hi) for _, _, e in g.controls])
+        bar = cfg.control_margin * max([0.0] + [ev.effect(c).interval(judge.confidence)[1] for _, c, _ in g.controls])
         sig = _significant(judge, ev.effect(coords), bar)
         cat = sig and judge.above(ev.effect(coords), judge.catastrophic)
         g.verdict = "super_activation" if cat else "mild_activation" if sig else "spike_only"
