@@ -156,6 +156,9 @@ class ValidateConfig(Checked):
     confidence: float = option(0.95, "confidence of each verdict's interval, over all its looks", low=0.5, high=0.9999)
     sequential: bool = option(True, "evaluate every ablation on every window (slower; verdicts the same up to "
                                      "the error rate)", flag="--all-windows")
+    futility: bool = option(False, "stop evaluating an ablation once even the whole set is not expected to "
+                                   "decide it (faster; such verdicts rest on fewer windows, and may differ from "
+                                   "--all-windows)")
     control_draws: int = option(3, "random control sets drawn per group", low=1)
     seed: int = option(0, "seed of the random controls")
 

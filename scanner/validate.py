@@ -35,7 +35,7 @@ from .ablation import read_matrix
 from .adapters import Coord
 from .config import ValidateConfig
 from .detect import Candidate
-from .evaluator import Effect, Evaluator, ratio
+from .evaluator import Effect, Evaluator, ratio, t_quantile
 from .loading import Loaded
 from .triage import group_candidates
 
@@ -89,6 +89,17 @@ class Judge:
         """+1 above t, -1 below, 0 undecided."""
         lo, hi = e.interval(self.confidence)
         return 1 if lo >= t else -1 if hi < t else 0
+
+    def futile(self, e: Effect, t: float) -> bool:
+        """Undecided, and not expected to decide on the whole set: the interval the whole set would give
+        with this spread still holds the current estimate's distance to t (`futility` only)."""
+        n, last = e.windows, self.schedule[-1]
+        if not self.cfg.futility or n < 2 or n >= last or self.side(e, t) != 0:
+            return False
+        lo, hi = e.interval(self.confidence)  # half-width scales as t_quantile(n - 1) / sqrt(n)
+        tq = t_quantile(1 - (1 - self.confidence) / 2, n - 1)
+        half_at_last = (hi - lo) / 2 / tq * math.sqrt(n / last) * t_quantile(1 - (1 - self.confidence) / 2, last - 1)
+        return abs(e.mean - t) < half_at_last
 
     def above(self, e: Effect, t: float) -> bool:
         """Decided above, or (undecided on every window) a point estimate above."""
@@ -144,7 +155,8 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
             if progress:
                 progress(pending, ev)
             pending = [v for v in pending if ev.effect(v).windows < judge.schedule[-1]
-                       and any(judge.side(ev.effect(v), t) == 0 for t in thresholds(v))]
+                       and any(judge.side(ev.effect(v), t) == 0 and not judge.futile(ev.effect(v), t)
+                               for t in thresholds(v))]
 
     # (A) groups
     run([[m.coord for m in g.members] for g in groups], lambda v: both)

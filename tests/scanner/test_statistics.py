@@ -82,3 +82,13 @@ def test_dialogue_uses_the_chat_template_when_there_is_one():
     assert "<|user|>" in templated and "<|assistant|>" in templated and "User: " not in templated
     a, b = cut(tok, shipped(), 64, 640), cut(tok, {**shipped(), "code": "def f():\n    return 1\n" * 40}, 64, 640)
     assert a.sha256 != b.sha256  # the stored hash follows the texts
+
+
+def test_futility_stops_only_what_the_whole_set_could_not_decide():
+    noise = (-1.3, 1.1, -0.4, 0.9, -1.0, 1.2, -0.2, -0.3)  # mean 0, sd 0.96
+    on_threshold = Effect(deltas=[0.05 + d for d in noise])
+    far = Effect(deltas=[0.6 + d for d in noise])  # undecided on 8 windows, decidable on 39
+    judge = Judge(ValidateConfig(futility=True), 39)
+    assert judge.side(on_threshold, 0.0) == 0 and judge.futile(on_threshold, 0.0)
+    assert judge.side(far, 0.0) == 0 and not judge.futile(far, 0.0)
+    assert not Judge(ValidateConfig(), 39).futile(on_threshold, 0.0)  # off by default
