@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     from scanner import __version__
 
     from .cli_batch import add_commands as batch_commands
+    from .cli_quant import add_commands as quant_commands
 
     parser = argparse.ArgumentParser(prog="superweights",
                                      description="Map the super weights of large language models.")
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scan_parser(sub)
     catalog_commands(sub)
     batch_commands(sub)
+    quant_commands(sub)
     return parser
 
 

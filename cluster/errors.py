@@ -15,3 +15,9 @@ class BadOption(ClusterError):
 
 class ClusterTooSmall(ClusterError):
     """The cluster cannot hold even one scan actor with the resources it asks for."""
+
+
+class NotInCatalog(ClusterError):
+    """The catalog holds no scan that can answer (e.g. no validated scan of the model asked about)."""
+
+    exit_code = 2

@@ -61,6 +61,22 @@ ADAPTERS: dict[str, Adapter] = {
 }
 
 
+# llama.cpp's architecture name where it differs from model_type with "_text" and "_" dropped (GGUF tensor names)
+GGUF_ARCH = {"mistral": "llama", "mixtral": "llama", "opt": None}
+
+
+def gguf_tensor(model_type: str, layers_path: str, layer: int, module: str, num_layers: int) -> str | None:
+    """The GGUF name of a decoder layer's weight `module` (llama.cpp's, via gguf's name map), or None."""
+    import gguf
+
+    arch = GGUF_ARCH.get(model_type, model_type.replace("_text", "").replace("_", ""))
+    names = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}
+    if arch not in names:
+        return None
+    name = gguf.get_tensor_name_map(names[arch], num_layers).get_name(f"{layers_path}.{layer}.{module}")
+    return None if name is None else name + ".weight"
+
+
 def supported() -> str:
     return ", ".join(sorted(ADAPTERS))
 

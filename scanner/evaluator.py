@@ -143,7 +143,7 @@ class Evaluator:
                 by_start.setdefault(done, []).append(v)
         for a, group in by_start.items():
             for v, hidden in self.runner.run(group, (a, to)):
-                nll, stop = self._score(hidden, a)
+                nll, stop = self.score(hidden, a)
                 e = self.effects.setdefault(frozenset(v), Effect())
                 for w in range(a, to):
                     e.deltas.append(float((nll[w - a] - self.base_nll[w]).mean()))
@@ -157,11 +157,11 @@ class Evaluator:
         if len(self.base_nll) >= to:
             return
         a = len(self.base_nll)
-        nll, stop = self._score(self.runner.base(to)[a:to], a)
+        nll, stop = self.score(self.runner.base(to)[a:to], a)
         self.base_nll.extend(nll)
         self.base_stop.extend(stop or [])
 
-    def _score(self, hidden: torch.Tensor, first: int) -> tuple[list[torch.Tensor], list[float] | None]:
+    def score(self, hidden: torch.Tensor, first: int) -> tuple[list[torch.Tensor], list[float] | None]:
         """Per window: next-token losses [tokens - 1] and mean stopword mass, from the head's input
         [windows, tokens, hidden]; logits a few tokens at a time, never [windows, tokens, vocab] at once."""
         model = self.loaded.model

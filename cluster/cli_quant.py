@@ -1,0 +1,140 @@
+"""`superweights quantize-eval`: the quantization study of one model (scanner.quant_study), with the super
+weights to keep taken from the catalog's latest validated scan of the model, or from a scan in the same load."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+log = logging.getLogger("superweights")
+
+CATASTROPHIC = ("SELECT layer, module, expert, \"row\", col FROM super_weights_all WHERE latest AND verdict IN "
+                "('super_weight', 'super_set') AND scan_id IN (SELECT scan_id FROM latest_scans WHERE "
+                "(model = $1 OR spec = $1) AND status = 'ok' AND validated) ORDER BY layer, \"row\", col")
+
+
+def _ints(text: str, allow_tensor: bool = False) -> tuple:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if allow_tensor and part in ("tensor", "none"):
+            out.append(None)
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a whole number"
+                                             + (" or 'tensor'" if allow_tensor else "")) from None
+    return tuple(out)
+
+
+def add_commands(sub) -> None:
+    from catalog.cli import catalog_option
+    from scanner.options import add_scan_options
+    from scanner.quant_study import BLOCKS
+    from scanner.quantize import VARIANTS
+    from scanner.sources import DEFAULT_MODEL
+
+    p = sub.add_parser(
+        "quantize-eval", help="perplexity under RTN quantization, with and without the super weights kept",
+        description="Load MODEL once and measure its perplexity (with 95%% intervals across evaluation windows, "
+                    "against the unquantized model) under simulated round-to-nearest quantization: every decoder "
+                    "Linear per block (plain; super weights kept; other outliers clipped with them kept; clipped "
+                    "without keeping them), the down projections' inputs per tensor (plain; super activations held "
+                    "out), and the super weights zeroed with their activations restored. The super weights are the "
+                    "catastrophic ones of the catalog's latest validated scan of MODEL (--catalog), or of a scan "
+                    "run first in the same load.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    catalog_option(p, help="take the super weights from this catalog's latest validated scan of MODEL")
+    p.add_argument("--bits", type=_ints, default=(4,), help="weight bits, comma-separated (default 4)")
+    p.add_argument("--blocks", type=lambda t: _ints(t, True), default=BLOCKS,
+                   help="block sizes in elements, 'tensor' for per tensor (default: 64,4096,...,1048576,tensor)")
+    p.add_argument("--variants", type=lambda t: tuple(v.strip() for v in t.split(",")), default=VARIANTS,
+                   help=f"weight variants (default: {','.join(VARIANTS)})")
+    p.add_argument("--act-bits", type=_ints, default=(8,), help="activation bits, comma-separated (default 8)")
+    p.add_argument("--clip-z", type=float, default=None, help="clip weights beyond this z-score (default 4)")
+    p.add_argument("--clip-top", type=float, default=None,
+                   help="instead of --clip-z: clip the largest fraction of magnitudes, e.g. 0.0001")
+    p.add_argument("--windows", type=int, default=16, help="evaluation windows per setting (default 16)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_scan_options(p)
+    p.set_defaults(func=run)
+
+    q = sub.add_parser(
+        "protect", help="the entries to keep in full precision when quantizing a model (from the catalog)",
+        description="The protect list of MODEL from the catalog's latest validated scan of it: its catastrophic "
+                    "weights (super_weight and super_set) with the tensor name and index as transformers and "
+                    "GGUF store them, value and verdict, and the down projections' input channels to hold out "
+                    "of activation quantization. Versioned JSON with --format json (schema in the README).")
+    q.add_argument("model", metavar="MODEL")
+    catalog_option(q)
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.set_defaults(func=run_protect)
+
+
+def _catalog_keep(location: str | None, model: str):
+    """The catastrophic weights of the model's latest validated scan, or None (no catalog, or no such scan)."""
+    if not (location or os.environ.get("SUPERWEIGHTS_CATALOG")):
+        return None
+    from catalog import query
+    from catalog.store import Catalog
+    from scanner.adapters import Coord
+
+    catalog = Catalog(location)
+    if not catalog.exists():
+        return None
+    _, rows = query.run(catalog, CATASTROPHIC, [model])
+    if not rows:
+        _, scans = query.run(catalog, "SELECT count(*) FROM latest_scans WHERE (model = $1 OR spec = $1) AND "
+                                      "status = 'ok' AND validated", [model])
+        if not scans[0][0]:
+            return None  # never scanned with validation: scan first
+    return [Coord(layer, module, r, c, expert) for layer, module, expert, r, c in rows]
+
+
+def run(args) -> int:
+    from scanner.errors import BadInput
+    from scanner.loading import set_threads
+    from scanner.options import scan_config
+    from scanner.quant_study import StudyConfig, render, study_source
+    from scanner.quantize import Clip
+    from scanner.sources import resolve
+
+    cfg = scan_config(args)
+    if args.clip_z is not None and args.clip_top is not None:
+        raise BadInput("--clip-z and --clip-top choose the same thing: give one")
+    try:
+        clip = Clip(z=None, top=args.clip_top) if args.clip_top is not None else \
+            Clip(z=4.0 if args.clip_z is None else args.clip_z)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    study = StudyConfig(bits=args.bits, blocks=args.blocks, variants=args.variants, act_bits=args.act_bits,
+                        clip=clip, windows=args.windows)
+    keep = _catalog_keep(args.catalog, args.model)
+    set_threads()
+    source = resolve(args.model, args.revision)
+    rows, keep, scanned = study_source(source, cfg, study, keep, progress=not args.quiet)
+    out = {"model": args.model, "revision": source.revision, "keep": [c.label() for c in keep],
+           "coordinates_from": "catalog" if scanned is None else "scan",
+           "rows": [r.to_dict() for r in rows]}
+    print(json.dumps(out, indent=1) if args.json else
+          f"{args.model}: keeping {', '.join(out['keep']) or 'nothing'} ({out['coordinates_from']})\n\n"
+          + render(rows))
+    return 0
+
+
+def run_protect(args) -> int:
+    from catalog.store import Catalog
+
+    from .errors import NotInCatalog
+    from .protect import protect_list, render
+
+    catalog = Catalog(args.catalog)
+    if not catalog.exists():
+        raise NotInCatalog(f"no catalog at {catalog.location}: scan {args.model} into one first")
+    data = protect_list(catalog, args.model)
+    print(json.dumps(data, indent=1) if args.format == "json" else render(data))
+    return 0

@@ -1,0 +1,274 @@
+"""What super weights are for: perplexity of a model under simulated RTN quantization, with and without its
+super weights (and super activations) kept in full precision, measured with the validation's statistics:
+per evaluation window, the mean loss difference against the unquantized model on the same tokens; a
+setting's ln(ppl ratio) is their mean, with a 95% interval across windows.
+
+Studies (rows of `QuantRow.study`):
+  weights      every decoder Linear quantized per block (`scanner.quantize`), for each bits, block size and
+               variant (plain, keep, clip_keep, clip);
+  activations  the down projections' inputs quantized per tensor, plain and with the super activations'
+               channels held out ("hold");
+  restore      the paper's check: the super weights zeroed and their super activations restored at the
+               tokens where they fire; a ratio near 1 says the weight acts only through its activation.
+The model is quantized in place for a setting and restored from a copy after it (in-memory models only).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .adapters import Coord, get, layers, matrix
+from .errors import BadInput
+from .evaluator import Effect, Evaluator, ratio
+from .loading import Loaded
+from .quantize import VARIANTS, Clip, quantize_activation, quantize_weight
+
+BLOCKS = (64, 64 ** 2, 128 ** 2, 256 ** 2, 512 ** 2, 1024 ** 2, None)  # None: the whole tensor
+FIRES = 10.0  # a super activation "fires" at tokens where |x[col]| is this many times the median |x| of its sequence
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    bits: tuple[int, ...] = (4,)
+    blocks: tuple[int | None, ...] = BLOCKS
+    variants: tuple[str, ...] = VARIANTS
+    act_bits: tuple[int, ...] = (8,)
+    clip: Clip = field(default_factory=Clip)
+    windows: int = 16  # evaluation windows per setting
+    confidence: float = 0.95
+
+    def __post_init__(self):
+        for b in self.bits + self.act_bits:
+            if not 2 <= b <= 16:
+                raise BadInput(f"bits must be in 2..16, not {b}")
+        for b in self.blocks:
+            if b is not None and b < 2:
+                raise BadInput(f"a block holds at least 2 elements, not {b}")
+        bad = set(self.variants) - set(VARIANTS)
+        if bad:
+            raise BadInput(f"unknown variant(s) {', '.join(sorted(bad))}; choose among {', '.join(VARIANTS)}")
+        if self.windows < 2:
+            raise BadInput(f"an interval needs at least 2 windows, not {self.windows}")
+
+
+@dataclass
+class QuantRow:
+    study: str  # weights | activations | restore
+    bits: int | None
+    block: int | None  # elements per block; None: per tensor
+    variant: str  # plain | keep | clip_keep | clip (weights), plain | hold (activations), restore
+    ppl: float
+    ppl_lo: float
+    ppl_hi: float
+    ppl_ratio: float  # against the unquantized model on the same windows
+    ppl_ratio_lo: float
+    ppl_ratio_hi: float
+    windows: int
+    stopword_shift: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _decoder_linears(loaded: Loaded) -> list[tuple[int, str, nn.Module]]:
+    out = []
+    for i, layer in enumerate(layers(loaded.model, loaded.adapter)):
+        for name, m in layer.named_modules():
+            if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D":
+                out.append((i, name, m))
+    return out
+
+
+@contextmanager
+def _weights_quantized(loaded: Loaded, bits: int, block: int | None, variant: str, keep: list[Coord],
+                       clip: Clip) -> Iterator[None]:
+    """Every decoder Linear quantized in place (the down projections' `keep` entries as the variant says)."""
+    saved = []
+    down = loaded.adapter.down
+    try:
+        for i, name, m in _decoder_linears(loaded):
+            saved.append((m, m.weight.detach().clone()))
+            w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # [out, in] (GPT-2's Conv1D: [in, out])
+            entries = [(c.row, c.col) for c in keep if c.layer == i and c.module == name] if name == down else []
+            with torch.no_grad():
+                w.copy_(quantize_weight(w, bits, block, variant, entries, clip))
+        yield
+    finally:
+        with torch.no_grad():
+            for m, w in saved:
+                m.weight.copy_(w)
+
+
+def _down_hooks(loaded: Loaded, fn: Callable[[int, torch.Tensor, torch.Tensor | None], torch.Tensor | None],
+                stack: ExitStack, on_output: bool = False) -> None:
+    """fn(layer, input, output) on every dense down projection: returns a new input (pre-hook) or output."""
+    down = loaded.adapter.down
+    if down is None:
+        raise BadInput("activation studies need a dense down projection (this architecture has experts only)")
+    for i, layer in enumerate(layers(loaded.model, loaded.adapter)):
+        module = get(layer, down)
+        if on_output:
+            h = module.register_forward_hook(lambda _m, args, out, i=i: fn(i, args[0], out))
+        else:
+            h = module.register_forward_pre_hook(lambda _m, args, i=i: (fn(i, args[0], None),) + args[1:])
+        stack.callback(h.remove)
+
+
+class Study:
+    """Settings evaluated on the first `cfg.windows` windows of an evaluator's set."""
+
+    def __init__(self, loaded: Loaded, ev: Evaluator, keep: list[Coord], cfg: StudyConfig, progress=None):
+        if loaded.streamer is not None or loaded.offloaded:
+            raise BadInput("the quantization study quantizes the model in place: load it in memory "
+                           "(without --stream or offloading)")
+        self.loaded, self.ev, self.keep, self.cfg, self.progress = loaded, ev, keep, cfg, progress
+        self.n = min(cfg.windows, ev.windows.count)
+        ev.ensure_base(self.n)
+        self.base_ppl = ev.base_ppl(self.n)
+
+    @torch.no_grad()
+    def _effect(self) -> Effect:
+        """The model as it is now (quantized or hooked) against the base, window by window."""
+        ev, e = self.ev, Effect()
+        step = ev.runner.seqs
+        for a in range(0, self.n, step):
+            b = min(self.n, a + step)
+            with self.loaded.loop.head_inputs() as got:
+                self.loaded.model(input_ids=ev.ids[a:b], use_cache=False)
+            nll, stop = ev.score(got[0], a)
+            for w in range(a, b):
+                e.deltas.append(float((nll[w - a] - ev.base_nll[w]).mean()))
+                e.kinds.append(ev.windows.kinds[w])
+                if stop is not None:
+                    e.stops.append(stop[w - a] - ev.base_stop[w])
+        if self.progress is not None:
+            self.progress.update(1)
+        return e
+
+    def _row(self, study: str, bits, block, variant: str, e: Effect) -> QuantRow:
+        lo, hi = e.interval(self.cfg.confidence)
+        r, rlo, rhi = ratio(e.mean), ratio(lo), ratio(hi)
+        return QuantRow(study, bits, block, variant, self.base_ppl * r, self.base_ppl * rlo, self.base_ppl * rhi,
+                        r, rlo, rhi, e.windows, e.stopword_shift)
+
+    def weights(self) -> Iterator[QuantRow]:
+        for bits in self.cfg.bits:
+            for block in self.cfg.blocks:
+                for variant in self.cfg.variants:
+                    if variant in ("keep", "clip_keep") and not self.keep:
+                        continue  # nothing to keep: equal to plain / clip
+                    with _weights_quantized(self.loaded, bits, block, variant, self.keep, self.cfg.clip):
+                        yield self._row("weights", bits, block, variant, self._effect())
+
+    def activations(self) -> Iterator[QuantRow]:
+        hold: dict[int, list[int]] = {}
+        for c in self.keep:
+            hold.setdefault(c.layer, []).append(c.col)
+        for bits in self.cfg.act_bits:
+            for variant in ("plain", "hold") if hold else ("plain",):
+                with ExitStack() as stack:
+                    held = hold if variant == "hold" else {}
+                    _down_hooks(self.loaded, lambda i, x, _o: quantize_activation(x, bits, held.get(i, [])), stack)
+                    yield self._row("activations", bits, None, variant, self._effect())
+
+    def restore(self) -> Iterator[QuantRow]:
+        """Super weights zeroed, their activations put back where they fire."""
+        if not self.keep:
+            return
+        values = {c: float(w) for c, w in _kept_values(self.loaded, self.keep).items()}  # before zeroing
+        by_layer: dict[int, list[Coord]] = {}
+        for c in self.keep:
+            by_layer.setdefault(c.layer, []).append(c)
+        with ExitStack() as stack:
+            stack.enter_context(_zeroed(self.loaded, self.keep))
+
+            def put_back(i, x, out):
+                for c in by_layer.get(i, ()):
+                    a = x[..., c.col]  # [batch, tokens]
+                    typical = x.abs().flatten(1).median(dim=1).values[:, None]  # [batch, 1]: tokens and channels
+                    fires = a.abs() >= FIRES * typical
+                    out[..., c.row] += torch.where(fires, values[c] * a, 0).to(out.dtype)
+                return out
+
+            _down_hooks(self.loaded, put_back, stack, on_output=True)
+            yield self._row("restore", None, None, "restore", self._effect())
+
+    def run(self) -> list[QuantRow]:
+        return [*self.weights(), *self.activations(), *self.restore()]
+
+    def settings(self) -> int:
+        keep = bool(self.keep)
+        w = len(self.cfg.bits) * len(self.cfg.blocks) * sum(keep or v not in ("keep", "clip_keep")
+                                                            for v in self.cfg.variants)
+        return w + len(self.cfg.act_bits) * (2 if keep else 1) + keep
+
+
+def _kept_values(loaded: Loaded, keep: list[Coord]) -> dict[Coord, torch.Tensor]:
+    stack = layers(loaded.model, loaded.adapter)
+    return {c: matrix(loaded.adapter, stack[c.layer], c.unit)[c.row, c.col].detach().clone() for c in keep}
+
+
+@contextmanager
+def _zeroed(loaded: Loaded, keep: list[Coord]) -> Iterator[None]:
+    values = _kept_values(loaded, keep)
+    stack = layers(loaded.model, loaded.adapter)
+    with torch.no_grad():
+        for c in keep:
+            matrix(loaded.adapter, stack[c.layer], c.unit)[c.row, c.col] = 0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for c, v in values.items():
+                matrix(loaded.adapter, stack[c.layer], c.unit)[c.row, c.col] = v
+
+
+def finding(rows: list[QuantRow]) -> str:
+    """One line: from which block size keeping the super weight matters (its interval clear of plain's)."""
+    plain = {(r.bits, r.block): r for r in rows if r.study == "weights" and r.variant == "plain"}
+    keep = {(r.bits, r.block): r for r in rows if r.study == "weights" and r.variant == "keep"}
+    matters = [k for k in keep if k in plain and keep[k].ppl_hi < plain[k].ppl_lo]
+    if not keep:
+        return "no super weight to keep"
+    if not matters:
+        return "keeping the super weight makes no difference here"
+    bits, block = min(matters, key=lambda k: (k[0], math.inf if k[1] is None else k[1]))
+    return f"keeping the super weight matters at INT{bits} from block {block or 'per-tensor'}"
+
+
+def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = None, progress: bool = False):
+    """Load `source` once; without `keep`, scan it first and keep its catastrophic weights (super_weight and
+    super_set). Returns (rows, keep, scan result or None)."""
+    from tqdm import tqdm
+
+    from .loading import load
+    from .scan import _evaluator, scan_loaded
+
+    loaded = load(source, cfg.load)
+    try:
+        result = None
+        if keep is None:
+            result = scan_loaded(loaded, cfg, progress=progress)
+            keep = [c.coord for c in result.candidates if c.verdict in ("super_weight", "super_set")]
+        ev = _evaluator(loaded, cfg, [], [])
+        with tqdm(desc="quantization settings", unit="setting", disable=not progress, leave=False) as bar:
+            s = Study(loaded, ev, keep, study, bar)
+            bar.total = s.settings()
+            rows = s.run()
+        return rows, keep, result
+    finally:
+        loaded.close()
+
+
+def render(rows: list[QuantRow], base_ppl: float | None = None) -> str:
+    """The study as a table: perplexity with its 95% interval per setting."""
+    head = "| study | bits | block | variant | perplexity [95%] | ratio | windows |\n|---|---|---|---|---|---|---|"
+    lines = [head] + [
+        f"| {r.study} | {r.bits or '-'} | {(r.block or 'tensor') if r.study == 'weights' else '-'} | {r.variant} | {r.ppl:.4g} [{r.ppl_lo:.4g}, "
+        f"{r.ppl_hi:.4g}] | x{r.ppl_ratio:.3g} | {r.windows} |" for r in rows]
+    return "\n".join(lines) + f"\n\n{finding(rows)}"

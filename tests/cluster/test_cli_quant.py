@@ -1,0 +1,88 @@
+"""`quantize-eval` from the command line: coordinates from a catalog's validated scan, or a scan first."""
+import json
+
+from tests.scanner.helpers import planted, truth
+from .test_cli import assert_clean_error, run_cli
+
+QUICK = ("--blocks", "64,tensor", "--variants", "plain,keep", "--windows", "4", "--json", "-q")
+
+
+def test_quantize_eval_takes_coordinates_from_the_catalog_or_scans_first(tmp_path):
+    folder = planted("llama", tmp_path / "m")
+    cat = str(tmp_path / "catalog")
+    first = run_cli("quantize-eval", str(folder), *QUICK)  # no catalog: scans in the same load
+    assert first.returncode == 0, first.stderr
+    got = json.loads(first.stdout)
+    assert got["coordinates_from"] == "scan"
+    assert got["keep"] == [f"layer {layer} {m}[{r}, {c}]" for layer, m, r, c, _ in sorted(truth(folder))]
+    # 2 blocks x 2 variants, activations plain and held out, the restore check
+    assert [(r["study"], r["block"], r["variant"]) for r in got["rows"]] == [
+        ("weights", 64, "plain"), ("weights", 64, "keep"), ("weights", None, "plain"), ("weights", None, "keep"),
+        ("activations", None, "plain"), ("activations", None, "hold"), ("restore", None, "restore")]
+    assert all(r["ppl_lo"] <= r["ppl"] <= r["ppl_hi"] and r["windows"] == 4 for r in got["rows"])
+
+    assert run_cli("scan", "-q", str(folder), "--catalog", cat).returncode == 0
+    second = run_cli("quantize-eval", str(folder), "--catalog", cat, *QUICK)
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert again["coordinates_from"] == "catalog" and again["keep"] == got["keep"]
+    assert [r["ppl"] for r in again["rows"]] == [r["ppl"] for r in got["rows"]]  # same windows, same numbers
+
+
+def test_quantize_eval_bad_input_is_one_line(tmp_path):
+    assert_clean_error(run_cli("quantize-eval", "planted:llama", "--bits", "1", "-q"), "bits must be in 2..16")
+    assert_clean_error(run_cli("quantize-eval", "planted:llama", "--clip-top", "2", "-q"), "top fraction")
+    assert_clean_error(run_cli("quantize-eval", "planted:llama", "--clip-top", "0.01", "--clip-z", "3", "-q"),
+                       "give one")
+    assert_clean_error(run_cli("quantize-eval", "planted:llama", "--variants", "plain,nope", "-q"), "nope")
+    assert_clean_error(run_cli("quantize-eval", str(tmp_path / "nope"), "-q"), "no such file or directory")
+
+
+def test_protect_list_read_back_and_applied(tmp_path):
+    """The protect list of a scanned planted model names the planted entry by its tensor and index; read back
+    and applied to an INT4 quantization (the engine's side: keep the listed entries), it gives exactly what
+    the study's `keep` variant gives, and the kept entry its full-precision value."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cluster.protect import read
+    from scanner.quantize import quantize_weight
+
+    folder = planted("gpt2", tmp_path / "m")  # Conv1D: the stored index is [col, row]
+    cat = str(tmp_path / "catalog")
+    assert run_cli("protect", str(folder), "--catalog", cat).returncode != 0  # no catalog yet
+    assert run_cli("scan", "-q", str(folder), "--catalog", cat).returncode == 0
+    out = run_cli("protect", str(folder), "--catalog", cat, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = read(out.stdout)
+    [(layer, module, row, col, _)] = truth(folder)
+    [w] = data["weights"]
+    assert (w["layer"], w["row"], w["col"], w["verdict"]) == (layer, row, col, "super_weight")
+    assert w["tensor"] == f"transformer.h.{layer}.{module}.weight" and w["index"] == [col, row]
+    assert w["gguf_tensor"] == f"blk.{layer}.ffn_down.weight" and w["gguf_index"] == [row, col]
+    [a] = data["activations"]
+    assert (a["layer"], a["input_channel"], a["output_channel"]) == (layer, col, row) and a["magnitude"] > 10
+
+    state = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(f))
+    stored = state[w["tensor"]]
+    assert abs(float(stored[tuple(w["index"])]) - w["value"]) < 1e-6 * abs(w["value"])
+    # the engine's side: per-tensor INT4 of the stored tensor with the listed entries left out and restored
+    mask = torch.zeros_like(stored, dtype=torch.bool)
+    mask[tuple(w["index"])] = True
+    from scanner.quantize import rtn
+    engine = rtn(stored, 4, None, skip=mask)
+    ours = quantize_weight(stored.T, 4, None, "keep", keep=[(row, col)]).T  # the study's keep, [out, in]
+    assert torch.equal(engine, ours) and float(engine[tuple(w["index"])]) == float(stored[tuple(w["index"])])
+    plain = rtn(stored, 4, None)
+    assert float((plain - stored)[~mask].abs().mean()) > 2 * float((engine - stored)[~mask].abs().mean())
+
+    missing = run_cli("protect", "nobody/none", "--catalog", cat)
+    assert_clean_error(missing, "no validated scan")
+    try:
+        read('{"schema": "superweights-protect", "version": 99}')
+    except ValueError as e:
+        assert "version 99" in str(e)
+    else:
+        raise AssertionError("a newer protect list was read")

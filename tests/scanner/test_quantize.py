@@ -1,0 +1,111 @@
+"""Simulated RTN quantization (scanner/quantize.py) and the quantization study on a planted model."""
+import math
+
+import pytest
+import torch
+
+from scanner.adapters import Coord
+from scanner.config import ScanConfig
+from scanner.loading import LoadOptions, load
+from scanner.quant_study import Study, StudyConfig, finding
+from scanner.quantize import Clip, quantize_activation, quantize_weight, rtn
+from scanner.scan import _evaluator
+from scanner.sources import resolve
+
+
+def _weights(seed=0, shape=(64, 256)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * 0.02
+
+
+@pytest.mark.parametrize("bits,block", [(4, 64), (3, 4096), (8, None), (4, 100)])  # 100: a short last block
+def test_rtn_error_is_at_most_half_a_step_per_block(bits, block):
+    w = _weights()
+    q = rtn(w, bits, block)
+    flat, qf = w.flatten(), q.flatten()
+    size = block or flat.numel()
+    levels = len(torch.unique(qf[:size]))
+    assert levels <= 2 ** bits
+    for a in range(0, flat.numel(), size):
+        x = flat[a: a + size]
+        step = float(x.max() - x.min()) / (2 ** bits - 1)
+        assert float((qf[a: a + size] - x).abs().max()) <= step / 2 + 1e-6
+
+
+def test_one_large_weight_ruins_its_block_unless_kept():
+    w = _weights()
+    w[3, 7] = 2.0  # ~100 standard deviations, a super weight
+    plain = quantize_weight(w, 4, 4096, "plain")
+    kept = quantize_weight(w, 4, 4096, "keep", keep=[(3, 7)])
+    others = torch.ones_like(w, dtype=torch.bool)
+    others[3, 7] = False
+    assert float(kept[3, 7]) == 2.0  # exact
+    # in its block (the first 4096 entries: rows 0-15) plain RTN rounds nearly everything to one level
+    assert float((plain - w)[:16][others[:16]].pow(2).mean()) > 20 * float((kept - w)[:16][others[:16]].pow(2).mean())
+    # other blocks are the same either way
+    assert torch.equal(plain[16:], kept[16:])
+
+
+def test_clipping_variants():
+    w = _weights()
+    w[3, 7], w[5, 9] = 2.0, -0.5  # a super weight, and another outlier
+    lo, hi = Clip(z=4).bounds(w[torch.ones_like(w, dtype=torch.bool).logical_xor_(
+        torch.zeros_like(w, dtype=torch.bool).index_put_((torch.tensor([3]), torch.tensor([7])), torch.tensor(True)))])
+    ck = quantize_weight(w, 8, None, "clip_keep", keep=[(3, 7)])
+    c = quantize_weight(w, 8, None, "clip", keep=[(3, 7)])
+    assert float(ck[3, 7]) == 2.0 and float(c[3, 7]) < 0.2  # clipped without keeping
+    assert abs(float(ck[5, 9]) - lo) < 0.01  # the other outlier clipped to the bound
+    top = Clip(z=None, top=0.01).bounds(w)
+    assert (w.abs() > top[1]).float().mean() <= 0.011
+    with pytest.raises(ValueError):
+        Clip(z=None, top=None)
+    with pytest.raises(ValueError):
+        quantize_weight(w, 4, 64, "unknown")
+
+
+def test_activation_hold_out():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 32, generator=g)
+    x[:, 0, 5] = 3000.0  # a super activation on the first token
+    plain, held = quantize_activation(x, 8), quantize_activation(x, 8, hold=[5])
+    assert torch.equal(held[..., 5], x[..., 5])
+    rest = [c for c in range(32) if c != 5]
+    assert float((plain - x)[..., rest].abs().mean()) > 0.5  # everything else rounded to the zero point
+    step = float(x[..., rest].max() - x[..., rest].min()) / 255
+    assert float((held - x)[..., rest].abs().max()) <= step  # per sequence, so within one global step
+
+
+@pytest.fixture(scope="module")
+def planted_llama():
+    loaded = load(resolve("planted:llama"), LoadOptions(device="cpu"))
+    ev = _evaluator(loaded, ScanConfig(), [], [])
+    return loaded, ev
+
+
+def test_study_on_a_planted_model(planted_llama):
+    loaded, ev = planted_llama
+    keep = [Coord(1, "mlp.down_proj", 10, 20)]
+    before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    cfg = StudyConfig(bits=(4,), blocks=(64, None), act_bits=(8,), windows=6)
+    study = Study(loaded, ev, keep, cfg)
+    rows = study.run()
+    assert len(rows) == study.settings() == 2 * 4 + 2 + 1
+    assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())  # restored after each
+    by = {(r.study, r.block, r.variant): r for r in rows}
+    for r in rows:
+        assert r.ppl_lo <= r.ppl <= r.ppl_hi and r.windows == 6
+        assert math.isclose(r.ppl, study.base_ppl * r.ppl_ratio, rel_tol=1e-9)
+    # the plant's mechanism: its weight zeroed alone is catastrophic, put back where its activation fires,
+    # nothing is lost (this plant's activation fires on every token)
+    assert by[("restore", None, "restore")].ppl_ratio < 1.001
+    assert by[("weights", None, "keep")].ppl_ratio < 1.05
+    # clipping every outlier removes the plant's input spike with its weight: the planted model falls back
+    # to its twin's behaviour (harmless), which is what this plant is built to do
+    assert by[("weights", None, "clip")].ppl_ratio_hi < 1.05
+    assert isinstance(finding(rows), str)
+
+
+def test_study_config_is_checked():
+    for bad in (dict(bits=(1,)), dict(blocks=(1,)), dict(variants=("nope",)), dict(windows=1)):
+        with pytest.raises(Exception, match="bits|block|variant|windows"):
+            StudyConfig(**bad)
