@@ -61,6 +61,13 @@ def _model(m: dict) -> str:
             (f" (largest effect x{_interval(m, 'largest_ppl_ratio')})" if m.get("largest_ppl_ratio") else "") + "</p>"
     img = (f"<img src=\"{escape(m['plot'])}\" width=640 height=280 loading=lazy "
            f"alt=\"spike profile of {name}\">") if m.get("plot") else ""
+    q = m.get("quant")
+    if q:
+        img += (f"<p><b>Quantization:</b> {escape(q['finding'])} (kept: {escape(', '.join(q['kept']) or 'nothing')}; "
+                f"clipping {escape(q['clip'])})</p>")
+        if m.get("quant_plot"):
+            img += (f"<img src=\"{escape(m['quant_plot'])}\" width=640 height=280 loading=lazy "
+                    f"alt=\"perplexity under quantization of {name}\">")
     return f"<section class=model data-model=\"{name}\">{head}{table}{img}</section>"
 
 

@@ -70,3 +70,54 @@ def render(title: str, inputs: list[float], outputs: list[float], marked: set[in
     d.rectangle([lx + 310, ly - 5, lx + 320, ly + 5], fill=FOUND)
     d.text((lx + 324, ly), "layer with a super weight", fill=TEXT, font=small, anchor="lm")
     img.save(path, format="PNG", compress_level=1)
+
+
+QUANT_COLORS = {"plain": (120, 120, 120), "keep": (178, 24, 43), "clip_keep": (33, 102, 172), "clip": (230, 145, 56)}
+
+
+def render_quant(title: str, rows: list[dict], ppl_base: float, path: str) -> None:
+    """Perplexity (log scale) against block size, one line per weight variant and bit width, with the
+    unquantized model's perplexity dashed."""
+    small, big = _fonts()
+    img = Image.new("P", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    weights = [r for r in rows if r["study"] == "weights"]
+    blocks = sorted({r["block"] for r in weights}, key=lambda b: math.inf if b is None else b)
+    vals = [v for r in weights for v in (r["ppl_lo"], r["ppl_hi"]) if v and v > 0 and math.isfinite(v)]
+    vals.append(ppl_base)
+    lo, hi = math.floor(math.log10(min(vals)) * 4) / 4, math.ceil(math.log10(max(vals)) * 4) / 4
+    hi = max(hi, lo + 0.25)
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def y(v: float) -> float:
+        return TOP + ph * (1 - (math.log10(max(v, 10.0 ** lo)) - lo) / (hi - lo))
+
+    def x(i: int) -> float:
+        return LEFT + pw * (i + 0.5) / max(len(blocks), 1)
+
+    for k in range(int(lo * 4), int(hi * 4) + 1):
+        yy = y(10.0 ** (k / 4))
+        d.line([(LEFT, yy), (W - RIGHT, yy)], fill=GRID)
+        d.text((LEFT - 6, yy), f"{10.0 ** (k / 4):.3g}", fill=TEXT, font=small, anchor="rm")
+    for i, b in enumerate(blocks):
+        d.text((x(i), TOP + ph + 4), "tensor" if b is None else f"{b:,}", fill=TEXT, font=small, anchor="mt")
+    d.line([(LEFT, y(ppl_base)), (W - RIGHT, y(ppl_base))], fill=TEXT, width=1)
+    for (variant, bits) in sorted({(r["variant"], r["bits"]) for r in weights}):
+        color = QUANT_COLORS.get(variant, TEXT)
+        pts = [(x(blocks.index(r["block"])), y(r["ppl"]), y(r["ppl_lo"]), y(r["ppl_hi"])) for r in weights
+               if r["variant"] == variant and r["bits"] == bits]
+        if len(pts) > 1:
+            d.line([(px, py) for px, py, _, _ in pts], fill=color, width=2)
+        for px, py, ylo, yhi in pts:
+            d.line([(px, ylo), (px, yhi)], fill=color, width=1)  # the 95% interval
+            d.ellipse([px - 2.5, py - 2.5, px + 2.5, py + 2.5], fill=color)
+    d.rectangle([LEFT, TOP, W - RIGHT, TOP + ph], outline=(150, 150, 150))
+    d.text((LEFT, 6), title[:90], fill=TEXT, font=big)
+    d.text((W // 2, H - 14), "block size (elements)", fill=TEXT, font=small, anchor="mm")
+    lx = LEFT
+    for variant, color in QUANT_COLORS.items():
+        d.rectangle([lx, 25, lx + 10, 35], fill=color)
+        d.text((lx + 14, 30), variant, fill=TEXT, font=small, anchor="lm")
+        lx += 90
+    d.text((lx, 30), "line: unquantized", fill=TEXT, font=small, anchor="lm")
+    img.save(path, format="PNG", compress_level=1)

@@ -45,8 +45,9 @@ def _dicts(con, sql: str) -> list[dict]:
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def _read_index(con) -> tuple[list[dict], list[dict], list[dict]]:
-    """The latest scans, their weights that matter (catastrophic and mild), and their layer profiles."""
+def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """The latest scans, their weights that matter (catastrophic and mild), their layer profiles, and each
+    model's latest quantization study."""
     scans = _dicts(con, """
         SELECT scan_id, model, revision, architecture, num_layers, num_parameters, scanner_version, started,
                ppl_base, finding, largest_ppl_ratio, largest_ppl_ratio_lo, largest_ppl_ratio_hi, dtype,
@@ -66,11 +67,19 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict]]:
                list(abs(output_value) ORDER BY layer) AS outputs
         FROM layer_profiles WHERE scan_id IN (SELECT scan_id FROM latest_scans WHERE status = 'ok')
         GROUP BY scan_id""")
-    return scans, coords, profiles
+    quant = _dicts(con, """
+        SELECT model, study_id, started, study, bits, block, variant, ppl, ppl_lo, ppl_hi, ppl_ratio, ppl_base,
+               windows, clip, kept, finding FROM quant_results
+        QUALIFY study_id = first_value(study_id) OVER (PARTITION BY model ORDER BY started DESC, study_id DESC)
+        ORDER BY model, study DESC, bits, block NULLS LAST, variant""")
+    return scans, coords, profiles, quant
 
 
 def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
-    scans, coords, profiles = query.answer(catalog, _read_index)
+    scans, coords, profiles, quant = query.answer(catalog, _read_index)
+    studies: dict[str, list[dict]] = {}
+    for q in quant:
+        studies.setdefault(q["model"], []).append(q)
     by_scan: dict[str, list[dict]] = {}
     for c in coords:
         by_scan.setdefault(c.pop("scan_id"), []).append(c)
@@ -86,6 +95,11 @@ def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
             s.pop(k)
         s["super_weights"] = by_scan.get(s["scan_id"], [])
         s["profile"] = prof.get(s["scan_id"], ([], []))
+        rows = studies.get(s["model"], [])
+        s["quant"] = {"study_id": rows[0]["study_id"], "finding": rows[0]["finding"], "clip": rows[0]["clip"], "kept": rows[0]["kept"],
+                      "started": rows[0]["started"].strftime("%Y-%m-%dT%H:%M:%SZ"), "ppl_base": rows[0]["ppl_base"],
+                      "rows": [{k: r[k] for k in ("study", "bits", "block", "variant", "ppl", "ppl_lo", "ppl_hi",
+                                                  "ppl_ratio", "windows")} for r in rows]} if rows else None
         ok.append(s)
     return ok, failed
 
@@ -99,11 +113,11 @@ def _plot_name(m: dict) -> str:
 
 
 def _draw(jobs: list[tuple]) -> int:
-    from .plots import render
+    from .plots import render, render_quant
 
-    for title, inputs, outputs, marked, path in jobs:
+    for kind, *args, path in jobs:  # kind: "profile" (spikes per layer) or "quant" (a quantization study)
         tmp = f"{path}.{os.getpid()}.tmp"
-        render(title, inputs, outputs, marked, tmp)
+        (render_quant if kind == "quant" else render)(*args, tmp)
         os.replace(tmp, path)
     return len(jobs)
 
@@ -115,9 +129,14 @@ def _plots(models: list[dict], out: Path, workers: int, owned: set[str]) -> int:
         m["plot"] = _plot_name(m)
         if not (out / m["plot"]).exists():
             marked = {w["layer"] for w in m["super_weights"] if w["verdict"] == "super_weight"}
-            jobs.append((f"{m['model']}  @ {(m['revision'] or '')[:12]}", *m["profile"], marked,
+            jobs.append(("profile", f"{m['model']}  @ {(m['revision'] or '')[:12]}", *m["profile"], marked,
                          str(out / m["plot"])))
-    keep = {m["plot"] for m in models}
+        if m["quant"]:
+            m["quant_plot"] = m["plot"].removesuffix(".png") + f"-quant-{m['quant']['study_id'][:10]}.png"
+            if not (out / m["quant_plot"]).exists():
+                jobs.append(("quant", f"{m['model']}: perplexity under RTN", m["quant"]["rows"],
+                             m["quant"]["ppl_base"], str(out / m["quant_plot"])))
+    keep = {m["plot"] for m in models} | {m["quant_plot"] for m in models if m.get("quant_plot")}
     for old in owned - keep:  # plots this tool drew for scans no longer in the index; nothing else
         if old.startswith("plots/") and (out / old).is_file():
             (out / old).unlink()
@@ -201,7 +220,8 @@ def publish(catalog: Catalog, out_dir: str | os.PathLike, workers: int | None = 
             _write(out / "CHANGELOG.md", "# Changelog\n\n" + changelog_entry(ch, published, previous is None)
                    + ("\n" + old if old else ""))
         _write(out / "index.json", json.dumps(index, indent=1, default=str))  # the next diff's base
-        _write(out / MANIFEST, json.dumps(sorted(set(FILES) | {m["plot"] for m in models}), indent=0))
+        plots = {m["plot"] for m in models} | {m["quant_plot"] for m in models if m.get("quant_plot")}
+        _write(out / MANIFEST, json.dumps(sorted(set(FILES) | plots), indent=0))
     except OSError as e:
         raise PublishError(f"cannot write the index to {out}: {e}") from None
     return Summary(out, len(models), sum(len(m["super_weights"]) for m in models), len(failed), drawn, ch,

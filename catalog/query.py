@@ -9,6 +9,7 @@ Views (the README documents their columns):
                                                    succeeded; older scans are superseded, not deleted
     scans_all, super_weights_all, ...              every scan ever written, with a `current` flag
     latest_scans                                   one scan per model: its most recent current scan
+    quant_results                                  quantization studies: perplexity per setting (quantize-eval)
     reference                                      published claims (the latest import of each file): weights
                                                    (coordinates) and channels (rows only), see catalog.reference
     disagreements                                  latest scans of referenced models against the reference, at
@@ -59,6 +60,7 @@ VIEWS = {
                    f"s.current, s.latest, t.* EXCLUDE (scan_id) FROM _{t} t JOIN scans_all s USING (scan_id)"
        for t in NESTED},
     **{t: f"SELECT * EXCLUDE (current, latest) FROM {t}_all WHERE current" for t in NESTED},
+    "quant_results": "SELECT * FROM _quant_results",
     "reference": "SELECT * FROM _reference QUALIFY imported = max(imported) OVER (PARTITION BY origin)",
     "disagreements": f"""
         WITH sc AS (SELECT scan_id, model, coalesce(repo_id, model) AS hub_id, revision FROM latest_scans

@@ -74,6 +74,25 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
         lines += ["", "## No super weight", "", "| Model | Finding | Largest effect [95%] |", "|---|---|---|"]
         lines += [f"| {_name(m)} | {_md_cell((m['finding'] or 'no super weight').replace('_', ' '))} | "
                   f"{_ci(m, 'largest_ppl_ratio')} |" for m in none]
+    studied = [m for m in models if m.get("quant")]
+    if studied:
+        lines += ["", "## Quantization: keeping the super weights", "",
+                  "Perplexity under simulated round-to-nearest quantization (`superweights quantize-eval`): weights "
+                  "per block of the flattened tensor (plain; super weights kept; other outliers clipped, super "
+                  "weights kept; clipped without keeping them), down-projection inputs per tensor (plain; super "
+                  "activations held out), and the super weights zeroed with their activations restored. 95% "
+                  "intervals across evaluation windows, against the unquantized model on the same windows."]
+        for m in studied:
+            q = m["quant"]
+            lines += ["", f"### {_name(m)}", "", f"{_md_cell(q['finding'])}. Kept: "
+                      f"{_md_cell(', '.join(q['kept']) or 'nothing')}; clipping {_md_cell(q['clip'])}; unquantized "
+                      f"perplexity {q['ppl_base']:.4g}.", ""]
+            if m.get("quant_plot"):
+                lines += [f"![perplexity against block size]({m['quant_plot']})", ""]
+            lines += ["| Study | Bits | Block | Variant | Perplexity [95%] | Windows |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['study']} | {r['bits'] or '-'} | "
+                      f"{(r['block'] or 'tensor') if r['study'] == 'weights' else '-'} | {r['variant']} | "
+                      f"{r['ppl']:.4g} [{r['ppl_lo']:.4g}, {r['ppl_hi']:.4g}] | {r['windows']} |" for r in q["rows"]]
     lines += ["", "## Scans", "", "| Model | Precision | Validated | Windows | Configuration | Scanner |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {_name(m)} | {_md_cell(m['dtype'] or '')} | {'yes' if m['validated'] else 'no'} | "

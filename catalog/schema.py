@@ -1,4 +1,5 @@
-"""The catalog's schema, version 4: five Delta tables (`catalog.store`). Version 3 tables are read as version 4
+"""The catalog's schema, version 4: six Delta tables (`catalog.store`; `quant_results` is created by the first
+study written to a catalog that lacks it). Version 3 tables are read as version 4
 (new columns empty) and take version 4 rows (the columns are added on the first write).
 
 A scan is one row of `scans`, and one row per candidate, spike and layer in `super_weights`, `spikes` and
@@ -108,13 +109,31 @@ REFERENCE_FILE = pa.schema([
     ("imported", pa.timestamp("us", tz="UTC")),
 ], metadata={"superweights.schema_version": str(SCHEMA_VERSION), "superweights.coordinates": COORDINATES})
 
+# One row per setting of a quantization study (`superweights quantize-eval`): perplexity under simulated RTN
+# quantization against the unquantized model on the same evaluation windows, with its 95% interval.
+QUANT_RESULT = pa.schema([
+    ("study_id", _str), ("scan_id", _str),  # scan_id: the scan whose super weights were kept
+    ("model", _str), ("revision", _str), ("scanner_version", _str), ("dtype", _str),
+    ("started", pa.timestamp("us", tz="UTC")),
+    ("study", _str),            # weights | activations | restore
+    ("bits", _i32), ("block", _i64),  # block: elements per block of the flattened weight; null: per tensor
+    ("variant", _str),          # weights: plain | keep | clip_keep | clip; activations: plain | hold; restore
+    ("clip", _str),             # the outlier rule of the clip variants, e.g. z>4
+    ("kept", pa.list_(_str)),   # the super weights kept / zeroed, as labels
+    ("ppl", _f64), ("ppl_lo", _f64), ("ppl_hi", _f64),
+    ("ppl_ratio", _f64), ("ppl_ratio_lo", _f64), ("ppl_ratio_hi", _f64),
+    ("ppl_base", _f64), ("windows", _i32), ("stopword_shift", _f64), ("eval_text_sha256", _str),
+    ("finding", _str),          # the study's one line, e.g. "keeping the super weight matters at INT4 from block 4096"
+], metadata={"superweights.schema_version": str(SCHEMA_VERSION)})
+
 SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]
 
 # The Delta tables: `scans` flat, the nested lists as tables of their own keyed by scan_id, the reference.
 TABLES = {"scans": pa.schema(SCAN_FIELDS),
           **{name: pa.schema([("scan_id", _str), *[(f.name, f.type) for f in struct]])
              for name, struct in NESTED.items()},
-          "reference": pa.schema(list(REFERENCE_FILE))}
+          "reference": pa.schema(list(REFERENCE_FILE)),
+          "quant_results": QUANT_RESULT}
 
 # What version-1 columns hold under version 2's names (`None`: new in version 2). In version 1,
 # `token_id` held the token's position.

@@ -164,6 +164,13 @@ class Catalog:
                 log.warning("catalog: could not compact: %s", e)
         return len(scans)
 
+    def write_quant(self, rows: list[dict]) -> int:
+        """One quantization study's rows (columns of `quant_results`), appended in one commit."""
+        if rows:
+            self.ensure_writable()
+            self._append("quant_results", pa.Table.from_pylist(rows, schema=TABLES["quant_results"]))
+        return len(rows)
+
     def _append(self, name: str, table: pa.Table) -> None:
         from deltalake import write_deltalake
         from deltalake.exceptions import CommitFailedError

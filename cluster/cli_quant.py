@@ -75,31 +75,31 @@ def add_commands(sub) -> None:
     q.set_defaults(func=run_protect)
 
 
-def _catalog_keep(location: str | None, model: str):
-    """The catastrophic weights of the model's latest validated scan, or None (no catalog, or no such scan)."""
-    if not (location or os.environ.get("SUPERWEIGHTS_CATALOG")):
-        return None
+def _catalog_keep(catalog, model: str):
+    """(the catastrophic weights of the model's latest validated scan, its scan id), or (None, None) when the
+    catalog holds no validated scan of it."""
     from catalog import query
-    from catalog.store import Catalog
     from scanner.adapters import Coord
 
-    catalog = Catalog(location)
-    if not catalog.exists():
-        return None
+    if catalog is None or not catalog.exists():
+        return None, None
+    _, scans = query.run(catalog, "SELECT scan_id FROM latest_scans WHERE (model = $1 OR spec = $1) AND "
+                                  "status = 'ok' AND validated", [model])
+    if not scans:
+        return None, None  # never scanned with validation: scan first
     _, rows = query.run(catalog, CATASTROPHIC, [model])
-    if not rows:
-        _, scans = query.run(catalog, "SELECT count(*) FROM latest_scans WHERE (model = $1 OR spec = $1) AND "
-                                      "status = 'ok' AND validated", [model])
-        if not scans[0][0]:
-            return None  # never scanned with validation: scan first
-    return [Coord(layer, module, r, c, expert) for layer, module, expert, r, c in rows]
+    return [Coord(layer, module, r, c, expert) for layer, module, expert, r, c in rows], scans[0][0]
 
 
 def run(args) -> int:
+    import datetime
+    import uuid
+
+    from scanner import __version__
     from scanner.errors import BadInput
     from scanner.loading import set_threads
     from scanner.options import scan_config
-    from scanner.quant_study import StudyConfig, render, study_source
+    from scanner.quant_study import StudyConfig, finding, render, study_source
     from scanner.quantize import Clip
     from scanner.sources import resolve
 
@@ -113,16 +113,39 @@ def run(args) -> int:
         raise BadInput(str(e)) from None
     study = StudyConfig(bits=args.bits, blocks=args.blocks, variants=args.variants, act_bits=args.act_bits,
                         clip=clip, windows=args.windows)
-    keep = _catalog_keep(args.catalog, args.model)
+    catalog = None
+    if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
+        from catalog.store import Catalog
+
+        catalog = Catalog(args.catalog)
+    keep, scan_id = _catalog_keep(catalog, args.model)
+    if catalog is not None:
+        catalog.ensure_writable()  # before a long study, not after
     set_threads()
     source = resolve(args.model, args.revision)
-    rows, keep, scanned = study_source(source, cfg, study, keep, progress=not args.quiet)
-    out = {"model": args.model, "revision": source.revision, "keep": [c.label() for c in keep],
-           "coordinates_from": "catalog" if scanned is None else "scan",
-           "rows": [r.to_dict() for r in rows]}
+    started = datetime.datetime.now(datetime.timezone.utc)
+    res = study_source(source, cfg, study, keep, progress=not args.quiet)
+    model = args.model
+    if res.scan is not None:
+        from catalog.rows import ok_row
+
+        row = ok_row(res.scan.to_dict())
+        model = row["model"]
+        if catalog is not None:
+            scan_id = catalog.write_scan(row)
+    labels, study_id, line = [c.label() for c in res.keep], uuid.uuid4().hex, finding(res.rows)
+    rows = [{"study_id": study_id, "scan_id": scan_id, "model": model, "revision": source.revision,
+             "scanner_version": __version__, "dtype": res.dtype, "started": started, "clip": res.clip,
+             "kept": labels, "ppl_base": res.ppl_base, "eval_text_sha256": res.eval_text_sha256, "finding": line, **r.to_dict()}
+            for r in res.rows]
+    if catalog is not None:
+        catalog.write_quant(rows)
+        log.info("wrote %d quantization rows of %s to %s", len(rows), model, catalog.location)
+    out = {"model": model, "revision": source.revision, "keep": labels,
+           "coordinates_from": "catalog" if res.scan is None else "scan", "scan_id": scan_id,
+           "ppl_base": res.ppl_base, "finding": line, "rows": [r.to_dict() for r in res.rows]}
     print(json.dumps(out, indent=1) if args.json else
-          f"{args.model}: keeping {', '.join(out['keep']) or 'nothing'} ({out['coordinates_from']})\n\n"
-          + render(rows))
+          f"{model}: keeping {', '.join(labels) or 'nothing'} ({out['coordinates_from']})\n\n" + render(res.rows))
     return 0
 
 

@@ -229,21 +229,43 @@ def _zeroed(loaded: Loaded, keep: list[Coord]) -> Iterator[None]:
 
 
 def finding(rows: list[QuantRow]) -> str:
-    """One line: from which block size keeping the super weight matters (its interval clear of plain's)."""
-    plain = {(r.bits, r.block): r for r in rows if r.study == "weights" and r.variant == "plain"}
-    keep = {(r.bits, r.block): r for r in rows if r.study == "weights" and r.variant == "keep"}
-    matters = [k for k in keep if k in plain and keep[k].ppl_hi < plain[k].ppl_lo]
-    if not keep:
+    """One line: at which block sizes keeping the super weights matters (a variant's interval entirely below
+    the other's), with outliers clipped and without, and from where clipping with them kept beats plain RTN."""
+    w = {(r.bits, r.block, r.variant): r for r in rows if r.study == "weights"}
+    if not any(v in ("keep", "clip_keep") for _, _, v in w):
         return "no super weight to keep"
-    if not matters:
-        return "keeping the super weight makes no difference here"
-    bits, block = min(matters, key=lambda k: (k[0], math.inf if k[1] is None else k[1]))
-    return f"keeping the super weight matters at INT{bits} from block {block or 'per-tensor'}"
+    parts = []
+    for bits in sorted({b for b, _, _ in w}):
+        blocks = sorted({k for b, k, _ in w if b == bits}, key=lambda k: math.inf if k is None else k)
+
+        def first(better: str, worse: str) -> str | None:
+            hits = [k for k in blocks if (bits, k, better) in w and (bits, k, worse) in w
+                    and w[bits, k, better].ppl_hi < w[bits, k, worse].ppl_lo]
+            return None if not hits else ("per tensor" if hits[0] is None else f"block {hits[0]:,}")
+
+        clip, plain, beats = first("clip_keep", "clip"), first("keep", "plain"), first("clip_keep", "plain")
+        parts.append(f"INT{bits}: with outliers clipped, keeping the super weights "
+                     + (f"matters from {clip}" if clip else "makes no difference")
+                     + "; without clipping, " + (f"from {plain}" if plain else "no difference")
+                     + (f"; clipped with them kept beats plain RTN from {beats}" if beats else ""))
+    return "; ".join(parts)
 
 
-def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = None, progress: bool = False):
+@dataclass
+class StudyResult:
+    rows: list[QuantRow]
+    keep: list[Coord]
+    scan: object | None  # the ScanResult when the study scanned first
+    ppl_base: float
+    eval_text_sha256: str
+    dtype: str
+    clip: str
+
+
+def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = None,
+                 progress: bool = False) -> StudyResult:
     """Load `source` once; without `keep`, scan it first and keep its catastrophic weights (super_weight and
-    super_set). Returns (rows, keep, scan result or None)."""
+    super_set)."""
     from tqdm import tqdm
 
     from .loading import load
@@ -260,7 +282,9 @@ def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = Non
             s = Study(loaded, ev, keep, study, bar)
             bar.total = s.settings()
             rows = s.run()
-        return rows, keep, result
+        clip = f"z>{study.clip.z:g}" if study.clip.z is not None else f"top {study.clip.top:g}"
+        return StudyResult(rows, keep, result, s.base_ppl, ev.windows.sha256, str(loaded.dtype).removeprefix("torch."),
+                           clip)
     finally:
         loaded.close()
 

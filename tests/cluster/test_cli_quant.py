@@ -27,6 +27,25 @@ def test_quantize_eval_takes_coordinates_from_the_catalog_or_scans_first(tmp_pat
     again = json.loads(second.stdout)
     assert again["coordinates_from"] == "catalog" and again["keep"] == got["keep"]
     assert [r["ppl"] for r in again["rows"]] == [r["ppl"] for r in got["rows"]]  # same windows, same numbers
+    q = run_cli("query", "SELECT q.study, q.block, q.variant, q.ppl, q.kept, s.model FROM quant_results q "
+                "JOIN scans s USING (scan_id)",
+                "--catalog", cat, "--format", "json")
+    assert q.returncode == 0, q.stderr
+    stored = json.loads(q.stdout)
+    def key(r):
+        return r["study"], r["block"] or 0, r["variant"], r["ppl"]
+    assert sorted(map(key, stored)) == sorted(map(key, again["rows"]))
+    assert all(r["kept"] == again["keep"] and r["model"] == str(folder) for r in stored)
+
+    out = tmp_path / "index"  # the index shows the latest study: its finding, table and plot
+    assert run_cli("publish", str(out), "--catalog", cat).returncode == 0
+    md = (out / "index.md").read_text()
+    assert "## Quantization: keeping the super weights" in md and again["finding"] in md
+    assert md.count("| weights | 4 |") == 4 and "| restore | - | - | restore |" in md
+    [model] = json.loads((out / "index.json").read_text())["models"]
+    assert model["quant"]["finding"] == again["finding"] and (out / model["quant_plot"]).stat().st_size > 1000
+    assert model["quant_plot"] in (out / ".superweights-publish.json").read_text()
+    assert model["quant_plot"] in (out / "index.html").read_text()
 
 
 def test_quantize_eval_bad_input_is_one_line(tmp_path):

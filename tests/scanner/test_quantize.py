@@ -109,3 +109,21 @@ def test_study_config_is_checked():
     for bad in (dict(bits=(1,)), dict(blocks=(1,)), dict(variants=("nope",)), dict(windows=1)):
         with pytest.raises(Exception, match="bits|block|variant|windows"):
             StudyConfig(**bad)
+
+
+def test_finding_names_the_first_block_where_keeping_matters():
+    from scanner.quant_study import QuantRow
+
+    def row(block, variant, ppl, half=0.1):
+        return QuantRow("weights", 4, block, variant, ppl, ppl * (1 - half), ppl * (1 + half), 1, 1, 1, 16)
+
+    rows = []
+    for block, plain, clip in ((64, 20, 30), (4096, 40, 60), (None, 9000, 8000)):
+        rows += [row(block, "plain", plain), row(block, "keep", plain), row(block, "clip", clip),
+                 row(block, "clip_keep", 30 if block == 64 else 50)]
+    # clip_keep 30 vs clip 30 at 64 (same), 50 vs 60 at 4096 (intervals overlap: [45, 55] / [54, 66]), 50 vs 8000
+    assert finding(rows) == ("INT4: with outliers clipped, keeping the super weights matters from per tensor; "
+                             "without clipping, no difference; clipped with them kept beats plain RTN from per tensor")
+    rows[7] = row(4096, "clip_keep", 45, 0.05)  # [42.75, 47.25] below clip's [54, 66]
+    assert "matters from block 4,096" in finding(rows)
+    assert finding([r for r in rows if r.variant in ("plain", "clip")]) == "no super weight to keep"
