@@ -32,8 +32,7 @@ def _ints(text: str, allow_tensor: bool = False) -> tuple:
 def add_commands(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
-    from scanner.quant_study import BLOCKS
-    from scanner.quantize import VARIANTS
+    from scanner.config import QUANT_BLOCKS as BLOCKS, QUANT_VARIANTS as VARIANTS
     from scanner.sources import DEFAULT_MODEL
 
     p = sub.add_parser(

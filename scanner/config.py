@@ -214,3 +214,9 @@ def _build(cls, data, where: str):
         raise BadInput(f"scan configuration{where}: unknown option {unknown[0]!r} (known: {', '.join(known)})")
     kw = {k: _build(SECTIONS[k], v, f" {k}") if k in SECTIONS else v for k, v in data.items()}
     return cls(**kw)
+
+
+# The quantization study's settings (scanner.quantize, scanner.quant_study), here so that the command line
+# can offer them without importing torch.
+QUANT_VARIANTS = ("plain", "keep", "clip_keep", "clip")
+QUANT_BLOCKS = (64, 64 ** 2, 128 ** 2, 256 ** 2, 512 ** 2, 1024 ** 2, None)  # None: the whole tensor

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from .adapters import Coord, get, layers, matrix
+from .config import QUANT_BLOCKS as BLOCKS
 from .errors import BadInput
 from .evaluator import Effect, Evaluator, ratio
 from .loading import Loaded
 from .quantize import VARIANTS, Clip, quantize_activation, quantize_weight
 
-BLOCKS = (64, 64 ** 2, 128 ** 2, 256 ** 2, 512 ** 2, 1024 ** 2, None)  # None: the whole tensor
 FIRES = 10.0  # a super activation "fires" at tokens where |x[col]| is this many times the median |x| of its sequence
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-VARIANTS = ("plain", "keep", "clip_keep", "clip")
+from .config import QUANT_VARIANTS as VARIANTS
 
 
 @dataclass(frozen=True)

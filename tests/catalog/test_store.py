@@ -74,15 +74,16 @@ def test_empty_catalog_queries_empty(cat):
         assert rows(cat, f"SELECT * FROM {view}") == []
 
 
-def test_five_delta_tables_and_nothing_else(cat):
+def test_six_delta_tables_and_nothing_else(cat):
     from deltalake import DeltaTable
 
+    names = {"scans", "super_weights", "spikes", "layer_profiles", "reference", "quant_results"}
     cat.write_scan(ok_row(result("org/a", 1)))
-    for name in ("scans", "super_weights", "spikes", "layer_profiles", "reference"):
+    for name in names:
         dt = DeltaTable(cat.uri(name))
         assert dt.metadata().description == f"superweights catalog, schema {SCHEMA_VERSION}"
     files = {str(p.relative_to(cat.root)).split("/")[0] for p in Path(cat.root).rglob("*") if p.is_file()}
-    assert files == {"scans", "super_weights", "spikes", "layer_profiles", "reference"}
+    assert files == names
     assert not [p for p in Path(cat.root).rglob("*") if p.is_file() and not
                 (p.suffix == ".parquet" or "_delta_log" in p.parts)]  # no temporary left behind
     assert rows(cat, "SELECT count(*) AS n FROM super_weights")[0]["n"] == 10
