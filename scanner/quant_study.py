@@ -132,7 +132,7 @@ class Study:
         self.base_ppl = ev.base_ppl(self.n)
 
     @torch.no_grad()
-    def _effect(self) -> Effect:
+    def measure(self) -> Effect:
         """The model as it is now (quantized or hooked) against the base, window by window."""
         ev, e = self.ev, Effect()
         step = ev.runner.seqs
@@ -163,7 +163,7 @@ class Study:
                     if variant in ("keep", "clip_keep") and not self.keep:
                         continue  # nothing to keep: equal to plain / clip
                     with _weights_quantized(self.loaded, bits, block, variant, self.keep, self.cfg.clip):
-                        yield self._row("weights", bits, block, variant, self._effect())
+                        yield self._row("weights", bits, block, variant, self.measure())
 
     def activations(self) -> Iterator[QuantRow]:
         hold: dict[int, list[int]] = {}
@@ -174,7 +174,7 @@ class Study:
                 with ExitStack() as stack:
                     held = hold if variant == "hold" else {}
                     _down_hooks(self.loaded, lambda i, x, _o: quantize_activation(x, bits, held.get(i, [])), stack)
-                    yield self._row("activations", bits, None, variant, self._effect())
+                    yield self._row("activations", bits, None, variant, self.measure())
 
     def restore(self) -> Iterator[QuantRow]:
         """Super weights zeroed, their activations put back where they fire."""
@@ -196,7 +196,7 @@ class Study:
                 return out
 
             _down_hooks(self.loaded, put_back, stack, on_output=True)
-            yield self._row("restore", None, None, "restore", self._effect())
+            yield self._row("restore", None, None, "restore", self.measure())
 
     def run(self) -> list[QuantRow]:
         return [*self.weights(), *self.activations(), *self.restore()]

@@ -105,3 +105,47 @@ def test_protect_list_read_back_and_applied(tmp_path):
         assert "version 99" in str(e)
     else:
         raise AssertionError("a newer protect list was read")
+
+
+def test_protect_list_applied_to_int4_recovers_the_perplexity(tmp_path):
+    """An engine's INT4 (outliers clipped at z > 4, then per-tensor RTN of every decoder Linear) ruins the
+    quantization plant; with the entries of its protect list kept, it comes back to full precision."""
+    import math
+
+    import torch
+
+    from cluster.protect import read
+    from scanner.config import ScanConfig
+    from scanner.loading import LoadOptions, load
+    from scanner.planted_quant import build
+    from scanner.quant_study import Study, StudyConfig
+    from scanner.quantize import Clip, rtn
+    from scanner.scan import _evaluator
+    from scanner.sources import resolve
+
+    folder = build(tmp_path / "q")
+    cat = str(tmp_path / "catalog")
+    assert run_cli("scan", "-q", str(folder), "--catalog", cat).returncode == 0
+    protect = read(run_cli("protect", str(folder), "--catalog", cat, "--format", "json").stdout)
+    assert len(protect["weights"]) == 1
+
+    loaded = load(resolve(str(folder)), LoadOptions(device="cpu"))
+    study = Study(loaded, _evaluator(loaded, ScanConfig(), [], []), [], StudyConfig(windows=8))
+    original = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+
+    def engine_int4(listed: list[dict]) -> float:
+        with torch.no_grad():
+            for name, p in loaded.model.named_parameters():
+                p.copy_(original[name])
+                if ".layers." not in name or not name.endswith("proj.weight"):
+                    continue  # decoder Linears only (embeddings, norms and head stay)
+                mask = torch.zeros_like(p, dtype=torch.bool)
+                for w in listed:
+                    if w["tensor"] == name:
+                        mask[tuple(w["index"])] = True
+                lo, hi = Clip(z=4).bounds(p[~mask])
+                p.copy_(rtn(torch.where(mask, p, p.clamp(lo, hi)), 4, None, skip=mask))
+        return math.exp(study.measure().mean)
+
+    without, kept = engine_int4([]), engine_int4(protect["weights"])
+    assert without > 5 and kept < 1.1, (without, kept)

@@ -127,3 +127,19 @@ def test_finding_names_the_first_block_where_keeping_matters():
     rows[7] = row(4096, "clip_keep", 45, 0.05)  # [42.75, 47.25] below clip's [54, 66]
     assert "matters from block 4,096" in finding(rows)
     assert finding([r for r in rows if r.variant in ("plain", "clip")]) == "no super weight to keep"
+
+
+def test_clipping_alone_destroys_and_keeping_the_planted_weight_restores(tmp_path):
+    from scanner.planted_quant import PLANT, build
+    from scanner.scan import scan_loaded
+
+    loaded = load(resolve(str(build(tmp_path / "q"))), LoadOptions(device="cpu"))
+    found = scan_loaded(loaded, ScanConfig())  # still found, still catastrophic
+    keep = [c.coord for c in found.candidates if c.verdict == "super_weight"]
+    assert [(c.layer, c.row, c.col) for c in keep] == [(PLANT.layer, PLANT.row, PLANT.col)]
+    study = Study(loaded, _evaluator(loaded, ScanConfig(), [], []), keep,
+                  StudyConfig(bits=(4,), blocks=(None,), act_bits=(8,), windows=8))
+    by = {r.variant: r for r in study.weights()}
+    assert by["clip"].ppl_ratio_lo > 5  # clipped at z > 4 with the rest: ruined
+    assert by["clip_keep"].ppl_ratio_hi < 1.1  # the same clipping with it kept: nothing lost
+    assert "with outliers clipped, keeping the super weights matters from per tensor" in finding(list(by.values()))
