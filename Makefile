@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (see README.md):
 #   make scan   set up, then batch-scan the shipped default list (real SmolLM2 and Gemma-3, planted models)
-#               on a local Ray into out/catalog and publish the index to out/index
+#               on a local Ray into out/catalog, study SmolLM2 under quantization, publish the index to out/index
 #   make test   set up, then run the tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,7 +28,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 scan: setup
 	$(SW) import-reference --catalog $(CATALOG)
-	$(SW) batch --catalog $(CATALOG) --publish $(INDEX)
+	$(SW) batch --catalog $(CATALOG)
+	$(SW) quantize-eval pkg:smollm2-135m --catalog $(CATALOG) --if-missing
+	$(SW) publish $(INDEX) --catalog $(CATALOG)
 
 # The index.html test opens the page in Debian's chromium (driven by Playwright, no browser download).
 browser:

@@ -58,6 +58,8 @@ def add_commands(sub) -> None:
                    help="instead of --clip-z: clip the largest fraction of magnitudes, e.g. 0.0001")
     p.add_argument("--windows", type=int, default=16, help="evaluation windows per setting (default 16)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--if-missing", action="store_true",
+                   help="do nothing when the catalog already holds a study of MODEL's latest validated scan")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_scan_options(p)
     p.set_defaults(func=run)
@@ -118,6 +120,13 @@ def run(args) -> int:
 
         catalog = Catalog(args.catalog)
     keep, scan_id = _catalog_keep(catalog, args.model)
+    if args.if_missing and scan_id is not None:
+        from catalog import query
+
+        _, done = query.run(catalog, "SELECT count(*) FROM quant_results WHERE scan_id = $1", [scan_id])
+        if done[0][0]:
+            log.info("%s: its latest scan is already studied in %s (--if-missing)", args.model, catalog.location)
+            return 0
     if catalog is not None:
         catalog.ensure_writable()  # before a long study, not after
     set_threads()

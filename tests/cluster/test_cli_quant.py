@@ -37,6 +37,11 @@ def test_quantize_eval_takes_coordinates_from_the_catalog_or_scans_first(tmp_pat
     assert sorted(map(key, stored)) == sorted(map(key, again["rows"]))
     assert all(r["kept"] == again["keep"] and r["model"] == str(folder) for r in stored)
 
+    skipped = run_cli("quantize-eval", str(folder), "--catalog", cat, "--if-missing", *QUICK)
+    assert skipped.returncode == 0 and skipped.stdout == ""  # already studied: nothing run, nothing added
+    n = run_cli("query", "SELECT count(*) AS n FROM quant_results", "--catalog", cat, "--format", "json")
+    assert json.loads(n.stdout)[0]["n"] == len(again["rows"])
+
     out = tmp_path / "index"  # the index shows the latest study: its finding, table and plot
     assert run_cli("publish", str(out), "--catalog", cat).returncode == 0
     md = (out / "index.md").read_text()
