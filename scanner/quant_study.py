@@ -10,7 +10,8 @@ Studies (rows of `QuantRow.study`):
                channels held out ("hold");
   restore      the paper's check: the super weights zeroed and their super activations restored at the
                tokens where they fire; a ratio near 1 says the weight acts only through its activation.
-The model is quantized in place for a setting and restored from a copy after it (in-memory models only).
+A resident model is quantized in place for a setting and restored from a copy after it; a streamed one layer
+by layer as each layer is read (so a model that does not fit in memory can be studied too).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .ablation import zeroed
 from .adapters import Coord, get, layers, matrix
 from .config import QUANT_BLOCKS as BLOCKS
 from .errors import BadInput
@@ -84,19 +86,37 @@ def _decoder_linears(loaded: Loaded) -> list[tuple[int, str, nn.Module]]:
     return out
 
 
+def _quantize_layer(loaded: Loaded, i: int, layer: nn.Module, bits: int, block: int | None, variant: str,
+                    keep: list[Coord], clip: Clip) -> None:
+    """Every Linear of decoder layer `i` quantized in place (the down projection's `keep` entries as the
+    variant says)."""
+    down = loaded.adapter.down
+    for name, m in layer.named_modules():
+        if not (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"):
+            continue
+        w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # [out, in] (GPT-2's Conv1D: [in, out])
+        entries = [(c.row, c.col) for c in keep if c.layer == i and c.module == name] if name == down else []
+        with torch.no_grad():
+            w.copy_(quantize_weight(w, bits, block, variant, entries, clip))
+
+
 @contextmanager
 def _weights_quantized(loaded: Loaded, bits: int, block: int | None, variant: str, keep: list[Coord],
                        clip: Clip) -> Iterator[None]:
-    """Every decoder Linear quantized in place (the down projections' `keep` entries as the variant says)."""
-    saved = []
-    down = loaded.adapter.down
+    """The decoder quantized for the duration: resident layers in place (restored after), streamed ones
+    layer by layer as each is read (`LayerLoop.after_load`), so a model that does not fit can be studied."""
+    stack = layers(loaded.model, loaded.adapter)
+    if loaded.streamer is not None:
+        with ExitStack() as hooks:
+            for i, layer in enumerate(stack):
+                hooks.enter_context(loaded.loop.after_load(
+                    i, lambda i=i, layer=layer: _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip)))
+            yield
+        return
+    saved = [(m, m.weight.detach().clone()) for _, _, m in _decoder_linears(loaded)]
     try:
-        for i, name, m in _decoder_linears(loaded):
-            saved.append((m, m.weight.detach().clone()))
-            w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # [out, in] (GPT-2's Conv1D: [in, out])
-            entries = [(c.row, c.col) for c in keep if c.layer == i and c.module == name] if name == down else []
-            with torch.no_grad():
-                w.copy_(quantize_weight(w, bits, block, variant, entries, clip))
+        for i, layer in enumerate(stack):
+            _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip)
         yield
     finally:
         with torch.no_grad():
@@ -123,9 +143,9 @@ class Study:
     """Settings evaluated on the first `cfg.windows` windows of an evaluator's set."""
 
     def __init__(self, loaded: Loaded, ev: Evaluator, keep: list[Coord], cfg: StudyConfig, progress=None):
-        if loaded.streamer is not None or loaded.offloaded:
-            raise BadInput("the quantization study quantizes the model in place: load it in memory "
-                           "(without --stream or offloading)")
+        if loaded.offloaded and loaded.streamer is None:
+            raise BadInput("the quantization study cannot quantize layers accelerate offloads: load the model "
+                           "in memory or streamed (--stream)")
         self.loaded, self.ev, self.keep, self.cfg, self.progress = loaded, ev, keep, cfg, progress
         self.n = min(cfg.windows, ev.windows.count)
         ev.ensure_base(self.n)
@@ -185,7 +205,7 @@ class Study:
         for c in self.keep:
             by_layer.setdefault(c.layer, []).append(c)
         with ExitStack() as stack:
-            stack.enter_context(_zeroed(self.loaded, self.keep))
+            stack.enter_context(zeroed(self.loaded.loop, self.keep))
 
             def put_back(i, x, out):
                 for c in by_layer.get(i, ()):
@@ -209,23 +229,15 @@ class Study:
 
 
 def _kept_values(loaded: Loaded, keep: list[Coord]) -> dict[Coord, torch.Tensor]:
-    stack = layers(loaded.model, loaded.adapter)
-    return {c: matrix(loaded.adapter, stack[c.layer], c.unit)[c.row, c.col].detach().clone() for c in keep}
-
-
-@contextmanager
-def _zeroed(loaded: Loaded, keep: list[Coord]) -> Iterator[None]:
-    values = _kept_values(loaded, keep)
-    stack = layers(loaded.model, loaded.adapter)
-    with torch.no_grad():
-        for c in keep:
-            matrix(loaded.adapter, stack[c.layer], c.unit)[c.row, c.col] = 0
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for c, v in values.items():
-                matrix(loaded.adapter, stack[c.layer], c.unit)[c.row, c.col] = v
+    """W[row, col] of each coordinate, from the model or, streamed, from its file."""
+    stack, out = layers(loaded.model, loaded.adapter), {}
+    for c in keep:
+        m = matrix(loaded.adapter, stack[c.layer], c.unit)
+        if m.device.type == "meta":  # streamed: not resident between passes
+            w = loaded.streamer.read(c.layer, f"{c.module}.weight")
+            m = w.T if loaded.adapter.conv1d else w
+        out[c] = m[c.row, c.col].detach().clone()
+    return out
 
 
 def finding(rows: list[QuantRow]) -> str:

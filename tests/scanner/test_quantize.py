@@ -143,3 +143,20 @@ def test_clipping_alone_destroys_and_keeping_the_planted_weight_restores(tmp_pat
     assert by["clip"].ppl_ratio_lo > 5  # clipped at z > 4 with the rest: ruined
     assert by["clip_keep"].ppl_ratio_hi < 1.1  # the same clipping with it kept: nothing lost
     assert "with outliers clipped, keeping the super weights matters from per tensor" in finding(list(by.values()))
+
+
+def test_a_streamed_model_is_studied_layer_by_layer_with_the_same_numbers(tmp_path):
+    from scanner.planted_quant import PLANT, build
+
+    folder = build(tmp_path / "q")
+    keep = [Coord(PLANT.layer, "mlp.down_proj", PLANT.row, PLANT.col)]
+    cfg = StudyConfig(bits=(4,), blocks=(64, None), variants=("plain", "clip_keep", "clip"), act_bits=(8,), windows=4)
+    got = {}
+    for stream in (False, True):
+        loaded = load(resolve(str(folder)), LoadOptions(device="cpu", stream=stream))
+        assert (loaded.streamer is not None) == stream
+        got[stream] = Study(loaded, _evaluator(loaded, ScanConfig(), [], []), keep, cfg).run()
+    assert [(r.study, r.block, r.variant) for r in got[True]] == [(r.study, r.block, r.variant) for r in got[False]]
+    for a, b in zip(got[False], got[True]):
+        assert math.isclose(a.ppl, b.ppl, rel_tol=1e-4), (a, b)
+    assert {r.variant: r for r in got[True] if r.block is None}["clip"].ppl_ratio > 5  # quantized while read
