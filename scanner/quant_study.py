@@ -77,25 +77,26 @@ class QuantRow:
         return asdict(self)
 
 
-def _decoder_linears(loaded: Loaded) -> list[tuple[int, str, nn.Module]]:
-    out = []
-    for i, layer in enumerate(layers(loaded.model, loaded.adapter)):
-        for name, m in layer.named_modules():
-            if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D":
-                out.append((i, name, m))
-    return out
+def _matrices(loaded: Loaded, i: int, layer: nn.Module) -> Iterator[tuple[str, int | None, torch.Tensor]]:
+    """Every weight matrix of decoder layer `i` as (module path, expert, [out, in] view): its Linear
+    layers (GPT-2's Conv1D transposed) and each expert of fused experts ([experts, out, in] parameters)."""
+    for name, m in layer.named_modules():
+        if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D":
+            yield name, None, m.weight.T if type(m).__name__ == "Conv1D" else m.weight
+    if loaded.adapter.experts:
+        experts = get(layer, loaded.adapter.experts)
+        for pname, p in experts.named_parameters(recurse=False):
+            if p.dim() == 3:
+                for e in range(p.shape[0]):
+                    yield f"{loaded.adapter.experts}.{pname}", e, p[e]
 
 
 def _quantize_layer(loaded: Loaded, i: int, layer: nn.Module, bits: int, block: int | None, variant: str,
                     keep: list[Coord], clip: Clip) -> None:
-    """Every Linear of decoder layer `i` quantized in place (the down projection's `keep` entries as the
-    variant says)."""
-    down = loaded.adapter.down
-    for name, m in layer.named_modules():
-        if not (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"):
-            continue
-        w = m.weight.T if type(m).__name__ == "Conv1D" else m.weight  # [out, in] (GPT-2's Conv1D: [in, out])
-        entries = [(c.row, c.col) for c in keep if c.layer == i and c.module == name] if name == down else []
+    """Every weight matrix of decoder layer `i` quantized in place, each on its own (the super weights among
+    `keep` as the variant says)."""
+    for name, expert, w in _matrices(loaded, i, layer):
+        entries = [(c.row, c.col) for c in keep if c.layer == i and c.module == name and c.expert == expert]
         with torch.no_grad():
             w.copy_(quantize_weight(w, bits, block, variant, entries, clip))
 
@@ -113,15 +114,15 @@ def _weights_quantized(loaded: Loaded, bits: int, block: int | None, variant: st
                     i, lambda i=i, layer=layer: _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip)))
             yield
         return
-    saved = [(m, m.weight.detach().clone()) for _, _, m in _decoder_linears(loaded)]
+    saved = [(p, p.detach().clone()) for p in {id(p): p for layer in stack for p in layer.parameters()}.values()]
     try:
         for i, layer in enumerate(stack):
             _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip)
         yield
     finally:
         with torch.no_grad():
-            for m, w in saved:
-                m.weight.copy_(w)
+            for p, w in saved:
+                p.copy_(w)
 
 
 def _down_hooks(loaded: Loaded, fn: Callable[[int, torch.Tensor, torch.Tensor | None], torch.Tensor | None],

@@ -160,3 +160,24 @@ def test_a_streamed_model_is_studied_layer_by_layer_with_the_same_numbers(tmp_pa
     for a, b in zip(got[False], got[True]):
         assert math.isclose(a.ppl, b.ppl, rel_tol=1e-4), (a, b)
     assert {r.variant: r for r in got[True] if r.block is None}["clip"].ppl_ratio > 5  # quantized while read
+
+
+def test_fused_experts_are_quantized_each_on_its_own_and_restored(tmp_path):
+    from scanner.quant_study import _weights_quantized
+
+    from tests.scanner.helpers import planted, truth
+
+    folder = planted("mixtral", tmp_path / "m")
+    [(layer, module, row, col, expert)] = truth(folder)
+    loaded = load(resolve(str(folder)), LoadOptions(device="cpu"))
+    experts = loaded.model.model.layers[layer].mlp.experts
+    before = experts.down_proj.detach().clone()
+    keep = [Coord(layer, module, row, col, expert)]
+    with _weights_quantized(loaded, 3, None, "keep", keep, Clip()):
+        q = experts.down_proj.detach().clone()
+        gate = loaded.model.model.layers[layer].mlp.gate.weight.detach().clone()  # the router
+    assert torch.equal(experts.down_proj, before)  # restored
+    assert float(q[expert, row, col]) == float(before[expert, row, col])  # kept exactly
+    for e in range(q.shape[0]):  # each expert its own tensor: at most 8 levels (+ the kept entry)
+        assert len(torch.unique(q[e])) <= 2 ** 3 + (e == expert)
+    assert torch.equal(gate, loaded.model.model.layers[layer].mlp.gate.weight)  # routers stay as they are
