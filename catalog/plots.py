@@ -95,7 +95,9 @@ def render_quant(title: str, rows: list[dict], ppl_base: float, path: str) -> No
     def x(i: int) -> float:
         return LEFT + pw * (i + 0.5) / max(len(blocks), 1)
 
-    for k in range(int(lo * 4), int(hi * 4) + 1):
+    quarters = round((hi - lo) * 4)
+    step = next(q for q in (1, 2, 4, 8, 16, 10 ** 6) if quarters / q <= 8)  # at most ~8 labels
+    for k in range(round(lo * 4), round(hi * 4) + 1, step):
         yy = y(10.0 ** (k / 4))
         d.line([(LEFT, yy), (W - RIGHT, yy)], fill=GRID)
         d.text((LEFT - 6, yy), f"{10.0 ** (k / 4):.3g}", fill=TEXT, font=small, anchor="rm")
