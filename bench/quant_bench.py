@@ -25,7 +25,7 @@ def main() -> None:
     from scanner.config import LoadOptions, ScanConfig
     from scanner.loading import load, set_threads
     from scanner.quant_study import Study, StudyConfig, finding
-    from scanner.scan import _evaluator, scan_loaded
+    from scanner.scan import evaluator, scan_loaded
     from scanner.sources import resolve
 
     set_threads()
@@ -36,7 +36,7 @@ def main() -> None:
     result = scan_loaded(loaded, cfg)
     keep = [c.coord for c in result.candidates if c.verdict in ("super_weight", "super_set")]
     t2 = time.time()
-    study = Study(loaded, _evaluator(loaded, cfg, [], []), keep, StudyConfig(windows=args.windows))
+    study = Study(loaded, evaluator(loaded, cfg), keep, StudyConfig(windows=args.windows))
     t3 = time.time()
     times: dict[str, list[float]] = {}
     rows = []

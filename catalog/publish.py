@@ -95,11 +95,12 @@ def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
             s.pop(k)
         s["super_weights"] = by_scan.get(s["scan_id"], [])
         s["profile"] = prof.get(s["scan_id"], ([], []))
-        rows = studies.get(s["model"], [])
-        s["quant"] = {"study_id": rows[0]["study_id"], "finding": rows[0]["finding"], "clip": rows[0]["clip"], "kept": rows[0]["kept"],
-                      "started": rows[0]["started"].strftime("%Y-%m-%dT%H:%M:%SZ"), "ppl_base": rows[0]["ppl_base"],
-                      "rows": [{k: r[k] for k in ("study", "bits", "block", "variant", "ppl", "ppl_lo", "ppl_hi",
-                                                  "ppl_ratio", "windows")} for r in rows]} if rows else None
+        rows = studies.get(s["model"])
+        s["quant"] = None if not rows else {
+            **{k: rows[0][k] for k in ("study_id", "finding", "clip", "kept", "ppl_base")},
+            "started": rows[0]["started"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "rows": [{k: r[k] for k in ("study", "bits", "block", "variant", "ppl", "ppl_lo", "ppl_hi", "ppl_ratio",
+                                        "windows")} for r in rows]}
         ok.append(s)
     return ok, failed
 
@@ -136,7 +137,7 @@ def _plots(models: list[dict], out: Path, workers: int, owned: set[str]) -> int:
             if not (out / m["quant_plot"]).exists():
                 jobs.append(("quant", f"{m['model']}: perplexity under RTN", m["quant"]["rows"],
                              m["quant"]["ppl_base"], str(out / m["quant_plot"])))
-    keep = {m["plot"] for m in models} | {m["quant_plot"] for m in models if m.get("quant_plot")}
+    keep = _plot_files(models)
     for old in owned - keep:  # plots this tool drew for scans no longer in the index; nothing else
         if old.startswith("plots/") and (out / old).is_file():
             (out / old).unlink()
@@ -146,6 +147,11 @@ def _plots(models: list[dict], out: Path, workers: int, owned: set[str]) -> int:
     # a fresh interpreter forks the drawers: this process runs delta-rs's threads, which a fork would not carry
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         return sum(pool.map(_draw, chunks))
+
+
+def _plot_files(models: list[dict]) -> set[str]:
+    """The plots the index shows (named by `_plots`)."""
+    return {m["plot"] for m in models} | {m["quant_plot"] for m in models if m.get("quant_plot")}
 
 
 def _rows(models: list[dict]) -> list[dict]:
@@ -220,8 +226,7 @@ def publish(catalog: Catalog, out_dir: str | os.PathLike, workers: int | None = 
             _write(out / "CHANGELOG.md", "# Changelog\n\n" + changelog_entry(ch, published, previous is None)
                    + ("\n" + old if old else ""))
         _write(out / "index.json", json.dumps(index, indent=1, default=str))  # the next diff's base
-        plots = {m["plot"] for m in models} | {m["quant_plot"] for m in models if m.get("quant_plot")}
-        _write(out / MANIFEST, json.dumps(sorted(set(FILES) | plots), indent=0))
+        _write(out / MANIFEST, json.dumps(sorted(set(FILES) | _plot_files(models)), indent=0))
     except OSError as e:
         raise PublishError(f"cannot write the index to {out}: {e}") from None
     return Summary(out, len(models), sum(len(m["super_weights"]) for m in models), len(failed), drawn, ch,

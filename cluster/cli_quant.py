@@ -9,10 +9,6 @@ import os
 
 log = logging.getLogger("superweights")
 
-CATASTROPHIC = ("SELECT layer, module, expert, \"row\", col FROM super_weights_all WHERE latest AND verdict IN "
-                "('super_weight', 'super_set') AND scan_id IN (SELECT scan_id FROM latest_scans WHERE "
-                "(model = $1 OR spec = $1) AND status = 'ok' AND validated) ORDER BY layer, \"row\", col")
-
 
 def _ints(text: str, allow_tensor: bool = False) -> tuple:
     out = []
@@ -79,17 +75,15 @@ def add_commands(sub) -> None:
 def _catalog_keep(catalog, model: str):
     """(the catastrophic weights of the model's latest validated scan, its scan id), or (None, None) when the
     catalog holds no validated scan of it."""
-    from catalog import query
     from scanner.adapters import Coord
 
-    if catalog is None or not catalog.exists():
-        return None, None
-    _, scans = query.run(catalog, "SELECT scan_id FROM latest_scans WHERE (model = $1 OR spec = $1) AND "
-                                  "status = 'ok' AND validated", [model])
-    if not scans:
+    from .protect import catastrophic, latest_validated
+
+    scan = latest_validated(catalog, model) if catalog is not None and catalog.exists() else None
+    if scan is None:
         return None, None  # never scanned with validation: scan first
-    _, rows = query.run(catalog, CATASTROPHIC, [model])
-    return [Coord(layer, module, r, c, expert) for layer, module, expert, r, c in rows], scans[0][0]
+    return [Coord(w["layer"], w["module"], w["row"], w["col"], w["expert"])
+            for w in catastrophic(catalog, scan["scan_id"])], scan["scan_id"]
 
 
 def run(args) -> int:

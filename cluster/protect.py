@@ -22,39 +22,57 @@ TIERS = ("super_weight", "super_set")
 SCAN = ("SELECT scan_id, model, revision, scanner_version, dtype, architecture, layers_path, gguf_file, num_layers "
         "FROM latest_scans WHERE (model = $1 OR spec = $1) AND status = 'ok' AND validated")
 WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, input, output, verdict, ppl_ratio, ppl_ratio_lo, "
-           "ppl_ratio_hi FROM super_weights_all WHERE scan_id = $1 AND verdict IN ('super_weight', 'super_set') "
+           f"ppl_ratio_hi FROM super_weights_all WHERE scan_id = $1 AND verdict IN {TIERS} "
            "ORDER BY layer, expert NULLS FIRST, \"row\", col")
+
+
+def _dicts(catalog, sql: str, params: list) -> list[dict]:
+    from catalog import query
+
+    columns, rows = query.run(catalog, sql, params)
+    return [dict(zip(columns, r)) for r in rows]
+
+
+def latest_validated(catalog, model: str) -> dict | None:
+    """`model`'s latest validated scan in `catalog` (the columns of SCAN), or None."""
+    scans = _dicts(catalog, SCAN, [model])
+    return scans[0] if scans else None
+
+
+def catastrophic(catalog, scan_id: str) -> list[dict]:
+    """The scan's super_weight and super_set rows (the columns of WEIGHTS)."""
+    return _dicts(catalog, WEIGHTS, [scan_id])
 
 
 def protect_list(catalog, model: str) -> dict:
     """The protect list of `model`'s latest validated scan in `catalog`."""
-    from catalog import query
     from scanner.adapters import adapter_for, gguf_tensor
 
     from .errors import NotInCatalog
 
-    _, scans = query.run(catalog, SCAN, [model])
-    if not scans:
+    scan = latest_validated(catalog, model)
+    if scan is None:
         raise NotInCatalog(f"{model} has no validated scan in the catalog; scan it first "
                            f"(superweights scan {model} --catalog ...)")
-    scan_id, name, revision, version, dtype, arch, layers_path, gguf_file, num_layers = scans[0]
-    _, rows = query.run(catalog, WEIGHTS, [scan_id])
+    scan_id, arch, layers_path = scan["scan_id"], scan["architecture"], scan["layers_path"]
     conv1d = adapter_for(arch).conv1d
     weights, activations = [], {}
-    for layer, module, expert, row, col, value, x, y, verdict, r, lo, hi in rows:
+    for w in catastrophic(catalog, scan_id):
+        layer, module, expert, row, col = w["layer"], w["module"], w["expert"], w["row"], w["col"]
         stored = [expert, row, col] if expert is not None else ([col, row] if conv1d else [row, col])
         tensor = f"{layers_path}.{layer}.{module}" + ("" if expert is not None else ".weight")
-        weights.append({"tensor": tensor, "gguf_tensor": gguf_tensor(arch, layers_path, layer, module, num_layers),
+        weights.append({"tensor": tensor, "gguf_tensor": gguf_tensor(arch, layers_path, layer, module, scan["num_layers"]),
                         "index": stored, "gguf_index": [expert, row, col] if expert is not None else [row, col],
-                        "layer": layer, "expert": expert, "row": row, "col": col, "value": value,
-                        "verdict": verdict, "ppl_ratio": r, "ppl_ratio_lo": lo, "ppl_ratio_hi": hi})
+                        "layer": layer, "expert": expert, "row": row, "col": col,
+                        **{k: w[k] for k in ("value", "verdict", "ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi")}})
         key = (layer, module, col)
         if expert is None and key not in activations:  # an expert's input is per token routed: not listed
             activations[key] = {"layer": layer, "tensor": f"{layers_path}.{layer}.{module}", "input_channel": col,
-                                "magnitude": abs(x) if x is not None else None, "output_channel": row,
-                                "output_magnitude": abs(y) if y is not None else None}
-    return {"schema": SCHEMA, "version": VERSION, "model": name, "revision": revision, "scan_id": scan_id,
-            "scanner_version": version, "dtype": dtype, "architecture": arch, "gguf_file": gguf_file,
+                                "magnitude": None if w["input"] is None else abs(w["input"]), "output_channel": row,
+                                "output_magnitude": None if w["output"] is None else abs(w["output"])}
+    return {"schema": SCHEMA, "version": VERSION,
+            **{k: scan[k] for k in ("model", "revision", "scan_id", "scanner_version", "dtype", "architecture",
+                                    "gguf_file")},
             "weights": weights, "activations": list(activations.values())}
 
 

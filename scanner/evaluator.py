@@ -143,13 +143,17 @@ class Evaluator:
                 by_start.setdefault(done, []).append(v)
         for a, group in by_start.items():
             for v, hidden in self.runner.run(group, (a, to)):
-                nll, stop = self.score(hidden, a)
-                e = self.effects.setdefault(frozenset(v), Effect())
-                for w in range(a, to):
-                    e.deltas.append(float((nll[w - a] - self.base_nll[w]).mean()))
-                    e.kinds.append(self.windows.kinds[w])
-                    if stop is not None:
-                        e.stops.append(stop[w - a] - self.base_stop[w])
+                self.record(self.effects.setdefault(frozenset(v), Effect()), hidden, a)
+
+    def record(self, e: Effect, hidden: torch.Tensor, first: int) -> None:
+        """Add to `e` the windows `first`, `first + 1`, ... whose head inputs are `hidden` [windows, tokens,
+        hidden]: each one's loss difference against the base on the same tokens (the base must be there)."""
+        nll, stop = self.score(hidden, first)
+        for w in range(first, first + hidden.shape[0]):
+            e.deltas.append(float((nll[w - first] - self.base_nll[w]).mean()))
+            e.kinds.append(self.windows.kinds[w])
+            if stop is not None:
+                e.stops.append(stop[w - first] - self.base_stop[w])
 
     @torch.no_grad()
     def ensure_base(self, to: int) -> None:

@@ -14,7 +14,7 @@ element parser is swapped for one that decodes a string in one step, and the met
 
 The reader itself is gguf's, made faster (`FastReader`, same fields and parts): it slices a plain array
 view of the memory map instead of the `np.memmap` (whose Python-level slicing was most of the time), and
-walks arrays of numbers or strings in one loop. Gemma-3's 262,144-token vocabulary: 9.0 s -> ~1 s.
+walks arrays of numbers or strings in one loop. Gemma-3's 262,144-token vocabulary: 9.0 s -> 0.4 s.
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def parsed_once() -> Iterator[None]:
     import transformers.modeling_gguf_pytorch_utils as tg
 
     original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    original_load, original_parse = tg.load_gguf_checkpoint, tg._gguf_parse_value
+    original_load = tg.load_gguf_checkpoint
 
     class CachedReader:  # called as GGUFReader(path) inside transformers
         def __new__(cls, path, *args, **kwargs):

@@ -158,15 +158,9 @@ class Study:
         ev, e = self.ev, Effect()
         step = ev.runner.seqs
         for a in range(0, self.n, step):
-            b = min(self.n, a + step)
             with self.loaded.loop.head_inputs() as got:
-                self.loaded.model(input_ids=ev.ids[a:b], use_cache=False)
-            nll, stop = ev.score(got[0], a)
-            for w in range(a, b):
-                e.deltas.append(float((nll[w - a] - ev.base_nll[w]).mean()))
-                e.kinds.append(ev.windows.kinds[w])
-                if stop is not None:
-                    e.stops.append(stop[w - a] - ev.base_stop[w])
+                self.loaded.model(input_ids=ev.ids[a: min(self.n, a + step)], use_cache=False)
+            ev.record(e, got[0], a)
         if self.progress is not None:
             self.progress.update(1)
         return e
@@ -209,11 +203,12 @@ class Study:
             stack.enter_context(zeroed(self.loaded.loop, self.keep))
 
             def put_back(i, x, out):
-                for c in by_layer.get(i, ()):
+                if i not in by_layer:
+                    return out
+                typical = x.abs().flatten(1).median(dim=1).values[:, None]  # [batch, 1]: over tokens and channels
+                for c in by_layer[i]:
                     a = x[..., c.col]  # [batch, tokens]
-                    typical = x.abs().flatten(1).median(dim=1).values[:, None]  # [batch, 1]: tokens and channels
-                    fires = a.abs() >= FIRES * typical
-                    out[..., c.row] += torch.where(fires, values[c] * a, 0).to(out.dtype)
+                    out[..., c.row] += torch.where(a.abs() >= FIRES * typical, values[c] * a, 0).to(out.dtype)
                 return out
 
             _down_hooks(self.loaded, put_back, stack, on_output=True)
@@ -282,7 +277,7 @@ def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = Non
     from tqdm import tqdm
 
     from .loading import load
-    from .scan import _evaluator, scan_loaded
+    from .scan import evaluator, scan_loaded
 
     loaded = load(source, cfg.load)
     try:
@@ -290,19 +285,18 @@ def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = Non
         if keep is None:
             result = scan_loaded(loaded, cfg, progress=progress)
             keep = [c.coord for c in result.candidates if c.verdict in ("super_weight", "super_set")]
-        ev = _evaluator(loaded, cfg, [], [])
+        ev = evaluator(loaded, cfg)
         with tqdm(desc="quantization settings", unit="setting", disable=not progress, leave=False) as bar:
             s = Study(loaded, ev, keep, study, bar)
             bar.total = s.settings()
             rows = s.run()
-        clip = f"z>{study.clip.z:g}" if study.clip.z is not None else f"top {study.clip.top:g}"
         return StudyResult(rows, keep, result, s.base_ppl, ev.windows.sha256, str(loaded.dtype).removeprefix("torch."),
-                           clip)
+                           study.clip.label)
     finally:
         loaded.close()
 
 
-def render(rows: list[QuantRow], base_ppl: float | None = None) -> str:
+def render(rows: list[QuantRow]) -> str:
     """The study as a table: perplexity with its 95% interval per setting."""
     head = "| study | bits | block | variant | perplexity [95%] | ratio | windows |\n|---|---|---|---|---|---|---|"
     lines = [head] + [

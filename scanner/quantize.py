@@ -37,6 +37,11 @@ class Clip:
         if self.top is not None and not 0 < self.top < 1:
             raise ValueError(f"clip top fraction must be in (0, 1), not {self.top}")
 
+    @property
+    def label(self) -> str:
+        """The rule in a few characters, as stored with a study: "z>4", "top 0.0001"."""
+        return f"z>{self.z:g}" if self.z is not None else f"top {self.top:g}"
+
     def bounds(self, w: torch.Tensor) -> tuple[float, float]:
         """The range outside which entries of `w` are clipped."""
         if self.z is not None:

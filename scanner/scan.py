@@ -68,7 +68,7 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, p
     t2 = time.time()
     groups, evaluation = [], {}
     if cfg.run_validation:
-        ev = _evaluator(loaded, cfg, kept, warnings)
+        ev = evaluator(loaded, cfg, kept, warnings)
         with _bar(progress) as bar:
             groups = validate(loaded, ev, kept, cfg.validate, progress=bar)
         ev.ensure_base(cfg.validate.min_windows)  # a base perplexity even when nothing needed validating
@@ -98,7 +98,10 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, p
         warnings=warnings)
 
 
-def _evaluator(loaded: Loaded, cfg: ScanConfig, kept, warnings: list[str]) -> Evaluator:
+def evaluator(loaded: Loaded, cfg: ScanConfig, kept=(), warnings: list[str] | None = None) -> Evaluator:
+    """The evaluation windows of `cfg` for `loaded`, ready to measure ablations of the `kept` candidates (or
+    anything else that changes the model: the quantization study). Warnings go to `warnings` when given."""
+    warnings = [] if warnings is None else warnings
     v = cfg.validate
     texts = {"text": cfg.eval_text} if cfg.eval_text is not None else evalset.shipped()
     window = min(v.window_tokens, loaded.positions or v.window_tokens)

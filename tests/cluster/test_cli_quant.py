@@ -125,7 +125,7 @@ def test_protect_list_applied_to_int4_recovers_the_perplexity(tmp_path):
     from scanner.planted_quant import build
     from scanner.quant_study import Study, StudyConfig
     from scanner.quantize import Clip, rtn
-    from scanner.scan import _evaluator
+    from scanner.scan import evaluator
     from scanner.sources import resolve
 
     folder = build(tmp_path / "q")
@@ -135,7 +135,7 @@ def test_protect_list_applied_to_int4_recovers_the_perplexity(tmp_path):
     assert len(protect["weights"]) == 1
 
     loaded = load(resolve(str(folder)), LoadOptions(device="cpu"))
-    study = Study(loaded, _evaluator(loaded, ScanConfig(), [], []), [], StudyConfig(windows=8))
+    study = Study(loaded, evaluator(loaded, ScanConfig()), [], StudyConfig(windows=8))
     original = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
 
     def engine_int4(listed: list[dict]) -> float:

@@ -9,7 +9,7 @@ from scanner.config import ScanConfig
 from scanner.loading import LoadOptions, load
 from scanner.quant_study import Study, StudyConfig, finding
 from scanner.quantize import Clip, quantize_activation, quantize_weight, rtn
-from scanner.scan import _evaluator
+from scanner.scan import evaluator
 from scanner.sources import resolve
 
 
@@ -78,7 +78,7 @@ def test_activation_hold_out():
 @pytest.fixture(scope="module")
 def planted_llama():
     loaded = load(resolve("planted:llama"), LoadOptions(device="cpu"))
-    ev = _evaluator(loaded, ScanConfig(), [], [])
+    ev = evaluator(loaded, ScanConfig())
     return loaded, ev
 
 
@@ -138,7 +138,7 @@ def test_clipping_alone_destroys_and_keeping_the_planted_weight_restores(tmp_pat
     found = scan_loaded(loaded, ScanConfig())  # still found, still catastrophic
     keep = [c.coord for c in found.candidates if c.verdict == "super_weight"]
     assert [(c.layer, c.row, c.col) for c in keep] == [(PLANT.layer, PLANT.row, PLANT.col)]
-    study = Study(loaded, _evaluator(loaded, ScanConfig(), [], []), keep,
+    study = Study(loaded, evaluator(loaded, ScanConfig()), keep,
                   StudyConfig(bits=(4,), blocks=(None,), act_bits=(8,), windows=8))
     by = {r.variant: r for r in study.weights()}
     assert by["clip"].ppl_ratio_lo > 5  # clipped at z > 4 with the rest: ruined
@@ -156,7 +156,7 @@ def test_a_streamed_model_is_studied_layer_by_layer_with_the_same_numbers(tmp_pa
     for stream in (False, True):
         loaded = load(resolve(str(folder)), LoadOptions(device="cpu", stream=stream))
         assert (loaded.streamer is not None) == stream
-        got[stream] = Study(loaded, _evaluator(loaded, ScanConfig(), [], []), keep, cfg).run()
+        got[stream] = Study(loaded, evaluator(loaded, ScanConfig()), keep, cfg).run()
     assert [(r.study, r.block, r.variant) for r in got[True]] == [(r.study, r.block, r.variant) for r in got[False]]
     for a, b in zip(got[False], got[True]):
         assert math.isclose(a.ppl, b.ppl, rel_tol=1e-4), (a, b)
