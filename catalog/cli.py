@@ -35,6 +35,9 @@ def add_commands(sub) -> None:
     q.add_argument("--architecture", help="models of this architecture (model_type) with a super weight")
     q.add_argument("--disagreements", action="store_true",
                    help="latest scans that disagree with the published reference coordinates")
+    q.add_argument("--family", metavar="MODEL",
+                   help="every model of MODEL's family (its base's base ... and their derivatives) with what the "
+                        "comparison with its base found")
     q.set_defaults(func=_run_query)
 
     p = sub.add_parser(
@@ -94,9 +97,10 @@ def _open(args):
 def _run_query(args) -> int:
     from . import query
 
-    short = [args.model is not None, args.layer is not None or args.architecture is not None, args.disagreements]
+    short = [args.model is not None, args.layer is not None or args.architecture is not None, args.disagreements,
+             args.family is not None]
     if sum(short) + (args.sql is not None) != 1:
-        raise BadOption("give either SQL or one of --model, --layer/--architecture, --disagreements")
+        raise BadOption("give either SQL or one of --model, --layer/--architecture, --disagreements, --family")
     params = None
     if args.model is not None:
         sql, params = query.model_sql(args.model)
@@ -104,6 +108,8 @@ def _run_query(args) -> int:
         sql, params = query.where_sql(args.layer, args.architecture)
     elif args.disagreements:
         sql = query.DISAGREEMENTS_SQL
+    elif args.family is not None:
+        sql, params = query.family_sql(args.family)
     else:
         sql = args.sql
     query.check_read_only(sql)  # a refused statement is the error, before any note about the catalog

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .render import CATASTROPHIC
+from .render import CATASTROPHIC, cross_cell, families
 from .schema import COORDINATES
 
 STYLE = """
@@ -71,12 +71,30 @@ def _model(m: dict) -> str:
     return f"<section class=model data-model=\"{name}\">{head}{table}{img}</section>"
 
 
+def _family(root: str, members: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td><a href=\"#{escape(m['scan_id'])}\">{escape(m['model'])}</a></td>"
+        f"<td>{escape(m['family']['base_model'] or '(root)')}</td><td>{escape(m['family']['base_model_from'] or '')}</td>"
+        f"<td>{'' if m['family'].get('kept') is None else ' / '.join(str(m['family'][k]) for k in ('kept', 'moved', 'lost', 'new'))}</td>"
+        f"<td class=num>{escape(cross_cell(m['family'], 'a_in_b'))}</td><td class=num>{escape(cross_cell(m['family'], 'b_in_a'))}</td></tr>"
+        for m in members)
+    return (f"<section class=family data-root=\"{escape(root)}\"><h3>{escape(root)}</h3><table><tr><th>Model</th>"
+            "<th>Base</th><th>Declared by</th><th>Kept / moved / lost / new</th><th>Base's set zeroed in it</th>"
+            f"<th>Its set zeroed in the base</th></tr>{rows}</table></section>")
+
+
 def render_html(models: list[dict], failed: list[dict], changes: dict, published: str) -> str:
     n_coords = sum(len(m["super_weights"]) for m in models)
     n_sw = sum(w["verdict"] in CATASTROPHIC for m in models for w in m["super_weights"])
     summary = (f"{len(models)} model(s), {n_sw} super weight(s) alone or in sets, {n_coords - n_sw} milder"
                + (f", {len(failed)} failed scan(s)" if failed else ""))
     change = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in changes.items() if v) or "no changes"
+    groups = families(models)
+    fam = "" if not groups else ("<h2>Families</h2><p class=muted>Each derivative against its base: where the base's "
+                                 "weights that matter are, and cross-ablations with 95% intervals.</p>"
+                                 + "".join(_family(r, ms) for r, ms in groups.items()) + "<h2>Models</h2>")
+    grouped = [m for ms in groups.values() for m in ms]  # family members together, each family's root first
+    ordered = grouped + [m for m in models if not m.get("family")]
     fail = ""
     if failed:
         fail = ("<h2>Not indexed: scans that failed</h2><table><tr><th>Model</th><th>Error</th></tr>"
@@ -91,7 +109,8 @@ Download <a href="index.csv">CSV</a>, <a href="index.json">JSON</a>, <a href="in
 <a href="CHANGELOG.md">changelog</a>.</p>
 <p class=muted>Coordinates: {escape(COORDINATES)}.</p>
 <p><input id=filter type=search placeholder="filter models" aria-label="filter models"></p>
-{"".join(_model(m) for m in models)}
+{fam}
+{"".join(_model(m) for m in ordered)}
 {fail}
 <script>{SCRIPT}</script>
 </body></html>

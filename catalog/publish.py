@@ -72,11 +72,19 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
                windows, clip, kept, finding FROM quant_results
         QUALIFY study_id = first_value(study_id) OVER (PARTITION BY model ORDER BY started DESC, study_id DESC)
         ORDER BY model, study DESC, bits, block NULLS LAST, variant""")
-    return scans, coords, profiles, quant
+    families = _dicts(con, """
+        SELECT f.model, f.root, f.base_model, f.base_model_from, f.generation, l.kept, l.moved, l.lost, l.new,
+               l.a_in_b_ppl_ratio, l.a_in_b_ppl_ratio_lo, l.a_in_b_ppl_ratio_hi, l.a_in_b_verdict,
+               l.b_in_a_ppl_ratio, l.b_in_a_ppl_ratio_lo, l.b_in_a_ppl_ratio_hi, l.b_in_a_verdict,
+               l.b_in_b_ppl_ratio, l.b_in_b_verdict
+        FROM families f LEFT JOIN lineage l ON l.a_model = f.base_model AND l.b_model = f.model AND l.status = 'ok'
+        WHERE f.root IN (SELECT root FROM families WHERE generation > 0)""")
+    return scans, coords, profiles, quant, families
 
 
 def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
-    scans, coords, profiles, quant = query.answer(catalog, _read_index)
+    scans, coords, profiles, quant, families = query.answer(catalog, _read_index)
+    family = {f.pop("model"): f for f in families}
     studies: dict[str, list[dict]] = {}
     for q in quant:
         studies.setdefault(q["model"], []).append(q)
@@ -101,6 +109,7 @@ def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
             "started": rows[0]["started"].strftime("%Y-%m-%dT%H:%M:%SZ"),
             "rows": [{k: r[k] for k in ("study", "bits", "block", "variant", "ppl", "ppl_lo", "ppl_hi", "ppl_ratio",
                                         "windows")} for r in rows]}
+        s["family"] = family.get(s["model"])  # None: no known base and no derivative
         ok.append(s)
     return ok, failed
 

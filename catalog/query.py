@@ -10,6 +10,11 @@ Views (the README documents their columns):
     scans_all, super_weights_all, ...              every scan ever written, with a `current` flag
     latest_scans                                   one scan per model: its most recent current scan
     quant_results                                  quantization studies: perplexity per setting (quantize-eval)
+    lineage, lineage_all                           comparisons of two scans (diff): the latest per pair of models,
+                                                   and every one
+    families                                       every model of the latest scans with its base model, the root
+                                                   of its family (the base of its base ..., scanned or not) and
+                                                   its generation below the root
     reference                                      published claims (the latest import of each file): weights
                                                    (coordinates) and channels (rows only), see catalog.reference
     disagreements                                  latest scans of referenced models against the reference, at
@@ -61,6 +66,21 @@ VIEWS = {
        for t in NESTED},
     **{t: f"SELECT * EXCLUDE (current, latest) FROM {t}_all WHERE current" for t in NESTED},
     "quant_results": "SELECT * FROM _quant_results",
+    "lineage_all": "SELECT * FROM _lineage",
+    "lineage": "SELECT * FROM _lineage QUALIFY row_number() OVER (PARTITION BY a_model, b_model "
+               "ORDER BY status = 'ok' DESC, started DESC, diff_id DESC) = 1",
+    # walk each model's base up to a model the catalog has no base for (a cycle stops where it closes)
+    "families": """
+        WITH RECURSIVE m AS (SELECT model, base_model, base_model_from FROM latest_scans),
+        up(model, node, base, depth, path) AS (
+            SELECT model, model, base_model, 0, [model] FROM m
+            UNION ALL
+            SELECT up.model, up.base, m.base_model, up.depth + 1, list_append(up.path, up.base)
+            FROM up LEFT JOIN m ON m.model = up.base
+            WHERE up.base IS NOT NULL AND NOT list_contains(up.path, up.base) AND up.depth < 64)
+        SELECT up.node AS root, up.model, m.base_model, m.base_model_from, up.depth AS generation
+        FROM up JOIN m USING (model)
+        QUALIFY row_number() OVER (PARTITION BY up.model ORDER BY up.depth DESC) = 1""",
     "reference": "SELECT * FROM _reference QUALIFY imported = max(imported) OVER (PARTITION BY origin)",
     "disagreements": f"""
         WITH sc AS (SELECT scan_id, model, coalesce(repo_id, model) AS hub_id, revision FROM latest_scans
@@ -195,6 +215,19 @@ def where_sql(layer: int | None, architecture: str | None, verdicts: str = FOUND
 DISAGREEMENTS_SQL = "SELECT * EXCLUDE (scan_id) FROM disagreements"
 
 
+def family_sql(model: str) -> tuple[str, list]:
+    """Every model of the family `model` belongs to (any member, or its root): its base, generation, finding,
+    and what the comparison with its base found (kept / moved / lost / new, the base's set zeroed in it)."""
+    return ("""SELECT f.root, f.model, f.base_model, f.generation, s.finding, s.n_super_weights,
+                      l.kept, l.moved, l.lost, l.new, l.a_in_b_ppl_ratio AS base_set_ppl_ratio,
+                      l.a_in_b_ppl_ratio_lo AS base_set_ppl_ratio_lo, l.a_in_b_ppl_ratio_hi AS base_set_ppl_ratio_hi,
+                      l.a_in_b_verdict AS base_set_verdict, l.b_in_b_ppl_ratio AS own_set_ppl_ratio
+               FROM families f JOIN latest_scans s USING (model)
+               LEFT JOIN lineage l ON l.a_model = f.base_model AND l.b_model = f.model AND l.status = 'ok'
+               WHERE f.root IN (SELECT root FROM families WHERE model = $1 OR root = $1)
+               ORDER BY f.root, f.generation, f.model""", [model])
+
+
 # ---- output ----------------------------------------------------------------------------------------------
 def _cell(v) -> str:
     if v is None:
@@ -206,21 +239,21 @@ def _cell(v) -> str:
     return str(v)
 
 
-def _jsonable(v):
+def jsonable(v):
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
+        return {k: jsonable(x) for k, x in v.items()}
     return v
 
 
 def render(columns: list[str], rows: list[tuple], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps([{c: _jsonable(v) for c, v in zip(columns, r)} for r in rows], indent=1)
+        return json.dumps([{c: jsonable(v) for c, v in zip(columns, r)} for r in rows], indent=1)
     if fmt == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")

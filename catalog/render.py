@@ -93,6 +93,7 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
             lines += [f"| {r['study']} | {r['bits'] or '-'} | "
                       f"{(r['block'] or 'tensor') if r['study'] == 'weights' else '-'} | {r['variant']} | "
                       f"{r['ppl']:.4g} [{r['ppl_lo']:.4g}, {r['ppl_hi']:.4g}] | {r['windows']} |" for r in q["rows"]]
+    lines += families_markdown(models)
     lines += ["", "## Scans", "", "| Model | Precision | Validated | Windows | Configuration | Scanner |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {_name(m)} | {_md_cell(m['dtype'] or '')} | {'yes' if m['validated'] else 'no'} | "
@@ -102,6 +103,43 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
         lines += ["", "## Not indexed: scans that failed", "", "| Model | Error |", "|---|---|"]
         lines += [f"| {_md_cell(f['model'])} | {_md_cell(f['error_type'])}: {_md_cell(f['error'])} |" for f in failed]
     return "\n".join(lines) + "\n"
+
+
+def families(models: list[dict]) -> dict[str, list[dict]]:
+    """Root model -> its indexed members, root first, then by generation and name."""
+    out: dict[str, list[dict]] = {}
+    for m in sorted((m for m in models if m.get("family")),
+                    key=lambda m: (m["family"]["root"], m["family"]["generation"], m["model"])):
+        out.setdefault(m["family"]["root"], []).append(m)
+    return out
+
+
+def cross_cell(f: dict, prefix: str) -> str:
+    """A cross-ablation as "x1.02 [0.99, 1.05] negligible"."""
+    if f.get(f"{prefix}_ppl_ratio") is None:
+        return "-"
+    return f"x{_ci(f, f'{prefix}_ppl_ratio')} {(f.get(f'{prefix}_verdict') or '').replace('_', ' ')}"
+
+
+def families_markdown(models: list[dict]) -> list[str]:
+    groups = families(models)
+    if not groups:
+        return []
+    lines = ["", "## Families", "",
+             "Models grouped by the base they were made from (model card, GGUF metadata, models file or --base). "
+             "Each derivative against its base (`superweights diff`): where the base's weights that matter are "
+             "(kept / moved / lost / new), and cross-ablations with 95% intervals: the base's catastrophic set "
+             "zeroed in the derivative, and the derivative's in the base."]
+    for root, members in groups.items():
+        lines += ["", f"### {_md_cell(root)}", "",
+                  "| Model | Base | Declared by | Kept / moved / lost / new | Base's set zeroed in it | "
+                  "Its set zeroed in the base |", "|---|---|---|---|---|---|"]
+        for m in members:
+            f = m["family"]
+            counts = "-" if f.get("kept") is None else f"{f['kept']} / {f['moved']} / {f['lost']} / {f['new']}"
+            lines.append(f"| {_name(m)} | {_md_cell(f['base_model'] or '(root)')} | {_md_cell(f['base_model_from'] or '')}"
+                         f" | {counts} | {cross_cell(f, 'a_in_b')} | {cross_cell(f, 'b_in_a')} |")
+    return lines
 
 
 def diff(previous: dict | None, models: list[dict]) -> dict:

@@ -1,5 +1,5 @@
-"""The catalog's schema, version 4: six Delta tables (`catalog.store`; `quant_results` is created by the first
-study written to a catalog that lacks it). Version 3 tables are read as version 4
+"""The catalog's schema, version 4: seven Delta tables (`catalog.store`; `quant_results` and `lineage` are
+created by the first study or comparison written to a catalog that lacks them). Version 3 tables are read as version 4
 (new columns empty) and take version 4 rows (the columns are added on the first write).
 
 A scan is one row of `scans`, and one row per candidate, spike and layer in `super_weights`, `spikes` and
@@ -73,7 +73,10 @@ SCAN_FIELDS = [
     ("model", _str),            # hub id for hub models, else what was asked for (a path, pkg:name)
     ("spec", _str), ("repo_id", _str), ("source", _str),  # source: hub | local | gguf | packaged
     ("revision", _str),         # pinned hub commit, or local-<hash> of the files
-    ("gguf_file", _str), ("architecture", _str), ("layers_path", _str),
+    ("gguf_file", _str),
+    ("base_model", _str),       # the model it was made from (a catalog model name), when known
+    ("base_model_from", _str),  # who said so: card (hub model card) | gguf (its metadata) | models_file | flag
+    ("architecture", _str), ("layers_path", _str),
     ("num_layers", _i32), ("hidden_size", _i32), ("intermediate_size", _i32), ("num_experts", _i32),
     ("num_parameters", _i64), ("dtype", _str), ("device", _str), ("offloaded", _bool),
     ("prompts", pa.list_(_str)), ("scanner_version", _str), ("host", _str),
@@ -126,6 +129,34 @@ QUANT_RESULT = pa.schema([
     ("finding", _str),          # the study's one line, e.g. "keeping the super weight matters at INT4 from block 4096"
 ], metadata={"superweights.schema_version": str(SCHEMA_VERSION)})
 
+# One row per comparison of two scans of a family (`superweights diff`, and batches with base models): where
+# each weight that matters on either side is on the other (`catalog.lineage`), and cross-ablations: A's
+# catastrophic set zeroed in B (a_in_b), B's in A (b_in_a), and each model's own set on the same windows.
+LINEAGE_COORD = pa.struct([
+    ("status", _str),           # kept | moved | lost | new
+    ("layer", _i32), ("module", _str), ("expert", _i32), ("row", _i32), ("col", _i32),  # A's (B's when new)
+    ("b_layer", _i32), ("b_row", _i32), ("b_col", _i32),  # where it is in B (null when lost)
+    ("a_value", _f64), ("b_value", _f64),  # W there in each model
+    ("a_spike", _f64), ("b_spike", _f64),  # its spike's output ratio in each scan
+    ("a_verdict", _str), ("b_verdict", _str), ("a_ppl_ratio", _f64), ("b_ppl_ratio", _f64),
+])
+_CROSS = [(f"{side}_{k}", t) for side in ("a_in_b", "b_in_a", "a_in_a", "b_in_b")
+          for k, t in (("ppl_ratio", _f64), ("ppl_ratio_lo", _f64), ("ppl_ratio_hi", _f64), ("windows", _i32),
+                       ("decided", _bool), ("verdict", _str))]
+LINEAGE = pa.schema([
+    ("diff_id", _str), ("started", pa.timestamp("us", tz="UTC")), ("scanner_version", _str),
+    ("a_model", _str), ("a_scan_id", _str), ("a_revision", _str),  # A: the base, when B declares one
+    ("b_model", _str), ("b_scan_id", _str), ("b_revision", _str),
+    ("declared", _str),         # how B names A as its base: card | gguf | models_file | flag; null: compared ad hoc
+    ("kept", _i32), ("moved", _i32), ("lost", _i32), ("new", _i32),
+    ("a_set", pa.list_(_str)), ("b_set", pa.list_(_str)),  # each scan's catastrophic weights, as labels
+    *_CROSS,                    # verdicts: super_weight | super_set | mild | negligible; null: not measured
+    ("eval_text_sha256", _str),
+    ("status", _str),           # ok | failed (the comparison could not be made; `error` says why)
+    ("error_type", _str), ("error", _str),
+    ("coordinates", pa.list_(LINEAGE_COORD)),
+], metadata={"superweights.schema_version": str(SCHEMA_VERSION), "superweights.coordinates": COORDINATES})
+
 SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]
 
 # The Delta tables: `scans` flat, the nested lists as tables of their own keyed by scan_id, the reference.
@@ -133,7 +164,7 @@ TABLES = {"scans": pa.schema(SCAN_FIELDS),
           **{name: pa.schema([("scan_id", _str), *[(f.name, f.type) for f in struct]])
              for name, struct in NESTED.items()},
           "reference": pa.schema(list(REFERENCE_FILE)),
-          "quant_results": QUANT_RESULT}
+          "quant_results": QUANT_RESULT, "lineage": LINEAGE}
 
 # What version-1 columns hold under version 2's names (`None`: new in version 2). In version 1,
 # `token_id` held the token's position.

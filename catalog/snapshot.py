@@ -16,7 +16,7 @@ from .schema import TABLES
 from .errors import CatalogUnavailable
 from .store import Catalog, _line, _reraise_interrupts
 
-READ_ORDER = ("scans", "super_weights", "spikes", "layer_profiles", "reference", "quant_results")
+READ_ORDER = ("scans", "super_weights", "spikes", "layer_profiles", "reference", "quant_results", "lineage")
 
 
 class Snapshot:

@@ -171,6 +171,13 @@ class Catalog:
             self._append("quant_results", pa.Table.from_pylist(rows, schema=TABLES["quant_results"]))
         return len(rows)
 
+    def write_lineage(self, rows: list[dict]) -> int:
+        """Comparisons of two scans (columns of `lineage`), appended in one commit."""
+        if rows:
+            self.ensure_writable()
+            self._append("lineage", pa.Table.from_pylist(rows, schema=TABLES["lineage"]))
+        return len(rows)
+
     def _append(self, name: str, table: pa.Table) -> None:
         from deltalake import write_deltalake
         from deltalake.exceptions import CommitFailedError

@@ -41,6 +41,7 @@ class Summary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (model, reason)
+    compared: list[str] = field(default_factory=list)  # "base -> model" comparisons written
     retried: int = 0
     seconds: float = 0.0
     queue_s: list[float] = field(default_factory=list)  # per scan: submitted -> worker began
@@ -49,6 +50,7 @@ class Summary:
     def render(self) -> str:
         lines = [f"batch finished in {self.seconds:.0f} s: {len(self.done)} scanned, {len(self.skipped)} skipped "
                  f"(already in the catalog), {len(self.failed)} failed"
+                 + (f", {len(self.compared)} compared with their base" if self.compared else "")
                  + (f", {self.retried} retried after a worker died" if self.retried else "")]
         lines += [f"  failed: {m}: {why}" for m, why in self.failed]
         return "\n".join(lines)
@@ -166,9 +168,35 @@ def config_for(entry: Entry, cfg: BatchConfig) -> ScanConfig:
     return cfg.scan.replace(load={"trust_remote_code": entry.trust_remote_code})
 
 
+@dataclass
+class Job:
+    """One unit of work for an actor: a model's scan, or the comparison of a model with its base."""
+
+    kind: str  # scan | compare
+    p: Pinned  # the model it is for: its GPU share, time limit and name
+    compare: tuple = ()  # (base side, model side, how the base was declared): cluster.lineage
+    waits_for: str | None = None  # a scan waits for its base's scan, when the batch holds both
+
+    @property
+    def name(self) -> str:
+        return self.p.entry.name if self.kind == "scan" else f"{self.compare[0].model} -> {self.p.entry.name}"
+
+
+def bases_first(todo: list[Pinned]) -> list[Pinned]:
+    """The scans in an order where each base the batch holds comes before its derivatives."""
+    by_model = {p.model: p for p in todo}
+
+    def depth(p: Pinned, seen=()) -> int:
+        base = by_model.get(p.entry.base)
+        return 0 if base is None or base.model in seen else 1 + depth(base, seen + (p.model,))
+    return sorted(todo, key=depth)
+
+
 def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
     import ray
     from ray.exceptions import RayActorError
+
+    from .lineage import failed_lineage
 
     t0 = time.time()
     summary = Summary()
@@ -176,16 +204,20 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
     unpinned = [p for p in pinned if p.error is not None]
     if unpinned:  # one write for all of them: a long list of missing paths is not thousands of commits
         catalog.write_scans([failure(p.entry.spec, p.error, time.time(), config_for(p.entry, cfg),
-                                     revision=p.revision) for p in unpinned])
+                                     revision=p.revision, base=p.entry.base) for p in unpinned])
     for p in unpinned:
         summary.failed.append((p.entry.name, f"{type(p.error).__name__}: {p.error}"))
     done = set() if cfg.rescan else completed(catalog, SCANNER_VERSION)
-    todo = deque()
+    todo = []
     for p in pinned:
         if p.error is None:
             key = (p.model, p.revision, config_for(p.entry, cfg).fingerprint())
             (summary.skipped.append(p.entry.name) if key in done else todo.append(p))
-    if not todo:
+    family = Family([p for p in pinned if p.error is None], catalog, cfg)
+    pending = {p.model for p in todo}  # models whose scan has not finished
+    jobs = deque(Job("scan", p, waits_for=p.entry.base if p.entry.base in pending else None) for p in bases_first(todo))
+    jobs.extend(family.ready(pending))  # comparisons a run before this one left undone
+    if not jobs:
         summary.seconds = time.time() - t0
         return summary
 
@@ -193,62 +225,126 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
     size = cfg.workers or (max(1, int(n_gpus)) if n_gpus else 2)
     pool = Pool(size, cfg, n_gpus, n_cpus)
     attempts: Counter = Counter()
-    inflight: dict = {}  # ref -> (pinned, actor, gpus, submitted, deadline)
-    bar = _bar(len(todo), cfg.progress)
+    inflight: dict = {}  # ref -> (job, actor, gpus, submitted, deadline)
+    bar = _bar(len(jobs), cfg.progress)
+
+    def failed(job: Job, text: str, error_type: str, submitted: float):
+        if job.kind == "compare":
+            a, b, declared = job.compare
+            return failed_lineage(a.model, b.model, text, declared, a.scan_id, b.scan_id, error_type=error_type)
+        p = job.p
+        return failure(p.entry.spec, text, submitted, config_for(p.entry, cfg), error_type=error_type,
+                       revision=p.revision, repo_id=p.repo_id, source=p.source, base=p.entry.base)
+
+    def finish(job: Job, row: dict) -> None:
+        if job.kind == "compare":
+            catalog.write_lineage([row])
+            (summary.compared.append(job.name) if row["status"] == "ok" else
+             summary.failed.append((job.name, f"{row['error_type']}: {row['error']}")))
+        else:
+            _record(catalog, row, job.p, summary)
+            pending.discard(job.p.model)
+            new = family.ready(pending)
+            jobs.extendleft(reversed(new))  # a derivative's comparison runs as soon as both are scanned
+            bar.total += len(new)
+        bar.update(1)
+
     try:
-        while todo or inflight:
-            while todo:
-                p = todo[0]
-                share = gpus_for(p, cfg, gpu_bytes)
+        while jobs or inflight:
+            while jobs:
+                job = next((j for j in jobs if j.waits_for not in pending), None)
+                if job is None:
+                    break  # every job left waits for a base still being scanned
+                share = gpus_for(job.p, cfg, gpu_bytes)
                 actor = pool.take(share)
                 if actor is None:
                     break
-                todo.popleft()
-                limit = p.entry.timeout or cfg.timeout
-                ref = actor.scan.remote(p.entry.spec, p.revision, config_for(p.entry, cfg))
-                inflight[ref] = (p, actor, share, time.time(), time.time() + limit)
-                bar.set_postfix_str(p.entry.name[-40:])
+                jobs.remove(job)
+                limit = job.p.entry.timeout or cfg.timeout
+                ref = actor.scan.remote(job.p.entry.spec, job.p.revision, config_for(job.p.entry, cfg),
+                                        job.p.entry.base) if job.kind == "scan" else \
+                    actor.compare.remote(*job.compare, config_for(job.p.entry, cfg))
+                inflight[ref] = (job, actor, share, time.time(), time.time() + limit)
+                bar.set_postfix_str(job.name[-40:])
+            if not inflight:
+                break  # nothing runs and nothing can start (cannot happen: the models file has no loops)
             next_deadline = min(v[4] for v in inflight.values())
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=max(0.05, min(5.0, next_deadline - time.time())))
             for ref in ready:
-                p, actor, share, submitted, _ = inflight.pop(ref)
+                job, actor, share, submitted, _ = inflight.pop(ref)
                 try:
                     row = ray.get(ref)
                 except RayActorError as e:  # the worker process died: a new one tries again
                     pool.kill(actor)
-                    attempts[p.entry.name] += 1
-                    if attempts[p.entry.name] <= cfg.retries:
+                    attempts[job.name] += 1
+                    if attempts[job.name] <= cfg.retries:
                         summary.retried += 1
-                        log.warning("worker died while scanning %s; retrying (%d/%d)", p.entry.name,
-                                    attempts[p.entry.name], cfg.retries)
-                        todo.appendleft(p)
+                        log.warning("worker died while working on %s; retrying (%d/%d)", job.name,
+                                    attempts[job.name], cfg.retries)
+                        jobs.appendleft(job)
                         continue
-                    row = failure(p.entry.spec, f"the worker died {attempts[p.entry.name]} times: "
-                                  f"{str(e).splitlines()[0][:200]}", submitted, config_for(p.entry, cfg),
-                                  error_type="WorkerDied", revision=p.revision, repo_id=p.repo_id, source=p.source)
+                    row = failed(job, f"the worker died {attempts[job.name]} times: {str(e).splitlines()[0][:200]}",
+                                 "WorkerDied", submitted)
                 else:
                     pool.give(actor, share)
-                    summary.scan_s.append(row.get("duration_s") or 0.0)
-                    summary.queue_s.append(max(0.0, time.time() - submitted - (row.get("duration_s") or 0.0)))
-                _record(catalog, row, p, summary)
-                bar.update(1)
+                    if job.kind == "scan":
+                        summary.scan_s.append(row.get("duration_s") or 0.0)
+                        summary.queue_s.append(max(0.0, time.time() - submitted - (row.get("duration_s") or 0.0)))
+                finish(job, row)
             now = time.time()
-            for ref, (p, actor, share, submitted, deadline) in list(inflight.items()):
+            for ref, (job, actor, share, submitted, deadline) in list(inflight.items()):
                 if now >= deadline:  # past its time limit: stop the process, free its GPU
                     inflight.pop(ref)
                     pool.kill(actor)
-                    limit = p.entry.timeout or cfg.timeout
-                    _record(catalog, failure(p.entry.spec, f"time limit of {limit:g} s exceeded", submitted,
-                                             config_for(p.entry, cfg), error_type="TimeLimit", revision=p.revision,
-                                             repo_id=p.repo_id, source=p.source), p, summary)
-                    bar.update(1)
+                    limit = job.p.entry.timeout or cfg.timeout
+                    finish(job, failed(job, f"time limit of {limit:g} s exceeded", "TimeLimit", submitted))
     finally:
         bar.close()
-        for ref, (p, actor, *_rest) in inflight.items():
+        for ref, (job, actor, *_rest) in inflight.items():
             pool.kill(actor)
         pool.close()
     summary.seconds = time.time() - t0
     return summary
+
+
+class Family:
+    """Which comparisons a batch owes: each of its models that has a base (its models-file line, else what its
+    scan found declared) against that base, once both have a successful scan in the catalog and no comparison
+    of those two scans is there yet (so a re-run resumes them too)."""
+
+    def __init__(self, pinned: list[Pinned], catalog: Catalog, cfg: BatchConfig):
+        self.pinned, self.catalog, self.cfg = pinned, catalog, cfg
+        self.asked: set[tuple[str, str]] = set()  # (base scan id, model scan id) queued in this run
+
+    def ready(self, pending: set[str]) -> list[Job]:
+        from catalog import query
+
+        from .lineage import find
+
+        if not self.catalog.exists():
+            return []
+        models = [p.model for p in self.pinned if p.model not in pending]
+        if not models:
+            return []
+        _, rows = query.run(self.catalog, "SELECT model, scan_id, base_model, base_model_from FROM latest_scans "
+                                          "WHERE status = 'ok' AND list_contains($1, model)", [models])
+        scans = {m: (sid, base, frm) for m, sid, base, frm in rows}
+        _, rows = query.run(self.catalog, "SELECT a_scan_id, b_scan_id FROM lineage_all WHERE status = 'ok'")
+        compared = set(rows)
+        out = []
+        for p in self.pinned:
+            if p.model not in scans:
+                continue
+            sid, declared_base, declared_from = scans[p.model]
+            base = p.entry.base or declared_base
+            if base is None or base in pending:
+                continue
+            a, b = find(self.catalog, base), find(self.catalog, p.model)
+            if a is None or b is None or (a.scan_id, b.scan_id) in compared | self.asked:
+                continue  # a base the catalog has never scanned is recorded, not compared
+            self.asked.add((a.scan_id, b.scan_id))
+            out.append(Job("compare", p, (a, b, "models_file" if p.entry.base else declared_from)))
+        return out
 
 
 def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:

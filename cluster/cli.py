@@ -36,6 +36,8 @@ def _scan_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     catalog_option(p, help="also write the result (or the failure) to this catalog: a folder or a URI such as "
                            "s3://bucket/path (default: $SUPERWEIGHTS_CATALOG if set, else not written)")
+    p.add_argument("--base", metavar="MODEL", help="the model this one was made from (a hub id, path or pkg:name), "
+                                                   "recorded in the catalog in place of what its files declare")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_scan_options(p)
     p.set_defaults(func=_run_scan)
@@ -45,6 +47,7 @@ def _run_scan(args) -> int:
     from scanner.options import scan_config
 
     cfg = scan_config(args)  # every option checked before anything is loaded
+    check_base(args.model, args.base)
     catalog = None
     if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
         from catalog.store import Catalog
@@ -60,15 +63,27 @@ def _run_scan(args) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    row, result, error = scan_to_row(args.model, args.revision, cfg, progress=not args.quiet)
+    row, result, error = scan_to_row(args.model, args.revision, cfg, progress=not args.quiet, base=args.base)
     if catalog is not None:
         path = catalog.write_scan(row)
         log.info("wrote the %sscan of %s to %s", "failed " if error else "", args.model, path)
     if error is not None:
         raise error
-    print(json.dumps(result.to_dict(), indent=1) if args.json else result.render())
+    out = result.to_dict()
+    if args.base:
+        out.update(base_model=row["base_model"], base_model_from=row["base_model_from"])
+    print(json.dumps(out, indent=1) if args.json else result.render())
     log.info("scanned %s in %.1f s", args.model, result.timings["total_s"])
     return 0
+
+
+def check_base(model: str, base: str | None) -> None:
+    """A base model must be another model."""
+    from scanner.errors import BadInput
+    from scanner.sources import model_name
+
+    if base is not None and (not base.strip() or model_name(base) == model_name(model)):
+        raise BadInput(f"--base {base!r}: a model's base must name another model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     from scanner import __version__
 
     from .cli_batch import add_commands as batch_commands
+    from .cli_lineage import add_commands as lineage_commands
     from .cli_quant import add_commands as quant_commands
 
     parser = argparse.ArgumentParser(prog="superweights",
@@ -86,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_commands(sub)
     batch_commands(sub)
     quant_commands(sub)
+    lineage_commands(sub)
     return parser
 
 

@@ -5,8 +5,13 @@
     /data/checkpoints/my-model   timeout=3600 trust_remote_code=true
     "/data/my models/gpt2.gguf"  # a path with spaces, quoted as in a shell
 
+    HuggingFaceTB/SmolLM2-135M-Instruct    base=HuggingFaceTB/SmolLM2-135M
+
 Options after the model: `timeout=SECONDS` (this model's time limit), `trust_remote_code=true`
-(only for models you trust: nothing runs remote code unless its line says so).
+(only for models you trust: nothing runs remote code unless its line says so), `base=MODEL` (the model
+this one was made from, as the catalog names it: a hub id, or a path or pkg:name as written on its own
+line; it takes the place of what the model's card or GGUF metadata declares). A base listed in the same
+file is scanned first; once both are scanned, the batch compares them (`superweights diff`).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from pathlib import Path
 
 from .errors import BadOption
 
-OPTIONS = {"timeout", "trust_remote_code"}
+OPTIONS = {"timeout", "trust_remote_code", "base"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class Entry:
     line: int
     timeout: float | None = None
     trust_remote_code: bool = False
+    base: str | None = None  # the base model's name (sources.model_name of what was written)
 
     @property
     def name(self) -> str:
@@ -76,6 +82,14 @@ def parse(text: str, source: str = "models file") -> list[Entry]:
                     raise BadOption(f"{source} line {n}: timeout must be a number of seconds, got {value!r}") from None
                 if not 0 < kw["timeout"] < float("inf"):
                     raise BadOption(f"{source} line {n}: timeout must be a positive number of seconds")
+            elif key == "base":
+                from scanner.sources import model_name
+
+                if not value.strip():
+                    raise BadOption(f"{source} line {n}: base= names no model")
+                kw["base"] = model_name(value)
+                if kw["base"] == model_name(spec):
+                    raise BadOption(f"{source} line {n}: a model cannot be its own base")
             else:
                 if value.lower() not in ("true", "false"):
                     raise BadOption(f"{source} line {n}: trust_remote_code must be true or false")
@@ -84,7 +98,22 @@ def parse(text: str, source: str = "models file") -> list[Entry]:
             continue  # listed twice: scanned once
         seen.add((spec, rev))
         entries.append(Entry(spec, rev, n, **kw))
+    _check_cycles(entries, source)
     return entries
+
+
+def _check_cycles(entries: list[Entry], source: str) -> None:
+    """Bases named in the file must not loop back (A's base B, B's base A): neither could be scanned first."""
+    from scanner.sources import model_name
+
+    base = {model_name(e.spec): e for e in entries if e.base}
+    for e in base.values():
+        seen, at = [model_name(e.spec)], e.base
+        while at in base:
+            if at in seen:
+                raise BadOption(f"{source} line {e.line}: the bases loop: {' -> '.join(seen + [at])}")
+            seen.append(at)
+            at = base[at].base
 
 
 def read(path: str | Path) -> list[Entry]:

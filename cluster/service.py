@@ -11,10 +11,18 @@ from scanner.sources import model_name
 
 
 def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: bool = False, host: str | None = None,
-                progress: bool = False):
+                progress: bool = False, base: str | None = None, base_from: str = "flag"):
     """Scan, and the catalog row of the outcome: (row, result, None), or a `failed` row naming what went
     wrong, (row, None, error), for the caller to record and re-raise. `pinned`: `revision` is what a batch
-    pinned (a hub commit, or the fingerprint of local files), and exactly that is scanned."""
+    pinned (a hub commit, or the fingerprint of local files), and exactly that is scanned. `base`: the base
+    model the user named (`base_from`: flag | models_file), which takes the place of what the files declare."""
+    row, result, error = _scan_to_row(spec, revision, cfg, pinned, host, progress)
+    if base is not None:
+        row.update(base_model=model_name(base), base_model_from=base_from)
+    return row, result, error
+
+
+def _scan_to_row(spec, revision, cfg, pinned, host, progress):
     from scanner.scan import scan_source
     from scanner.sources import resolve, resolve_pinned
 
@@ -33,9 +41,13 @@ def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: boo
 
 def failure(spec: str, error: BaseException | str, started: float, cfg: ScanConfig | None, *,
             revision: str | None = None, repo_id: str | None = None, source: str | None = None,
-            error_type: str | None = None, host: str | None = None) -> dict:
-    """The catalog row of a scan that did not finish, by this scanner, with the configuration asked for."""
-    return failed_row(spec, error, started, model=model_name(spec, repo_id, source), scanner_version=SCANNER_VERSION,
+            error_type: str | None = None, host: str | None = None, base: str | None = None) -> dict:
+    """The catalog row of a scan that did not finish, by this scanner, with the configuration asked for (and
+    the base model its models-file line named)."""
+    row = failed_row(spec, error, started, model=model_name(spec, repo_id, source), scanner_version=SCANNER_VERSION,
                       error_type=error_type, revision=revision, repo_id=repo_id, source=source,
                       config=cfg.to_dict() if cfg else None, config_fingerprint=cfg.fingerprint() if cfg else None,
                       host=host)
+    if base is not None:
+        row.update(base_model=base, base_model_from="models_file")
+    return row

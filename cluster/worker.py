@@ -31,14 +31,23 @@ class ScanWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def scan(self, spec: str, revision: str, cfg: ScanConfig) -> dict:
+    def scan(self, spec: str, revision: str, cfg: ScanConfig, base: str | None = None) -> dict:
         """Exactly the pinned model, with the whole configuration -> one catalog row. Only the model's own
         failures become rows here; if this process dies (killed, out of host memory) the batch driver sees
         the actor die and retries elsewhere."""
         from .service import scan_to_row
 
         try:
-            return scan_to_row(spec, revision, cfg, pinned=True, host=self.host)[0]
+            return scan_to_row(spec, revision, cfg, pinned=True, host=self.host, base=base, base_from="models_file")[0]
+        finally:
+            _free()
+
+    def compare(self, a, b, declared: str | None, cfg: ScanConfig) -> dict:
+        """The `lineage` row of model B (a `cluster.lineage.Side`) against its base A; a failure is a row."""
+        from .lineage import compare_sides
+
+        try:
+            return compare_sides(a, b, cfg, declared)
         finally:
             _free()
 

@@ -16,6 +16,7 @@ from accelerate.hooks import ModelHook, SequentialHook, add_hook_to_module, remo
 from torch import nn
 
 from .adapters import Adapter, Coord, Unit, get, matrix
+from .errors import OutOfRange
 from .layerloop import LayerLoop
 
 
@@ -49,6 +50,27 @@ def read_matrix(loop: LayerLoop, index: int, unit: Unit) -> torch.Tensor:
     if unit.expert is not None:
         return stored[unit.expert]
     return stored.T if adapter.conv1d else stored
+
+
+def values_at(loop: LayerLoop, coords: Iterable[Coord]) -> dict[Coord, float]:
+    """W[row, col] of each coordinate, as the model holds it now (read from its file when streamed)."""
+    out, mats = {}, {}
+    for c in coords:
+        key = (c.layer, c.unit)
+        if key not in mats:
+            try:
+                if not 0 <= c.layer < len(loop.stack):
+                    raise IndexError(c.layer)
+                mats[key] = read_matrix(loop, c.layer, c.unit)
+            except (IndexError, AttributeError):
+                raise OutOfRange(f"{c.label()}: this model ({len(loop.stack)} layers) has no such layer, module "
+                                 "or expert") from None
+        m = mats[key]  # [hidden, d_mlp]
+        if not (0 <= c.row < m.shape[0] and 0 <= c.col < m.shape[1]):
+            raise OutOfRange(f"{c.label()} is outside this model's down projection of shape "
+                             f"[{m.shape[0]}, {m.shape[1]}]")
+        out[c] = float(m[c.row, c.col])
+    return out
 
 
 class _ZeroAfterLoad(ModelHook):

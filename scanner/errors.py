@@ -45,3 +45,8 @@ class CannotStream(NotAModel):
 
 class ModelChanged(ScanError):
     """The model's files are not the ones that were pinned (edited or replaced since)."""
+
+
+class OutOfRange(ScanError):
+    """A coordinate (from another model, or typed) does not exist in this model: another shape, or no such
+    layer or expert."""

@@ -92,3 +92,22 @@ def gguf_architecture(path: Path) -> str:
     if need > have:
         raise CorruptCheckpoint(f"{path} is truncated: its tensors need {need} bytes, the file has {have}")
     return arch
+
+
+def strings(path: Path, prefix: str) -> dict[str, str]:
+    """The header's text and number values whose keys start with `prefix` (e.g. "general.base_model.")."""
+    out = {}
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            w = _Walker(buf)
+            w.at = 8
+            _n_tensors, n_kv = w.take("<QQ")
+            want = prefix.encode()
+            for _ in range(n_kv):
+                key, vtype = w.string(), w.take("<I")
+                value = w.value(vtype)
+                if key.startswith(want) and value is not None:
+                    out[key.decode()] = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    except (struct.error, ValueError, UnicodeDecodeError, OverflowError, MemoryError):
+        raise CorruptCheckpoint(f"{path} has a corrupt or truncated GGUF header") from None
+    return out

@@ -23,8 +23,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .ablation import zeroed
-from .adapters import Coord, get, layers, matrix
+from .ablation import values_at, zeroed
+from .adapters import Coord, get, layers
 from .config import QUANT_BLOCKS as BLOCKS
 from .errors import BadInput
 from .evaluator import Effect, Evaluator, ratio
@@ -195,7 +195,7 @@ class Study:
         """Super weights zeroed, their activations put back where they fire."""
         if not self.keep:
             return
-        values = {c: float(w) for c, w in _kept_values(self.loaded, self.keep).items()}  # before zeroing
+        values = values_at(self.loaded.loop, self.keep)  # before zeroing
         by_layer: dict[int, list[Coord]] = {}
         for c in self.keep:
             by_layer.setdefault(c.layer, []).append(c)
@@ -222,18 +222,6 @@ class Study:
         w = len(self.cfg.bits) * len(self.cfg.blocks) * sum(keep or v not in ("keep", "clip_keep")
                                                             for v in self.cfg.variants)
         return w + len(self.cfg.act_bits) * (2 if keep else 1) + keep
-
-
-def _kept_values(loaded: Loaded, keep: list[Coord]) -> dict[Coord, torch.Tensor]:
-    """W[row, col] of each coordinate, from the model or, streamed, from its file."""
-    stack, out = layers(loaded.model, loaded.adapter), {}
-    for c in keep:
-        m = matrix(loaded.adapter, stack[c.layer], c.unit)
-        if m.device.type == "meta":  # streamed: not resident between passes
-            w = loaded.streamer.read(c.layer, f"{c.module}.weight")
-            m = w.T if loaded.adapter.conv1d else w
-        out[c] = m[c.row, c.col].detach().clone()
-    return out
 
 
 def finding(rows: list[QuantRow]) -> str:

@@ -52,6 +52,8 @@ class ScanResult:
     started: float
     timings: dict
     warnings: list = field(default_factory=list)
+    base_model: str | None = None  # what the checkpoint declares it was made from (scanner.card)
+    base_model_from: str | None = None  # card | gguf
 
     def group_id(self, key: tuple) -> str:
         layer, module, expert, row = key
@@ -103,7 +105,8 @@ class ScanResult:
         ev = {k: v for k, v in self.evaluation.items() if k != "base_ppl_by_windows"}
         return {
             "spec": self.spec, "model": self.model, "repo_id": self.repo_id, "revision": self.revision,
-            "source": self.source, "gguf_file": self.gguf_file, **self.info, "layers_path": self.layers_path,
+            "source": self.source, "gguf_file": self.gguf_file, "base_model": self.base_model,
+            "base_model_from": self.base_model_from, **self.info, "layers_path": self.layers_path,
             "coordinates": COORDINATES, "scanner_version": self.scanner_version, "prompts": self.prompts,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
             + f".{int(self.started * 1000) % 1000:03d}Z",

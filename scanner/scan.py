@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 
 from . import __version__, evalset
+from .card import declared_base
 from .config import ScanConfig
 from .detect import detect
 from .errors import BadInput
@@ -86,6 +87,7 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, p
             c.verdict = "unvalidated"
     t3 = time.time()
     src = loaded.source
+    base_model, base_from = declared_base(src.path, src.gguf_file)
     return ScanResult(
         spec=src.spec, model=src.model, repo_id=src.repo_id, revision=src.revision, source=src.kind,
         gguf_file=src.gguf_file, info=loaded.info(), layers_path=loaded.adapter.layers,
@@ -95,12 +97,14 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, p
         config_fingerprint=cfg.fingerprint(),
         rounds=rounds, started=started,
         timings={"detect_s": t1 - t0, "triage_s": t2 - t1, "validate_s": t3 - t2, "total_s": time.time() - started},
-        warnings=warnings)
+        warnings=warnings, base_model=base_model, base_model_from=base_from)
 
 
-def evaluator(loaded: Loaded, cfg: ScanConfig, kept=(), warnings: list[str] | None = None) -> Evaluator:
+def evaluator(loaded: Loaded, cfg: ScanConfig, kept=(), warnings: list[str] | None = None,
+              upto: int | None = None) -> Evaluator:
     """The evaluation windows of `cfg` for `loaded`, ready to measure ablations of the `kept` candidates (or
-    anything else that changes the model: the quantization study). Warnings go to `warnings` when given."""
+    of weights no deeper than layer `upto`, or anything else that changes the model: the quantization study).
+    Warnings go to `warnings` when given."""
     warnings = [] if warnings is None else warnings
     v = cfg.validate
     texts = {"text": cfg.eval_text} if cfg.eval_text is not None else evalset.shipped()
@@ -113,7 +117,7 @@ def evaluator(loaded: Loaded, cfg: ScanConfig, kept=(), warnings: list[str] | No
                        "needed for an interval (a longer --eval-text, or a smaller --window-tokens)")
     if windows.count < v.min_windows * 2:
         warnings.append(f"evaluation has only {windows.count} windows of {window} tokens: intervals are wide")
-    return Evaluator(loaded, windows, upto=max((c.coord.layer for c in kept), default=0))
+    return Evaluator(loaded, windows, upto=max((c.coord.layer for c in kept), default=0) if upto is None else upto)
 
 
 def finding(loaded: Loaded, base, spikes, candidates, validated: bool) -> str:

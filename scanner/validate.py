@@ -134,6 +134,26 @@ def draw_controls(loaded: Loaded, members: list[Coord], exclude: set[Coord], dra
     return out
 
 
+def sequential(ev: Evaluator, judge: Judge, variants: list[list[Coord]], thresholds, progress=None) -> None:
+    """Evaluate each ablation on the judge's schedule of windows until its interval decides every threshold
+    `thresholds(variant)` names (or the windows run out)."""
+    pending = list(variants)
+    while pending:
+        by_next: dict[int, list] = {}
+        for v in pending:
+            done = ev.effect(v).windows
+            nxt = next((n for n in judge.schedule if n > done), None)
+            if nxt is not None:
+                by_next.setdefault(nxt, []).append(v)
+        for nxt, vs in sorted(by_next.items()):
+            ev.advance(vs, nxt)
+        if progress:
+            progress(pending, ev)
+        pending = [v for v in pending if ev.effect(v).windows < judge.schedule[-1]
+                   and any(judge.side(ev.effect(v), t) == 0 and not judge.futile(ev.effect(v), t)
+                           for t in thresholds(v))]
+
+
 def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: ValidateConfig, progress=None):
     """Group results (with every estimate), verdicts set on the candidates."""
     judge = Judge(cfg, ev.windows.count)
@@ -142,21 +162,7 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
     both = (judge.mild, judge.catastrophic)
 
     def run(variants: list[list[Coord]], thresholds) -> None:
-        pending = list(variants)
-        while pending:
-            by_next: dict[int, list] = {}
-            for v in pending:
-                done = ev.effect(v).windows
-                nxt = next((n for n in judge.schedule if n > done), None)
-                if nxt is not None:
-                    by_next.setdefault(nxt, []).append(v)
-            for nxt, vs in sorted(by_next.items()):
-                ev.advance(vs, nxt)
-            if progress:
-                progress(pending, ev)
-            pending = [v for v in pending if ev.effect(v).windows < judge.schedule[-1]
-                       and any(judge.side(ev.effect(v), t) == 0 and not judge.futile(ev.effect(v), t)
-                               for t in thresholds(v))]
+        sequential(ev, judge, variants, thresholds, progress)
 
     # (A) groups
     run([[m.coord for m in g.members] for g in groups], lambda v: both)

@@ -1,0 +1,183 @@
+"""Families: two scans of related models compared (catalog.lineage) and cross-ablated (scanner.cross), as
+one `lineage` row. Used by `superweights diff` and by batches whose models name a base.
+
+A side is a model's latest validated scan in the catalog, or a scan id; a model the catalog does not hold is
+scanned first, in the load that cross-ablates it. Each model is loaded once per direction it is measured in:
+B (A's set zeroed, B's own beside it, W read at A's coordinates), then A (B's set, A's own, W at B's)."""
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+
+from catalog.lineage import compare, counts, mattering
+from scanner import __version__ as SCANNER_VERSION
+from scanner.adapters import Coord
+from scanner.config import ScanConfig
+
+from .errors import BadOption
+
+log = logging.getLogger("superweights")
+CATASTROPHIC = ("super_weight", "super_set")
+SCAN = ("SELECT scan_id, model, spec, revision, validated FROM scans_all WHERE status = 'ok' AND "
+        "(scan_id = $1 OR (latest AND (model = $1 OR spec = $1)))")
+WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, output_ratio, verdict, ppl_ratio FROM super_weights_all "
+           "WHERE scan_id = $1 ORDER BY layer, expert NULLS FIRST, \"row\", col")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One model of a comparison: its scan as the catalog (or a scan just run) holds it."""
+
+    model: str
+    spec: str
+    revision: str
+    scan_id: str | None
+    weights: tuple  # super_weights rows (dicts)
+    validated: bool
+
+    @property
+    def catastrophic(self) -> list[Coord]:
+        return [_coord(w) for w in self.weights if w["verdict"] in CATASTROPHIC]
+
+    @property
+    def mattering(self) -> list[Coord]:
+        return [_coord(w) for w in mattering(list(self.weights))]
+
+
+def _coord(w: dict) -> Coord:
+    return Coord(w["layer"], w["module"], w["row"], w["col"], w["expert"])
+
+
+def _key(c: Coord) -> tuple:
+    return (c.layer, c.module, c.expert, c.row, c.col)
+
+
+def find(catalog, ident: str) -> Side | None:
+    """The side `ident` names in the catalog (a scan id, or a model's latest scan), or None."""
+    from catalog import query
+
+    if catalog is None or not catalog.exists():
+        return None
+    cols, rows = query.run(catalog, SCAN, [ident])
+    if not rows:
+        return None
+    scan = dict(zip(cols, rows[0]))
+    wc, ws = query.run(catalog, WEIGHTS, [scan["scan_id"]])
+    return Side(scan["model"], scan["spec"], scan["revision"], scan["scan_id"], tuple(dict(zip(wc, w)) for w in ws),
+                bool(scan["validated"]))
+
+
+def from_row(row: dict) -> Side:
+    """A side from a scan's catalog row (`catalog.rows.ok_row`)."""
+    return Side(row["model"], row["spec"], row["revision"], row["scan_id"], tuple(row["super_weights"]),
+                bool(row["validated"]))
+
+
+def _source(side_or_spec):
+    from scanner.sources import resolve, resolve_pinned
+
+    if isinstance(side_or_spec, Side):
+        return resolve_pinned(side_or_spec.spec, side_or_spec.revision)
+    return resolve(side_or_spec)
+
+
+def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = False):
+    """Load B then A (scanning a model given as a spec in its load): (A's side, B's side, crosses by name,
+    W of A's coordinates in B, W of B's coordinates in A, evaluation text hash, scan rows made)."""
+    from catalog.rows import ok_row
+    from scanner.cross import cross_source
+
+    scanned = []
+
+    def side_of(outcome) -> Side:
+        row = ok_row(outcome.result.to_dict())
+        scanned.append(row)
+        return from_row(row)
+
+    crosses = {}
+    if not isinstance(a, Side):  # A's set is needed in B's load: A is scanned first, on its own
+        out = cross_source(_source(a), cfg, {}, scan_as="a_in_a", progress=progress)
+        a, crosses = side_of(out), dict(out.crosses)
+    b_scan = not isinstance(b, Side)
+    sets = {"a_in_b": a.catastrophic} | ({} if b_scan else {"b_in_b": b.catastrophic})
+    ob = cross_source(_source(b), cfg, sets, read=a.mattering, scan_as="b_in_b" if b_scan else None, progress=progress)
+    if b_scan:
+        b = side_of(ob)
+    sets = {"b_in_a": b.catastrophic} | ({} if "a_in_a" in crosses else {"a_in_a": a.catastrophic})
+    oa = cross_source(_source(a), cfg, sets, read=b.mattering, progress=progress)
+    crosses.update(ob.crosses)
+    crosses.update(oa.crosses)
+    return a, b, crosses, ob.values, oa.values, ob.eval_text_sha256, scanned
+
+
+def lineage_row(a: Side, b: Side, crosses: dict | None = None, in_b: dict | None = None, in_a: dict | None = None,
+                declared: str | None = None, eval_text_sha256: str | None = None) -> dict:
+    """The `lineage` row of A against B. `in_b` / `in_a`: W read in B at A's coordinates, and in A at B's."""
+    coords = compare(list(a.weights), list(b.weights), a_values={_key(c): v for c, v in (in_a or {}).items()},
+                     b_values={_key(c): v for c, v in (in_b or {}).items()})
+    row = {"diff_id": uuid.uuid4().hex, "started": datetime.datetime.now(datetime.timezone.utc),
+           "scanner_version": SCANNER_VERSION, "a_model": a.model, "a_scan_id": a.scan_id, "a_revision": a.revision,
+           "b_model": b.model, "b_scan_id": b.scan_id, "b_revision": b.revision, "declared": declared,
+           **counts(coords), "a_set": [c.label() for c in a.catastrophic],
+           "b_set": [c.label() for c in b.catastrophic], "eval_text_sha256": eval_text_sha256, "status": "ok",
+           "coordinates": coords}
+    for name, cross in (crosses or {}).items():
+        row.update(cross.to_dict(name))
+    return row
+
+
+def failed_lineage(a_model: str, b_model: str, error: BaseException | str, declared: str | None = None,
+                   a_scan_id: str | None = None, b_scan_id: str | None = None, error_type: str | None = None) -> dict:
+    """The `lineage` row of a comparison that could not be made (a model that no longer loads, coordinates
+    outside the other model, a worker that died)."""
+    from scanner.errors import ScanError
+
+    if isinstance(error, BaseException):
+        error_type = error_type or (type(error).__name__ if isinstance(error, ScanError) else "InternalError")
+    return {"diff_id": uuid.uuid4().hex, "started": datetime.datetime.now(datetime.timezone.utc),
+            "scanner_version": SCANNER_VERSION, "a_model": a_model, "b_model": b_model, "a_scan_id": a_scan_id,
+            "b_scan_id": b_scan_id, "declared": declared, "status": "failed",
+            "error_type": error_type or "Error",
+            "error": " ".join(str(error).split())[:2000] or type(error).__name__, "coordinates": []}
+
+
+def compare_sides(a: Side, b: Side, cfg: ScanConfig, declared: str | None = None) -> dict:
+    """The lineage row of two scanned models (a batch's comparison of a model with its base): measured, or
+    failed with the reason (a failure of one comparison never stops a batch)."""
+    try:
+        a, b, crosses, in_b, in_a, sha, _ = measure(a, b, cfg)
+    except Exception as e:  # noqa: BLE001  recorded as a row, as failed scans are
+        return failed_lineage(a.model, b.model, e, declared, a.scan_id, b.scan_id)
+    return lineage_row(a, b, crosses, in_b, in_a, declared, sha)
+
+
+def diff(catalog, a_ident: str, b_ident: str, cfg: ScanConfig, ablate: bool = True, declared: str | None = None,
+         progress: bool = False) -> dict:
+    """Compare A and B (catalog sides, or specs scanned first); write new scans and the lineage row to the
+    catalog when there is one. Returns the row."""
+    from .service import scan_to_row
+
+    a, b = find(catalog, a_ident), find(catalog, b_ident)
+    if a is not None and b is not None and a.scan_id == b.scan_id:
+        raise BadOption(f"{a_ident} and {b_ident} are the same scan ({a.scan_id}): compare two models")
+    scanned = []
+    if not ablate:
+        for ident, side in ((a_ident, a), (b_ident, b)):
+            if side is None:
+                row, _, error = scan_to_row(ident, None, cfg, progress=progress)
+                if error is not None:
+                    raise error
+                scanned.append(row)
+        a = a or from_row(scanned[0])
+        b = b or from_row(scanned[-1])
+        row = lineage_row(a, b, declared=declared)
+    else:
+        a, b, crosses, in_b, in_a, sha, scanned = measure(a or a_ident, b or b_ident, cfg, progress)
+        row = lineage_row(a, b, crosses, in_b, in_a, declared, sha)
+    if catalog is not None:
+        for s in scanned:
+            catalog.write_scan(s)
+        catalog.write_lineage([row])
+    return row

@@ -1,0 +1,101 @@
+"""Cross-ablation: a set of coordinates found in one model, zeroed in another (a base's super weights in its
+fine-tune, or the other way), measured as every ablation is (`scanner.validate`): paired per-window loss
+differences, sequential looks, a 95% interval, a graded verdict. The model's own set is measured on the same
+windows beside it, so "the base's weights no longer matter here" can be told from "nothing matters here".
+
+Verdicts are the candidates' tiers without controls (the sets were chosen in another model, not by size in
+this one): `super_weight` (one weight) or `super_set` (several) when catastrophic, `mild` when significant,
+`negligible` otherwise; an empty set has no verdict.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ablation import values_at
+from .adapters import Coord
+from .config import ScanConfig
+from .evaluator import Evaluator
+from .loading import Loaded
+from .validate import Estimate, Judge, sequential
+
+
+@dataclass
+class Cross:
+    """One set zeroed in one model."""
+
+    zeroed: list[Coord]
+    values: list[float]  # W[row, col] of each, in this model, before zeroing
+    estimate: Estimate | None  # None: nothing to zero
+    verdict: str | None
+
+    def to_dict(self, prefix: str) -> dict:
+        e = self.estimate
+        return {f"{prefix}_ppl_ratio": e and e.ratio, f"{prefix}_ppl_ratio_lo": e and e.lo,
+                f"{prefix}_ppl_ratio_hi": e and e.hi, f"{prefix}_windows": e and e.windows,
+                f"{prefix}_decided": e and e.decided, f"{prefix}_verdict": self.verdict}
+
+
+def cross_ablate(loaded: Loaded, ev: Evaluator, cfg: ScanConfig, sets: dict[str, list[Coord]],
+                 progress=None) -> dict[str, Cross]:
+    """Each named set zeroed in `loaded` (on `ev`'s windows, sharing passes), judged against `cfg`'s
+    thresholds. Raises OutOfRange when a coordinate does not exist in this model."""
+    judge = Judge(cfg.validate, ev.windows.count)
+    both = (judge.mild, judge.catastrophic)
+    values = values_at(loaded.loop, [c for s in sets.values() for c in s])  # before any zeroing; checks range
+    todo = [sorted(set(s)) for s in sets.values() if s]
+    sequential(ev, judge, todo, lambda v: both, progress)
+    out = {}
+    for name, s in sets.items():
+        coords = sorted(set(s))
+        if not coords:
+            out[name] = Cross([], [], None, None)
+            continue
+        e = ev.effect(coords)
+        if judge.above(e, judge.catastrophic):
+            verdict = "super_weight" if len(coords) == 1 else "super_set"
+        else:
+            verdict = "mild" if judge.above(e, judge.mild) else "negligible"
+        out[name] = Cross(coords, [values[c] for c in coords], judge.estimate(e, both), verdict)
+    return out
+
+
+@dataclass
+class CrossOutcome:
+    result: object | None  # the ScanResult, when the model was scanned in the same load
+    crosses: dict[str, Cross]
+    values: dict[Coord, float]  # W at each coordinate asked to be read
+    eval_text_sha256: str
+
+
+def cross_source(source, cfg: ScanConfig, sets: dict[str, list[Coord]], read: list[Coord] = (),
+                 scan_as: str | None = None, progress: bool = False) -> CrossOutcome:
+    """Load `source` once: scan it first when `scan_as` names it (its own catastrophic set is then measured
+    as the set `scan_as`), read W at the coordinates `read`, and zero each of `sets` in it."""
+    from tqdm import tqdm
+
+    from .loading import load
+    from .scan import evaluator, scan_loaded
+
+    loaded = load(source, cfg.load)
+    try:
+        result = None
+        sets = dict(sets)
+        if scan_as is not None:
+            result = scan_loaded(loaded, cfg, progress=progress)
+            sets[scan_as] = [c.coord for c in result.candidates if c.verdict in ("super_weight", "super_set")]
+        values = values_at(loaded.loop, read)
+        coords = [c for s in sets.values() for c in s]
+        ev = evaluator(loaded, cfg, upto=max((c.layer for c in coords), default=0))
+        crosses = {}
+        if coords:
+            with tqdm(desc="cross-ablations", unit="ablation", total=sum(bool(s) for s in sets.values()),
+                      disable=not progress, leave=False) as bar:
+                def update(pending, _ev):
+                    bar.n = bar.total - len(pending)
+                    bar.refresh()
+                crosses = cross_ablate(loaded, ev, cfg, sets, update)
+        else:
+            crosses = {name: Cross([], [], None, None) for name in sets}
+        return CrossOutcome(result, crosses, values, ev.windows.sha256)
+    finally:
+        loaded.close()
