@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from catalog.lineage import compare, counts, mattering
+from catalog.schema import LINEAGE
 from scanner import __version__ as SCANNER_VERSION
 from scanner.adapters import Coord
 from scanner.config import ScanConfig
@@ -20,8 +21,8 @@ from .errors import BadOption
 
 log = logging.getLogger("superweights")
 CATASTROPHIC = ("super_weight", "super_set")
-SCAN = ("SELECT scan_id, model, spec, revision, validated FROM scans_all WHERE status = 'ok' AND "
-        "(scan_id = $1 OR (latest AND (model = $1 OR spec = $1)))")
+SCAN = ("SELECT scan_id, model, spec, revision, validated, base_model, base_model_from FROM scans_all "
+        "WHERE status = 'ok' AND (scan_id = $1 OR (latest AND (model = $1 OR spec = $1)))")
 WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, output_ratio, verdict, ppl_ratio FROM super_weights_all "
            "WHERE scan_id = $1 ORDER BY layer, expert NULLS FIRST, \"row\", col")
 
@@ -36,6 +37,8 @@ class Side:
     scan_id: str | None
     weights: tuple  # super_weights rows (dicts)
     validated: bool
+    base_model: str | None = None  # the base its scan recorded
+    base_model_from: str | None = None
 
     @property
     def catastrophic(self) -> list[Coord]:
@@ -66,13 +69,13 @@ def find(catalog, ident: str) -> Side | None:
     scan = dict(zip(cols, rows[0]))
     wc, ws = query.run(catalog, WEIGHTS, [scan["scan_id"]])
     return Side(scan["model"], scan["spec"], scan["revision"], scan["scan_id"], tuple(dict(zip(wc, w)) for w in ws),
-                bool(scan["validated"]))
+                bool(scan["validated"]), scan["base_model"], scan["base_model_from"])
 
 
 def from_row(row: dict) -> Side:
     """A side from a scan's catalog row (`catalog.rows.ok_row`)."""
     return Side(row["model"], row["spec"], row["revision"], row["scan_id"], tuple(row["super_weights"]),
-                bool(row["validated"]))
+                bool(row["validated"]), row.get("base_model"), row.get("base_model_from"))
 
 
 def _source(side_or_spec):
@@ -115,9 +118,11 @@ def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = Fals
 def lineage_row(a: Side, b: Side, crosses: dict | None = None, in_b: dict | None = None, in_a: dict | None = None,
                 declared: str | None = None, eval_text_sha256: str | None = None) -> dict:
     """The `lineage` row of A against B. `in_b` / `in_a`: W read in B at A's coordinates, and in A at B's."""
+    if declared is None and b.base_model == a.model:
+        declared = b.base_model_from  # B's own scan names A as its base
     coords = compare(list(a.weights), list(b.weights), a_values={_key(c): v for c, v in (in_a or {}).items()},
                      b_values={_key(c): v for c, v in (in_b or {}).items()})
-    row = {"diff_id": uuid.uuid4().hex, "started": datetime.datetime.now(datetime.timezone.utc),
+    row = {**dict.fromkeys(LINEAGE.names), "diff_id": uuid.uuid4().hex, "started": datetime.datetime.now(datetime.timezone.utc),
            "scanner_version": SCANNER_VERSION, "a_model": a.model, "a_scan_id": a.scan_id, "a_revision": a.revision,
            "b_model": b.model, "b_scan_id": b.scan_id, "b_revision": b.revision, "declared": declared,
            **counts(coords), "a_set": [c.label() for c in a.catastrophic],
@@ -136,7 +141,7 @@ def failed_lineage(a_model: str, b_model: str, error: BaseException | str, decla
 
     if isinstance(error, BaseException):
         error_type = error_type or (type(error).__name__ if isinstance(error, ScanError) else "InternalError")
-    return {"diff_id": uuid.uuid4().hex, "started": datetime.datetime.now(datetime.timezone.utc),
+    return {**dict.fromkeys(LINEAGE.names), "diff_id": uuid.uuid4().hex, "started": datetime.datetime.now(datetime.timezone.utc),
             "scanner_version": SCANNER_VERSION, "a_model": a_model, "b_model": b_model, "a_scan_id": a_scan_id,
             "b_scan_id": b_scan_id, "declared": declared, "status": "failed",
             "error_type": error_type or "Error",

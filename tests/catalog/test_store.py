@@ -74,10 +74,10 @@ def test_empty_catalog_queries_empty(cat):
         assert rows(cat, f"SELECT * FROM {view}") == []
 
 
-def test_six_delta_tables_and_nothing_else(cat):
+def test_seven_delta_tables_and_nothing_else(cat):
     from deltalake import DeltaTable
 
-    names = {"scans", "super_weights", "spikes", "layer_profiles", "reference", "quant_results"}
+    names = {"scans", "super_weights", "spikes", "layer_profiles", "reference", "quant_results", "lineage"}
     cat.write_scan(ok_row(result("org/a", 1)))
     for name in names:
         dt = DeltaTable(cat.uri(name))

@@ -1,0 +1,70 @@
+"""A real quantization family of SmolLM2-135M, built, batch-scanned and compared, timed:
+
+    pkg:smollm2-135m                      the shipped GGUF (Q4_1): the root
+    OUT/smollm2-bf16                      it, dequantized by transformers and saved as safetensors in bfloat16
+                                          (its model card names the root as base_model)
+    OUT/smollm2-q4_0.gguf                 it, re-quantized to Q4_0 with the gguf library (general.base_model.*
+                                          in its metadata names the root)
+
+The batch (a models file without any base= line: each base comes from the files) scans the three and compares
+each derivative with the root (`superweights diff`: kept / moved / lost / new, cross-ablations), then prints
+the comparisons and the family as `query --family` shows it.
+
+    .venv/bin/python bench/family_bench.py                 # into out/family
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SW = str(Path(sys.executable).with_name("superweights"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "family")
+    args = ap.parse_args()
+
+    from catalog import query
+    from catalog.lineage import render
+    from catalog.store import Catalog
+    from scanner.requantize import export_safetensors, requantize
+    from scanner.sources import resolve
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    src = resolve("pkg:smollm2-135m")
+    gguf = src.path / src.gguf_file
+    t = time.time()
+    bf16 = out / "smollm2-bf16"
+    if not bf16.exists():
+        export_safetensors(gguf, bf16, base_model="pkg:smollm2-135m")
+    t_export = time.time() - t
+    t = time.time()
+    q40 = out / "smollm2-q4_0.gguf"
+    if not q40.exists():
+        requantize(gguf, q40, "Q4_0", base_model="pkg:smollm2-135m")
+    t_requant = time.time() - t
+    models = out / "models.txt"
+    models.write_text(f"pkg:smollm2-135m\n{bf16}\n{q40}\n")
+    catalog = out / "catalog"
+    t = time.time()
+    subprocess.run([SW, "batch", str(models), "--catalog", str(catalog), "-q"], check=True)
+    t_batch = time.time() - t
+    cat = Catalog(catalog)
+    cols, rows = query.run(cat, "SELECT * FROM lineage ORDER BY b_model")
+    for r in rows:
+        print(render(dict(zip(cols, r))) + "\n")
+    cols, rows = query.run(cat, *query.family_sql("pkg:smollm2-135m"))
+    print(query.render(cols, rows, "table"))
+    print(f"\nexport to bf16 {t_export:.1f} s, re-quantize to Q4_0 {t_requant:.1f} s, batch (3 scans, 2 comparisons) "
+          f"{t_batch:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
