@@ -11,6 +11,7 @@ each derivative with the root (`superweights diff`: kept / moved / lost / new, c
 the comparisons and the family as `query --family` shows it.
 
     .venv/bin/python bench/family_bench.py                 # into out/family
+    .venv/bin/python bench/family_bench.py --planted       # the planted family of the tests instead (seconds)
 """
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ SW = str(Path(sys.executable).with_name("superweights"))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "family")
+    ap.add_argument("--planted", action="store_true", help="diff the planted family of tests/cluster/test_families.py")
     args = ap.parse_args()
+    if args.planted:
+        return planted(args.out.resolve())
 
     from catalog import query
     from catalog.lineage import render
@@ -64,6 +68,24 @@ def main() -> None:
     print(query.render(cols, rows, "table"))
     print(f"\nexport to bf16 {t_export:.1f} s, re-quantize to Q4_0 {t_requant:.1f} s, batch (3 scans, 2 comparisons) "
           f"{t_batch:.1f} s")
+
+
+def planted(out: Path) -> None:
+    """The planted base against its fine-tune, a fine-tune planted at another column, and a hard fine-tune."""
+    import shutil
+
+    from scanner.planted import Plant, build
+    from scanner.planted_family import finetune
+
+    shutil.rmtree(out, ignore_errors=True)
+    base = build("llama", out / "base", [Plant(1, 10, 20)])
+    finetune(base, out / "ft")
+    finetune(build("llama", out / "moved0", [Plant(1, 10, 33)]), out / "moved")
+    finetune(base, out / "heavy", steps=8, lr=1e-3)
+    for other in ("ft", "moved", "heavy"):
+        t = time.time()
+        subprocess.run([SW, "diff", str(base), str(out / other), "--catalog", str(out / "catalog"), "-q"], check=True)
+        print(f"({time.time() - t:.1f} s)\n")
 
 
 if __name__ == "__main__":

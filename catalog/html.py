@@ -72,15 +72,17 @@ def _model(m: dict) -> str:
 
 
 def _family(root: str, members: list[dict]) -> str:
-    rows = "".join(
-        f"<tr><td><a href=\"#{escape(m['scan_id'])}\">{escape(m['model'])}</a></td>"
-        f"<td>{escape(m['family']['base_model'] or '(root)')}</td><td>{escape(m['family']['base_model_from'] or '')}</td>"
-        f"<td>{'' if m['family'].get('kept') is None else ' / '.join(str(m['family'][k]) for k in ('kept', 'moved', 'lost', 'new'))}</td>"
-        f"<td class=num>{escape(cross_cell(m['family'], 'a_in_b'))}</td><td class=num>{escape(cross_cell(m['family'], 'b_in_a'))}</td></tr>"
-        for m in members)
+    rows = []
+    for m in members:
+        f = m["family"]
+        counts = "" if f.get("kept") is None else " / ".join(str(f[k]) for k in ("kept", "moved", "lost", "new"))
+        rows.append(f"<tr><td><a href=\"#{escape(m['scan_id'])}\">{escape(m['model'])}</a></td>"
+                    f"<td>{escape(f['base_model'] or '(root)')}</td><td>{escape(f['base_model_from'] or '')}</td>"
+                    f"<td>{counts}</td><td class=num>{escape(cross_cell(f, 'a_in_b'))}</td>"
+                    f"<td class=num>{escape(cross_cell(f, 'b_in_a'))}</td></tr>")
     return (f"<section class=family data-root=\"{escape(root)}\"><h3>{escape(root)}</h3><table><tr><th>Model</th>"
             "<th>Base</th><th>Declared by</th><th>Kept / moved / lost / new</th><th>Base's set zeroed in it</th>"
-            f"<th>Its set zeroed in the base</th></tr>{rows}</table></section>")
+            f"<th>Its set zeroed in the base</th></tr>{''.join(rows)}</table></section>")
 
 
 def render_html(models: list[dict], failed: list[dict], changes: dict, published: str) -> str:

@@ -27,7 +27,8 @@ def requantize(src: str | Path, dst: str | Path, qtype: str = "Q4_0", base_model
     tmp = dst.with_name(f".{dst.name}.tmp")
     writer = gguf.GGUFWriter(tmp, arch=arch)
     for field in reader.fields.values():
-        if field.name in ("general.architecture", "general.file_type") or field.name.startswith(("GGUF.", "general.base_model.")):
+        skip = field.name in ("general.architecture", "general.file_type")
+        if skip or field.name.startswith(("GGUF.", "general.base_model.")):
             continue
         vtype = field.types[0]
         writer.add_key_value(field.name, field.contents(), vtype,

