@@ -99,7 +99,7 @@ def render(row: dict) -> str:
         if c["expert"] is not None:
             a_at, b_at = (x if x == "-" else f"{x} (expert {c['expert']})" for x in (a_at, b_at))
         table.append((c["status"], a_at, b_at,
-                      f"{_num(c['a_value'])} -> {_num(c['b_value'])}",
+                      f"{_num(c['a_value'], '.6g')} -> {_num(c['b_value'], '.6g')}",
                       f"{_num(c['a_spike'], '.0f')} -> {_num(c['b_spike'], '.0f')}",
                       f"{c['a_verdict'] or '-'} / {c['b_verdict'] or '-'}"))
     if table:
