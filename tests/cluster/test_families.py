@@ -126,3 +126,23 @@ def test_bad_family_input(family, tmp_path):
         parse("org/a base=org/a@main")
     with pytest.raises(BadOption, match="the bases loop: org/a -> org/b -> org/a"):
         parse("org/a base=org/b\norg/b base=org/a")
+
+
+def test_smollm2_requantized_with_the_gguf_library_keeps_its_super_weights(tmp_path):
+    """A real quantization family: SmolLM2's Q4_1 file re-quantized to Q4_0 (detection only here; the README
+    shows the validated comparison). The layer-11 pair stays where it is, its values nearly exact."""
+    from cluster.lineage import diff as compare_models
+    from scanner.config import ScanConfig
+    from scanner.sources import resolve
+
+    src = resolve("pkg:smollm2-135m")
+    q = requantize(src.path / src.gguf_file, tmp_path / "q4_0.gguf", "Q4_0", base_model="pkg:smollm2-135m")
+    row = compare_models(None, "pkg:smollm2-135m", str(q), ScanConfig(run_validation=False), ablate=False)
+    assert row["declared"] == "gguf"  # the re-quantized file's metadata names its base
+    pair = {(c["row"], c["col"]): c for c in row["coordinates"] if c["layer"] == 11 and c["row"] == 507}
+    assert set(pair) == {(507, 1229), (507, 1487)}
+    for c in pair.values():
+        assert c["status"] == "kept" and c["b_spike"] > 100 and c["a_spike"] > 100
+        # the largest magnitude of its block: Q4_0 keeps it up to its fp16 scale's rounding (plain RTN of a
+        # value in the middle of the range would move it up to half a step, 1/16 of the block's maximum)
+        assert c["a_value"] != c["b_value"] and abs(c["a_value"] - c["b_value"]) <= 2e-3 * abs(c["a_value"])
