@@ -65,8 +65,11 @@ def test_diff_says_kept_moved_and_how_much_each_set_still_matters(family, tmp_pa
     low = diff(family, cat, "base", "heavy", "--catastrophic-ratio", "2")
     assert low["a_in_b_verdict"] == "super_weight"
 
-    # every comparison is a lineage row; --no-ablate loads nothing and measures no cross-ablation
-    quick = diff(family, cat, "base", "moved", "--no-ablate")
+    # every comparison is a lineage row; --no-ablate loads nothing and measures no cross-ablation; scan ids
+    # name sides as models do
+    p = run_cli("diff", ft["a_scan_id"], moved["b_scan_id"], "--catalog", str(cat), "--json", "-q", "--no-ablate")
+    quick = json.loads(p.stdout)
+    assert (quick["a_model"], quick["b_model"]) == (family["base"], family["moved"])
     assert quick["moved"] == 1 and quick["a_in_b_ppl_ratio"] is None
     _, rows = query.run(Catalog(cat), "SELECT b_model, count(*) FROM lineage_all GROUP BY ALL ORDER BY 1")
     assert [n for _, n in rows] == [1, 2, 2]
@@ -114,6 +117,12 @@ def test_batch_scans_bases_first_and_compares_each_derivative(family, tmp_path, 
     assert len(again.skipped) == 5 and not again.done and not again.compared
     _, rows = query.run(cat, "SELECT status, count(*) FROM lineage_all GROUP BY ALL ORDER BY 1")
     assert rows == [("failed", 2), ("ok", 3)]
+
+
+def test_scan_records_the_base_it_is_given(family):
+    p = run_cli("scan", family["moved"], "--base", "org/base-model", "--json", "-q")
+    out = json.loads(p.stdout)
+    assert (out["base_model"], out["base_model_from"]) == ("org/base-model", "flag")  # in place of its card's
 
 
 def test_bad_family_input(family, tmp_path):

@@ -37,6 +37,15 @@ def test_hub_scan_reports_the_sha(hub_cache):
     assert (1, "mlp.down_proj", 10, 20, None) in positives(result)
 
 
+def test_hub_model_card_names_the_base(hub_cache):
+    from .helpers import HUB_REPO
+
+    snap = hub_cache / "hub" / ("models--" + HUB_REPO.replace("/", "--")) / "snapshots" / SHA
+    (snap / "README.md").write_text("---\nbase_model: meta-llama/Llama-2-7b-hf\nlicense: mit\n---\n# A fine-tune\n")
+    result = scan_dict(HUB_REPO)
+    assert (result["base_model"], result["base_model_from"]) == ("meta-llama/Llama-2-7b-hf", "card")
+
+
 def test_hub_unknown_offline(hub_cache):
     with pytest.raises(HubUnavailable):
         resolve("tiny-org/other")
