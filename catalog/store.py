@@ -6,6 +6,7 @@ Layout under the catalog root (a folder, or a URI: s3://bucket/path, gs://..., a
     super_weights/  spikes/  layer_profiles/   one row per candidate, spike, layer of a scan (its scan_id)
     scans/                                     one row per scan: appended last, it makes the scan's rows visible
     reference/                                 one row per published claim
+    quant_results/  lineage/                   one row per quantization setting / comparison of two scans
 A scan's four appends are four commits; readers see a scan's rows only through its `scans` row (the
 views join on it), and take the `scans` snapshot before the others, so a scan is in the catalog whole or
 not at all. A writer killed between commits leaves rows no view shows; one killed inside a commit leaves

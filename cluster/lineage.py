@@ -86,9 +86,24 @@ def _source(side_or_spec):
     return resolve(side_or_spec)
 
 
-def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = False):
-    """Load B then A (scanning a model given as a spec in its load): (A's side, B's side, crosses by name,
-    W of A's coordinates in B, W of B's coordinates in A, evaluation text hash, scan rows made)."""
+@dataclass
+class Measured:
+    """What the loads of a comparison found: both sides (scanned there when they were specs), the
+    cross-ablations by name (a_in_b, b_in_b, b_in_a, a_in_a), W read in B at A's coordinates and in A at
+    B's, and the scan rows made."""
+
+    a: Side
+    b: Side
+    crosses: dict
+    in_b: dict
+    in_a: dict
+    eval_text_sha256: str
+    scanned: list
+
+
+def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = False) -> Measured:
+    """Load B, then A; a side given as a spec is scanned in its load (A first on its own: its set is
+    needed in B's)."""
     from catalog.rows import ok_row
     from scanner.cross import cross_source
 
@@ -100,7 +115,7 @@ def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = Fals
         return from_row(row)
 
     crosses = {}
-    if not isinstance(a, Side):  # A's set is needed in B's load: A is scanned first, on its own
+    if not isinstance(a, Side):
         out = cross_source(_source(a), cfg, {}, scan_as="a_in_a", progress=progress)
         a, crosses = side_of(out), dict(out.crosses)
     b_scan = not isinstance(b, Side)
@@ -112,23 +127,24 @@ def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = Fals
     oa = cross_source(_source(a), cfg, sets, read=b.mattering, progress=progress)
     crosses.update(ob.crosses)
     crosses.update(oa.crosses)
-    return a, b, crosses, ob.values, oa.values, ob.eval_text_sha256, scanned
+    return Measured(a, b, crosses, ob.values, oa.values, ob.eval_text_sha256, scanned)
 
 
-def lineage_row(a: Side, b: Side, crosses: dict | None = None, in_b: dict | None = None, in_a: dict | None = None,
-                declared: str | None = None, eval_text_sha256: str | None = None) -> dict:
-    """The `lineage` row of A against B. `in_b` / `in_a`: W read in B at A's coordinates, and in A at B's."""
+def lineage_row(a: Side, b: Side, m: Measured | None = None, declared: str | None = None) -> dict:
+    """The `lineage` row of A against B, with the cross-ablations and values of `m` when measured."""
     if declared is None and b.base_model == a.model:
         declared = b.base_model_from  # B's own scan names A as its base
-    coords = compare(list(a.weights), list(b.weights), a_values={_key(c): v for c, v in (in_a or {}).items()},
-                     b_values={_key(c): v for c, v in (in_b or {}).items()})
-    row = {**dict.fromkeys(LINEAGE.names), "diff_id": uuid.uuid4().hex, "started": datetime.datetime.now(datetime.timezone.utc),
-           "scanner_version": SCANNER_VERSION, "a_model": a.model, "a_scan_id": a.scan_id, "a_revision": a.revision,
+    in_a, in_b = (m.in_a, m.in_b) if m else ({}, {})
+    coords = compare(list(a.weights), list(b.weights), a_values={_key(c): v for c, v in in_a.items()},
+                     b_values={_key(c): v for c, v in in_b.items()})
+    row = {**dict.fromkeys(LINEAGE.names), "diff_id": uuid.uuid4().hex,
+           "started": datetime.datetime.now(datetime.timezone.utc), "scanner_version": SCANNER_VERSION,
+           "a_model": a.model, "a_scan_id": a.scan_id, "a_revision": a.revision,
            "b_model": b.model, "b_scan_id": b.scan_id, "b_revision": b.revision, "declared": declared,
            **counts(coords), "a_set": [c.label() for c in a.catastrophic],
-           "b_set": [c.label() for c in b.catastrophic], "eval_text_sha256": eval_text_sha256, "status": "ok",
-           "coordinates": coords}
-    for name, cross in (crosses or {}).items():
+           "b_set": [c.label() for c in b.catastrophic], "eval_text_sha256": m and m.eval_text_sha256,
+           "status": "ok", "coordinates": coords}
+    for name, cross in (m.crosses if m else {}).items():
         row.update(cross.to_dict(name))
     return row
 
@@ -152,10 +168,10 @@ def compare_sides(a: Side, b: Side, cfg: ScanConfig, declared: str | None = None
     """The lineage row of two scanned models (a batch's comparison of a model with its base): measured, or
     failed with the reason (a failure of one comparison never stops a batch)."""
     try:
-        a, b, crosses, in_b, in_a, sha, _ = measure(a, b, cfg)
+        m = measure(a, b, cfg)
     except Exception as e:  # noqa: BLE001  recorded as a row, as failed scans are
         return failed_lineage(a.model, b.model, e, declared, a.scan_id, b.scan_id)
-    return lineage_row(a, b, crosses, in_b, in_a, declared, sha)
+    return lineage_row(m.a, m.b, m, declared)
 
 
 def diff(catalog, a_ident: str, b_ident: str, cfg: ScanConfig, ablate: bool = True, declared: str | None = None,
@@ -179,8 +195,8 @@ def diff(catalog, a_ident: str, b_ident: str, cfg: ScanConfig, ablate: bool = Tr
         b = b or from_row(scanned[-1])
         row = lineage_row(a, b, declared=declared)
     else:
-        a, b, crosses, in_b, in_a, sha, scanned = measure(a or a_ident, b or b_ident, cfg, progress)
-        row = lineage_row(a, b, crosses, in_b, in_a, declared, sha)
+        m = measure(a or a_ident, b or b_ident, cfg, progress)
+        scanned, row = m.scanned, lineage_row(m.a, m.b, m, declared)
     if catalog is not None:
         for s in scanned:
             catalog.write_scan(s)
