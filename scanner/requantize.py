@@ -4,6 +4,7 @@ dequantization, saved in bfloat16), and the file re-quantized to another GGUF ty
 Used by the family tests and `bench/family_bench.py`; nothing here runs remote code."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from .card import HUB_URL
 def requantize(src: str | Path, dst: str | Path, qtype: str = "Q4_0", base_model: str | None = None,
                progress: bool = False) -> Path:
     """`src` with its quantized tensors re-quantized to `qtype` (F32/F16 tensors copied as they are), written
-    to `dst` (atomically). `base_model`: written as general.base_model.0 (a hub id becomes its repo_url)."""
+    to `dst` (through a temporary file beside it). `base_model`: written as general.base_model.0 (a hub id
+    becomes its repo_url)."""
     import gguf
     from gguf import GGMLQuantizationType as Q
     from tqdm import tqdm
@@ -24,7 +26,7 @@ def requantize(src: str | Path, dst: str | Path, qtype: str = "Q4_0", base_model
     target = Q[qtype]
     reader = gguf.GGUFReader(src)
     arch = reader.fields["general.architecture"].contents()
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(tmp, arch=arch)
     for field in reader.fields.values():
         skip = field.name in ("general.architecture", "general.file_type")
@@ -63,7 +65,7 @@ def export_safetensors(gguf_file: str | Path, dst: str | Path, base_model: str |
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf_file, dst = Path(gguf_file), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model = AutoModelForCausalLM.from_pretrained(  # dequantized: transformers keeps GGUF weights packed otherwise
         gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.bfloat16,

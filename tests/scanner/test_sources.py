@@ -92,3 +92,18 @@ def test_gguf_header_reader(tmp_path):
     w.write_kv_data_to_file()
     w.close()
     assert gguf_architecture(tmp_path / "t.gguf") == "llama"
+
+
+def test_derived_packaged_model_is_made_once_and_names_its_base(tmp_path, monkeypatch):
+    from scanner.card import declared_base
+
+    monkeypatch.setenv("SUPERWEIGHTS_CACHE", str(tmp_path))
+    src = resolve("pkg:smollm2-135m-q4_0")
+    assert (src.kind, src.model_type, src.model) == ("packaged", "llama", "pkg:smollm2-135m-q4_0")
+    assert declared_base(src.path, src.gguf_file) == ("pkg:smollm2-135m", "gguf")
+    made = (src.path / src.gguf_file).stat().st_mtime_ns
+    again = resolve("pkg:smollm2-135m-q4_0")
+    assert again.revision == src.revision and (again.path / again.gguf_file).stat().st_mtime_ns == made
+    assert not [p for p in src.path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    with pytest.raises(ModelNotFound, match="pkg:smollm2-135m-bf16"):
+        resolve("pkg:nope")  # the error lists the derived ones too
