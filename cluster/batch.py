@@ -19,6 +19,7 @@ from .errors import ClusterTooSmall
 from .models import Entry
 from .pin import Pinned, pin_all
 from .service import failure
+from .work import Family, Job, bases_first
 
 log = logging.getLogger("superweights")
 
@@ -168,30 +169,6 @@ def config_for(entry: Entry, cfg: BatchConfig) -> ScanConfig:
     return cfg.scan.replace(load={"trust_remote_code": entry.trust_remote_code})
 
 
-@dataclass
-class Job:
-    """One unit of work for an actor: a model's scan, or the comparison of a model with its base."""
-
-    kind: str  # scan | compare
-    p: Pinned  # the model it is for: its GPU share, time limit and name
-    compare: tuple = ()  # (base side, model side, how the base was declared): cluster.lineage
-    waits_for: str | None = None  # a scan waits for its base's scan, when the batch holds both
-
-    @property
-    def name(self) -> str:
-        return self.p.entry.name if self.kind == "scan" else f"{self.compare[0].model} -> {self.p.entry.name}"
-
-
-def bases_first(todo: list[Pinned]) -> list[Pinned]:
-    """The scans in an order where each base the batch holds comes before its derivatives."""
-    by_model = {p.model: p for p in todo}
-
-    def depth(p: Pinned, seen=()) -> int:
-        base = by_model.get(p.entry.base)
-        return 0 if base is None or base.model in seen else 1 + depth(base, seen + (p.model,))
-    return sorted(todo, key=depth)
-
-
 def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
     import ray
     from ray.exceptions import RayActorError
@@ -213,7 +190,7 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
         if p.error is None:
             key = (p.model, p.revision, config_for(p.entry, cfg).fingerprint())
             (summary.skipped.append(p.entry.name) if key in done else todo.append(p))
-    family = Family([p for p in pinned if p.error is None], catalog, cfg)
+    family = Family([p for p in pinned if p.error is None], catalog)
     pending = {p.model for p in todo}  # models whose scan has not finished
     jobs = deque(Job("scan", p, waits_for=p.entry.base if p.entry.base in pending else None) for p in bases_first(todo))
     jobs.extend(family.ready(pending))  # comparisons a run before this one left undone
@@ -244,7 +221,7 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
         else:
             _record(catalog, row, job.p, summary)
             pending.discard(job.p.model)
-            new = family.ready(pending)
+            new = family.ready(pending) if row["status"] == "ok" and family.concerns(job.p, row) else []
             jobs.extendleft(reversed(new))  # a derivative's comparison runs as soon as both are scanned
             bar.total += len(new)
         bar.update(1)
@@ -305,46 +282,6 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
         pool.close()
     summary.seconds = time.time() - t0
     return summary
-
-
-class Family:
-    """Which comparisons a batch owes: each of its models that has a base (its models-file line, else what its
-    scan found declared) against that base, once both have a successful scan in the catalog and no comparison
-    of those two scans is there yet (so a re-run resumes them too)."""
-
-    def __init__(self, pinned: list[Pinned], catalog: Catalog, cfg: BatchConfig):
-        self.pinned, self.catalog, self.cfg = pinned, catalog, cfg
-        self.asked: set[tuple[str, str]] = set()  # (base scan id, model scan id) queued in this run
-
-    def ready(self, pending: set[str]) -> list[Job]:
-        from catalog import query
-
-        from .lineage import find
-
-        if not self.catalog.exists():
-            return []
-        models = [p.model for p in self.pinned if p.model not in pending]
-        if not models:
-            return []
-        _, rows = query.run(self.catalog, "SELECT model, scan_id, base_model, base_model_from FROM latest_scans "
-                                          "WHERE status = 'ok' AND list_contains($1, model)", [models])
-        scans = {m: (sid, base, frm) for m, sid, base, frm in rows}
-        _, rows = query.run(self.catalog, "SELECT a_scan_id, b_scan_id FROM lineage_all WHERE status = 'ok'")
-        compared = set(rows)
-        out = []
-        for p in self.pinned:
-            if p.model not in scans:
-                continue
-            sid, declared_base, declared_from = scans[p.model]
-            base = p.entry.base or declared_base
-            if base is None or base in pending:
-                continue
-            a, b = find(self.catalog, base), find(self.catalog, p.model)
-            if a is None or b is None or (a.scan_id, b.scan_id) in compared | self.asked:
-                continue  # a base the catalog has never scanned is recorded, not compared
-            self.asked.add((a.scan_id, b.scan_id))
-            out.append(Job("compare", p, (a, b, "models_file" if p.entry.base else declared_from)))
-        return out
 
 
 def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:

@@ -1,0 +1,85 @@
+"""The units of work of a batch: a model's scan, or its comparison with its base; the order that scans each
+base before its derivatives; and the comparisons a batch owes (`Family`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catalog.store import Catalog
+
+from .pin import Pinned
+
+
+@dataclass
+class Job:
+    """One unit of work for an actor: a model's scan, or the comparison of a model with its base."""
+
+    kind: str  # scan | compare
+    p: Pinned  # the model it is for: its GPU share, time limit and name
+    compare: tuple = ()  # (base side, model side, how the base was declared): cluster.lineage
+    waits_for: str | None = None  # a scan waits for its base's scan, when the batch holds both
+
+    @property
+    def name(self) -> str:
+        return self.p.entry.name if self.kind == "scan" else f"{self.compare[0].model} -> {self.p.entry.name}"
+
+
+def bases_first(todo: list[Pinned]) -> list[Pinned]:
+    """The scans in an order where each base the batch holds comes before its derivatives."""
+    by_model = {p.model: p for p in todo}
+
+    def depth(p: Pinned, seen=()) -> int:
+        base = by_model.get(p.entry.base)
+        return 0 if base is None or base.model in seen else 1 + depth(base, seen + (p.model,))
+    return sorted(todo, key=depth)
+
+
+class Family:
+    """Which comparisons a batch owes: each of its models that has a base (its models-file line, else what its
+    scan found declared) against that base, once both have a successful scan in the catalog and no comparison
+    of those two scans is there yet (so a re-run resumes them too)."""
+
+    def __init__(self, pinned: list[Pinned], catalog: Catalog):
+        self.pinned, self.catalog = pinned, catalog
+        self.asked: set[tuple[str, str]] = set()  # (base scan id, model scan id) queued in this run
+        self.named = {p.entry.base for p in pinned if p.entry.base}  # models that are some model's base
+
+    def concerns(self, p: Pinned, row: dict) -> bool:
+        """Whether a scan just written may complete a pair: it has a base, or is one (a catalog query per
+        scan only where it can matter)."""
+        base = p.entry.base or row.get("base_model")
+        if base:
+            self.named.add(base)
+        return bool(base) or p.model in self.named
+
+    def ready(self, pending: set[str]) -> list[Job]:
+        from catalog import query
+
+        from .lineage import find
+
+        if not self.catalog.exists():
+            return []
+        done = [p for p in self.pinned if p.model not in pending]
+        if not done:
+            return []
+        sql = ("SELECT model, scan_id, base_model FROM latest_scans WHERE status = 'ok' AND "
+               "list_contains($1, model)")
+        _, rows = query.run(self.catalog, sql, [[p.model for p in done]])
+        scans = {m: (sid, base) for m, sid, base in rows}
+        bases = {p.model: p.entry.base or scans[p.model][1] for p in done if p.model in scans}
+        outside = sorted({b for b in bases.values() if b and b not in scans and b not in pending})
+        if outside:  # bases the batch does not hold, scanned before
+            _, rows = query.run(self.catalog, sql, [outside])
+            scans.update({m: (sid, base) for m, sid, base in rows})
+        _, rows = query.run(self.catalog, "SELECT a_scan_id, b_scan_id FROM lineage_all WHERE status = 'ok'")
+        owed = self.asked | set(rows)
+        out = []
+        for p in done:
+            base = bases.get(p.model)
+            if base is None or base in pending or base not in scans or \
+                    (scans[base][0], scans[p.model][0]) in owed:
+                continue  # a base the catalog has never scanned is recorded, not compared
+            a, b = find(self.catalog, base), find(self.catalog, p.model)
+            self.asked.add((a.scan_id, b.scan_id))
+            declared = "models_file" if p.entry.base else b.base_model_from
+            out.append(Job("compare", p, (a, b, declared)))
+        return out
