@@ -23,13 +23,13 @@ log = logging.getLogger("superweights")
 def _scan_parser(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
-    from scanner.sources import DEFAULT_MODEL, PACKAGED
+    from scanner.sources import DEFAULT_MODEL, DERIVED, PACKAGED
 
     p = sub.add_parser(
         "scan", help="find, validate and report the super weights of one model",
         description="Find, validate and report the super weights of one model. MODEL is a local folder "
                     "(safetensors), a .gguf file, a hub id org/name[@revision], or a packaged model: "
-                    + ", ".join("pkg:" + k for k in sorted(PACKAGED)) + ", or a tiny model with a planted super weight at "
+                    + ", ".join("pkg:" + k for k in sorted({**PACKAGED, **DERIVED})) + ", or a tiny model with a planted super weight at "
                     f"layer 1 [10, 20]: planted:ARCH (e.g. planted:llama). Default: {DEFAULT_MODEL}.")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
     p.add_argument("--revision", help="hub revision (branch, tag or commit); same as MODEL@REV")
