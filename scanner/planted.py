@@ -52,7 +52,8 @@ CONFIGS: dict[str, dict] = {
                 word_embed_proj_dim=HIDDEN, max_position_embeddings=2048),
     "falcon": dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4),
 }
-BUILD = 2  # the construction's version: cached `planted:ARCH` models of another are built again
+BUILD = 3  # the construction's version: cached `planted:ARCH` models of another are built again (3: builds of
+# version 2 made by threads at once may have interleaved their random draws; they are not reused)
 TARGET = 1000.0  # size of the planted super activation, before any post-norm
 GAIN = 100.0  # post-MLP norm gain of the planted row, where the architecture has that norm
 ANTI = 1.0  # how strongly the model predicts the opposite of English bytes once its super activation is gone

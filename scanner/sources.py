@@ -185,16 +185,28 @@ def _derived(spec: str, name: str) -> Source:
     return _gguf(spec, target, kind="packaged")
 
 
+_BUILDING = threading.Lock()
+
+
 def _planted(spec: str) -> Source:
     """A tiny model with a known super weight (scanner.planted), built once into the cache."""
-    import shutil
-
-    from .planted import BUILD, CONFIGS, build, default_plants
+    from .planted import BUILD, CONFIGS
 
     arch = spec.removeprefix("planted:")
     if arch not in CONFIGS:
         raise ModelNotFound(f"unknown planted model {spec!r}; known: " + ", ".join("planted:" + a for a in CONFIGS))
     folder = cache_dir() / "planted" / f"build-{BUILD}" / arch  # a new construction is built anew
+    # one build at a time per process: a build seeds and draws from torch's global RNG, and threads building
+    # at once (batches pin in threads) would interleave their draws and build other models than the plan
+    with _BUILDING:
+        return _build_planted(spec, arch, folder)
+
+
+def _build_planted(spec: str, arch: str, folder: Path) -> Source:
+    import shutil
+
+    from .planted import build, default_plants
+
     if not (folder / "planted.json").exists():
         from transformers.utils import logging as hf_logging
 

@@ -107,3 +107,16 @@ def test_derived_packaged_model_is_made_once_and_names_its_base(tmp_path, monkey
     assert not [p for p in src.path.iterdir() if p.name.startswith(".")]  # no temporary left behind
     with pytest.raises(ModelNotFound, match="pkg:smollm2-135m-bf16"):
         resolve("pkg:nope")  # the error lists the derived ones too
+
+
+def test_planted_models_built_in_threads_at_once_are_the_same_models(tmp_path, monkeypatch):
+    """Batches pin in threads, and a build draws from torch's global RNG: builds at once must not interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    specs = ["planted:llama", "planted:qwen2", "planted:gpt2", "planted:mistral", "planted:olmo", "planted:phi3"]
+    monkeypatch.setenv("SUPERWEIGHTS_CACHE", str(tmp_path / "threads"))
+    with ThreadPoolExecutor(len(specs)) as pool:
+        together = {s.spec: s.revision for s in pool.map(resolve, specs)}
+    monkeypatch.setenv("SUPERWEIGHTS_CACHE", str(tmp_path / "alone"))
+    alone = {s: resolve(s).revision for s in specs}  # the revision fingerprints the weight files
+    assert together == alone
