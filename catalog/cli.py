@@ -17,9 +17,23 @@ def catalog_option(parser, **kw) -> None:
     parser.add_argument("--catalog", metavar="LOCATION", **{"help": CATALOG_HELP, **kw})
 
 
+def catalog_to_write(location: str | None):
+    """The catalog a command also writes to when asked (--catalog, else $SUPERWEIGHTS_CATALOG), checked
+    writable before any long work; None when not asked."""
+    import os
+
+    if not (location or os.environ.get("SUPERWEIGHTS_CATALOG")):
+        return None
+    from .store import Catalog
+
+    catalog = Catalog(location)
+    catalog.ensure_writable()
+    return catalog
+
+
 QUERY = ("Run read-only SQL (DuckDB) over the catalog's views: scans, super_weights, spikes, layer_profiles, "
-         "latest_scans, reference, disagreements, and *_all versions that include superseded scans. Or ask a common "
-         "question with --model, --layer/--architecture or --disagreements.")
+         "latest_scans, reference, disagreements, quant_results, lineage, families, and *_all versions that include "
+         "superseded scans. Or ask a common question with --model, --layer/--architecture, --disagreements or --family.")
 QUERY_EXAMPLE = "example: superweights query \"SELECT model, layer, row, col FROM super_weights WHERE verdict = " \
                 "'super_weight'\""
 

@@ -44,20 +44,15 @@ def _scan_parser(sub) -> None:
 
 
 def _run_scan(args) -> int:
-    from scanner.options import scan_config
-
-    cfg = scan_config(args)  # every option checked before anything is loaded
-    check_base(args.model, args.base)
-    catalog = None
-    if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
-        from catalog.store import Catalog
-
-        catalog = Catalog(args.catalog)
-        catalog.ensure_writable()  # before a long scan, not after
+    from catalog.cli import catalog_to_write
     from scanner.loading import set_threads
+    from scanner.options import scan_config
 
     from .service import scan_to_row
 
+    cfg = scan_config(args)  # every option checked before anything is loaded
+    check_base(args.model, args.base)
+    catalog = catalog_to_write(args.catalog)  # and the catalog checked writable before a long scan
     set_threads()
     if args.quiet:
         from transformers.utils import logging as hf_logging

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 log = logging.getLogger("superweights")
 
@@ -34,25 +33,19 @@ def add_commands(sub) -> None:
 
 
 def run_diff(args) -> int:
+    from catalog.cli import catalog_to_write
     from catalog.lineage import render
     from catalog.query import jsonable
+    from scanner.loading import set_threads
     from scanner.options import scan_config
 
     from .errors import BadOption
+    from .lineage import diff
 
     cfg = scan_config(args)
     if args.a == args.b:
         raise BadOption(f"diff compares two models; both are {args.a!r}")
-    catalog = None
-    if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
-        from catalog.store import Catalog
-
-        catalog = Catalog(args.catalog)
-        catalog.ensure_writable()  # before loading models, not after
-    from scanner.loading import set_threads
-
-    from .lineage import diff
-
+    catalog = catalog_to_write(args.catalog)  # checked before loading models
     set_threads()
     row = diff(catalog, args.a, args.b, cfg, ablate=not args.no_ablate, progress=not args.quiet)
     print(json.dumps(jsonable(row), indent=1) if args.json else render(row))
