@@ -1,4 +1,5 @@
 """Named cluster exceptions; `cluster.cli.main` turns them into one-line errors."""
+from scanner.errors import ScanError
 
 
 class ClusterError(Exception):
@@ -21,3 +22,7 @@ class NotInCatalog(ClusterError):
     """The catalog holds no scan that can answer (e.g. no validated scan of the model asked about)."""
 
     exit_code = 2
+
+
+class InternalError(ScanError):
+    """A fault of this program (not of the model or the input), kept as a failed row so a batch goes on."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from scanner.errors import HubUnavailable, ModelNotFound, ScanError
 
+from .errors import InternalError
 from .models import Entry
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -78,6 +79,8 @@ def pin(entry: Entry) -> Pinned:
         return Pinned(entry, entry.spec, entry.revision, error=e)
     except OSError as e:  # e.g. a folder we may not read
         return Pinned(entry, entry.spec, entry.revision, error=ModelNotFound(f"{entry.spec}: {e}"))
+    except Exception as e:  # noqa: BLE001  a fault of this program: a failed row, and the batch goes on
+        return Pinned(entry, entry.spec, entry.revision, error=InternalError(f"{type(e).__name__}: {e}"))
 
 
 

@@ -155,58 +155,61 @@ def _packaged(spec: str) -> Source:
     return _gguf(spec, file, kind="packaged", repo_id=repo_id)
 
 
+_BUILDING = threading.Lock()  # models made on first use (planted, derived): one build at a time per process
+
+
 def _derived(spec: str, name: str) -> Source:
     """A packaged model exported to bfloat16 safetensors, or re-quantized to another GGUF type, built once
     into the cache; its model card or GGUF metadata names the packaged model as its base."""
-    import shutil
-
-    from .requantize import export_safetensors, requantize
-
     parent, made = DERIVED[name]
     src = _packaged(f"pkg:{parent}")
     folder = cache_dir() / "derived" / name
     target = folder / (f"{name}.gguf" if made != "bf16" else "model")
+    with _BUILDING:  # one build at a time (transformers' lazy modules do not bear a first import by two threads)
+        _build_derived(src, made, folder, target, f"pkg:{parent}")
+    if made == "bf16":
+        return _local(spec, target, kind="packaged")
+    return _gguf(spec, target, kind="packaged")
+
+
+def _build_derived(src: Source, made: str, folder: Path, target: Path, parent: str) -> None:
+    import shutil
+
+    from .requantize import export_safetensors, requantize
+
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"  # batches pin in threads
         try:
             if made == "bf16":
-                export_safetensors(src.path / src.gguf_file, tmp, base_model=f"pkg:{parent}")
+                export_safetensors(src.path / src.gguf_file, tmp, base_model=parent)
             else:
-                requantize(src.path / src.gguf_file, tmp, made, base_model=f"pkg:{parent}")
+                requantize(src.path / src.gguf_file, tmp, made, base_model=parent)
             os.replace(tmp, target)  # several workers may build it at once: one rename wins, all are equal
         except OSError:
             if not target.exists():
                 raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-    if made == "bf16":
-        return _local(spec, target, kind="packaged")
-    return _gguf(spec, target, kind="packaged")
-
-
-_BUILDING = threading.Lock()
 
 
 def _planted(spec: str) -> Source:
-    """A tiny model with a known super weight (scanner.planted), built once into the cache."""
-    from .planted import BUILD, CONFIGS
+    """A tiny model with a known super weight (scanner.planted), built once into the cache. One build at a
+    time per process: a build seeds and draws from torch's global RNG, and threads building at once (batches
+    pin in threads) would interleave their draws and build other models than the plan."""
+    with _BUILDING:
+        return _build_planted(spec)
+
+
+def _build_planted(spec: str) -> Source:
+    import shutil
+
+    from .planted import BUILD, CONFIGS, build, default_plants
 
     arch = spec.removeprefix("planted:")
     if arch not in CONFIGS:
         raise ModelNotFound(f"unknown planted model {spec!r}; known: " + ", ".join("planted:" + a for a in CONFIGS))
     folder = cache_dir() / "planted" / f"build-{BUILD}" / arch  # a new construction is built anew
-    # one build at a time per process: a build seeds and draws from torch's global RNG, and threads building
-    # at once (batches pin in threads) would interleave their draws and build other models than the plan
-    with _BUILDING:
-        return _build_planted(spec, arch, folder)
-
-
-def _build_planted(spec: str, arch: str, folder: Path) -> Source:
-    import shutil
-
-    from .planted import build, default_plants
-
     if not (folder / "planted.json").exists():
         from transformers.utils import logging as hf_logging
 

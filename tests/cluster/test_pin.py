@@ -65,3 +65,14 @@ def test_a_worker_scans_exactly_what_was_pinned(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     row, result, error = scan_to_row(str(folder), p.revision, cfg, pinned=True)
     assert row["status"] == "failed" and row["error_type"] == "ModelChanged" and p.revision in row["error"]
+
+
+def test_a_fault_while_pinning_is_a_failed_row_not_a_traceback(monkeypatch, tmp_path):
+    import scanner.sources
+
+    def broken(spec, revision=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(scanner.sources, "resolve", broken)
+    (p,) = [pin(e) for e in parse(str(tmp_path))]
+    assert type(p.error).__name__ == "InternalError" and "RuntimeError: boom" in str(p.error)
