@@ -4,6 +4,7 @@ dequantization, saved in bfloat16), and the file re-quantized to another GGUF ty
 Used by the family tests and `bench/family_bench.py`; nothing here runs remote code."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ def requantize(src: str | Path, dst: str | Path, qtype: str = "Q4_0", base_model
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer announces every file at INFO
     target = Q[qtype]
     reader = gguf.GGUFReader(src)
     arch = reader.fields["general.architecture"].contents()
