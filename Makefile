@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (see README.md):
-#   make scan   set up, then batch-scan the shipped default list (real SmolLM2 and Gemma-3, planted models)
-#               on a local Ray into out/catalog, study SmolLM2 under quantization, publish the index to out/index
+#   make scan   set up, then batch-scan the shipped default list (real SmolLM2, its bf16 export and Q4_0
+#               copy, compared with it; Gemma-3; planted models) on a local Ray into out/catalog, study
+#               SmolLM2 under quantization, publish the index to out/index
 #   make test   set up, then run the tests
 PYTHON ?= python3
 VENV ?= .venv
