@@ -101,8 +101,7 @@ def test_study_on_a_planted_model(planted_llama):
     assert by[("weights", None, "keep")].ppl_ratio < 1.05
     # clipping every outlier removes the plant's input spike with its weight: the planted model falls back
     # to its twin's behaviour (harmless), which is what this plant is built to do
-    clipped = by[("weights", None, "clip")]
-    assert clipped.ppl_ratio_lo < 1.05 and clipped.ppl_ratio < 1.1  # nowhere near zeroing's x2e4
+    assert by[("weights", None, "clip")].ppl_ratio_hi < 1.05  # nowhere near zeroing's x2e4
     assert isinstance(finding(rows), str)
 
 
