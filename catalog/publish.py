@@ -72,12 +72,12 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
                windows, clip, kept, finding FROM quant_results
         QUALIFY study_id = first_value(study_id) OVER (PARTITION BY model ORDER BY started DESC, study_id DESC)
         ORDER BY model, study DESC, bits, block NULLS LAST, variant""")
-    families = _dicts(con, """
+    families = _dicts(con, f"""
         SELECT f.model, f.root, f.base_model, f.base_model_from, f.generation, l.kept, l.moved, l.lost, l.new,
                l.a_in_b_ppl_ratio, l.a_in_b_ppl_ratio_lo, l.a_in_b_ppl_ratio_hi, l.a_in_b_verdict,
                l.b_in_a_ppl_ratio, l.b_in_a_ppl_ratio_lo, l.b_in_a_ppl_ratio_hi, l.b_in_a_verdict,
                l.b_in_b_ppl_ratio, l.b_in_b_verdict
-        FROM families f LEFT JOIN lineage l ON l.a_model = f.base_model AND l.b_model = f.model AND l.status = 'ok'
+        FROM {query.FAMILY_LINEAGE}
         WHERE f.root IN (SELECT root FROM families WHERE generation > 0)""")
     return scans, coords, profiles, quant, families
 

@@ -188,6 +188,12 @@ def run(catalog: Catalog, sql: str, params: list | dict | None = None) -> tuple[
     return answer(catalog, query)
 
 
+def dicts(catalog: Catalog, sql: str, params: list | dict | None = None) -> list[dict]:
+    """`run`'s rows as dicts keyed by column."""
+    columns, rows = run(catalog, sql, params)
+    return [dict(zip(columns, r)) for r in rows]
+
+
 # ---- short forms -----------------------------------------------------------------------------------------
 SW_COLUMNS = ("model, revision, layer, module, expert, row, col, value, output_ratio AS spike_ratio, ppl_ratio, "
               "verdict, scanner_version")
@@ -215,6 +221,11 @@ def where_sql(layer: int | None, architecture: str | None, verdicts: str = FOUND
 DISAGREEMENTS_SQL = "SELECT * EXCLUDE (scan_id) FROM disagreements"
 
 
+# each model of a family with the latest successful comparison against its base (none for a root)
+FAMILY_LINEAGE = ("families f LEFT JOIN lineage l ON l.a_model = f.base_model AND l.b_model = f.model "
+                  "AND l.status = 'ok'")
+
+
 def family_sql(model: str) -> tuple[str, list]:
     """Every model of the family `model` belongs to (any member, or its root): its base, generation, finding,
     and what the comparison with its base found (kept / moved / lost / new, the base's set zeroed in it)."""
@@ -222,8 +233,7 @@ def family_sql(model: str) -> tuple[str, list]:
                       l.kept, l.moved, l.lost, l.new, l.a_in_b_ppl_ratio AS base_set_ppl_ratio,
                       l.a_in_b_ppl_ratio_lo AS base_set_ppl_ratio_lo, l.a_in_b_ppl_ratio_hi AS base_set_ppl_ratio_hi,
                       l.a_in_b_verdict AS base_set_verdict, l.b_in_b_ppl_ratio AS own_set_ppl_ratio
-               FROM families f JOIN latest_scans s USING (model)
-               LEFT JOIN lineage l ON l.a_model = f.base_model AND l.b_model = f.model AND l.status = 'ok'
+               FROM """ + FAMILY_LINEAGE + """ JOIN latest_scans s ON s.model = f.model
                WHERE f.root IN (SELECT root FROM families WHERE model = $1 OR root = $1)
                ORDER BY f.root, f.generation, f.model""", [model])
 

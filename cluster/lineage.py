@@ -63,13 +63,13 @@ def find(catalog, ident: str) -> Side | None:
 
     if catalog is None or not catalog.exists():
         return None
-    cols, rows = query.run(catalog, SCAN, [ident])
-    if not rows:
+    scans = query.dicts(catalog, SCAN, [ident])
+    if not scans:
         return None
-    scan = dict(zip(cols, rows[0]))
-    wc, ws = query.run(catalog, WEIGHTS, [scan["scan_id"]])
-    return Side(scan["model"], scan["spec"], scan["revision"], scan["scan_id"], tuple(dict(zip(wc, w)) for w in ws),
-                bool(scan["validated"]), scan["base_model"], scan["base_model_from"])
+    scan = scans[0]
+    return Side(scan["model"], scan["spec"], scan["revision"], scan["scan_id"],
+                tuple(query.dicts(catalog, WEIGHTS, [scan["scan_id"]])), bool(scan["validated"]), scan["base_model"],
+                scan["base_model_from"])
 
 
 def from_row(row: dict) -> Side:
@@ -185,15 +185,16 @@ def diff(catalog, a_ident: str, b_ident: str, cfg: ScanConfig, ablate: bool = Tr
         raise BadOption(f"{a_ident} and {b_ident} are the same scan ({a.scan_id}): compare two models")
     scanned = []
     if not ablate:
+        sides = []
         for ident, side in ((a_ident, a), (b_ident, b)):
-            if side is None:
+            if side is None:  # not in the catalog: scanned here
                 row, _, error = scan_to_row(ident, None, cfg, progress=progress)
                 if error is not None:
                     raise error
                 scanned.append(row)
-        a = a or from_row(scanned[0])
-        b = b or from_row(scanned[-1])
-        row = lineage_row(a, b, declared=declared)
+                side = from_row(row)
+            sides.append(side)
+        row = lineage_row(*sides, declared=declared)
     else:
         m = measure(a or a_ident, b or b_ident, cfg, progress)
         scanned, row = m.scanned, lineage_row(m.a, m.b, m, declared)

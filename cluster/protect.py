@@ -26,22 +26,19 @@ WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, input, output, ve
            "ORDER BY layer, expert NULLS FIRST, \"row\", col")
 
 
-def _dicts(catalog, sql: str, params: list) -> list[dict]:
-    from catalog import query
-
-    columns, rows = query.run(catalog, sql, params)
-    return [dict(zip(columns, r)) for r in rows]
-
-
 def latest_validated(catalog, model: str) -> dict | None:
     """`model`'s latest validated scan in `catalog` (the columns of SCAN), or None."""
-    scans = _dicts(catalog, SCAN, [model])
+    from catalog import query
+
+    scans = query.dicts(catalog, SCAN, [model])
     return scans[0] if scans else None
 
 
 def catastrophic(catalog, scan_id: str) -> list[dict]:
     """The scan's super_weight and super_set rows (the columns of WEIGHTS)."""
-    return _dicts(catalog, WEIGHTS, [scan_id])
+    from catalog import query
+
+    return query.dicts(catalog, WEIGHTS, [scan_id])
 
 
 def protect_list(catalog, model: str) -> dict:

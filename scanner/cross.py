@@ -86,16 +86,13 @@ def cross_source(source, cfg: ScanConfig, sets: dict[str, list[Coord]], read: li
         values = values_at(loaded.loop, read)
         coords = [c for s in sets.values() for c in s]
         ev = evaluator(loaded, cfg, upto=max((c.layer for c in coords), default=0))
-        crosses = {}
-        if coords:
-            with tqdm(desc="cross-ablations", unit="ablation", total=sum(bool(s) for s in sets.values()),
-                      disable=not progress, leave=False) as bar:
-                def update(pending, _ev):
-                    bar.n = bar.total - len(pending)
-                    bar.refresh()
-                crosses = cross_ablate(loaded, ev, cfg, sets, update)
-        else:
-            crosses = {name: Cross([], [], None, None) for name in sets}
+        total = sum(bool(s) for s in sets.values())
+        with tqdm(desc="cross-ablations", unit="ablation", total=total, disable=not progress or not total,
+                  leave=False) as bar:
+            def update(pending, _ev):
+                bar.n = bar.total - len(pending)
+                bar.refresh()
+            crosses = cross_ablate(loaded, ev, cfg, sets, update)  # empty sets: no verdict, nothing evaluated
         return CrossOutcome(result, crosses, values, ev.windows.sha256)
     finally:
         loaded.close()

@@ -48,6 +48,13 @@ class _Walker:
         raise ValueError(f"unknown value type {vtype}")
 
 
+def _kvs(w: _Walker, n_kv: int):
+    """The header's (key, value) pairs, the walker left after them (at the tensor infos)."""
+    for _ in range(n_kv):
+        key, vtype = w.string(), w.take("<I")
+        yield key, w.value(vtype)
+
+
 def read(path: Path) -> tuple[str, int]:
     """(general.architecture, bytes the file must have for all its tensor data)."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -60,9 +67,7 @@ def read(path: Path) -> tuple[str, int]:
             w.at = 4
             _version, n_tensors, n_kv = w.take("<IQQ")
             arch, alignment = None, 32
-            for _ in range(n_kv):
-                key, vtype = w.string(), w.take("<I")
-                value = w.value(vtype)
+            for key, value in _kvs(w, n_kv):
                 if key == b"general.architecture":
                     arch = value.decode()
                 elif key == b"general.alignment":
@@ -103,9 +108,7 @@ def strings(path: Path, prefix: str) -> dict[str, str]:
             w.at = 8
             _n_tensors, n_kv = w.take("<QQ")
             want = prefix.encode()
-            for _ in range(n_kv):
-                key, vtype = w.string(), w.take("<I")
-                value = w.value(vtype)
+            for key, value in _kvs(w, n_kv):
                 if key.startswith(want) and value is not None:
                     out[key.decode()] = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     except (struct.error, ValueError, UnicodeDecodeError, OverflowError, MemoryError):
