@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from catalog import query, store  # noqa: E402
+from catalog import query, store, views  # noqa: E402
 from catalog.publish import publish  # noqa: E402
 from catalog.rows import ok_row  # noqa: E402
 from catalog.store import Catalog  # noqa: E402
-from catalog.synthetic import result  # noqa: E402
+from tests.fixtures.synthetic import result  # noqa: E402
 
 REFERENCED = ["huggyllama/llama-7b", "huggyllama/llama-13b", "meta-llama/Llama-2-7b-hf", "allenai/OLMo-7B-0724-hf"]
 
@@ -115,14 +115,14 @@ def main() -> None:
     n_files = len([f for f in Path(location).rglob("*.parquet") if "_delta_log" not in f.parts])
     print(f"catalog after compaction and vacuum: {n_files} data files, {size / 1e6:.0f} MB with the logs")
 
-    cols, data = query.run(cat, "SELECT (SELECT count(*) FROM scans_all), (SELECT count(*) FROM super_weights_all)")
+    cols, data = query.run(cat, "SELECT (SELECT count(*) FROM scans_all), (SELECT count(*) FROM candidates_all)")
     print(f"rows: {data[0][0]} scans, {data[0][1]} candidate rows")
     checks = [
         ("count scans (scans view)", "SELECT count(*) FROM scans", None),
-        ("super weights of one model (--model)", *query.model_sql(model_of(len(REFERENCED) + 5, args.models))),
-        ("models with a super weight in layer 2 (--layer 2)", *query.where_sql(2, None)),
-        ("models of one architecture (--architecture llama)", *query.where_sql(None, "llama")),
-        ("scans that disagree with the reference (--disagreements)", query.DISAGREEMENTS_SQL, None),
+        ("super weights of one model (--model)", *views.model_sql(model_of(len(REFERENCED) + 5, args.models))),
+        ("models with a super weight in layer 2 (--layer 2)", *views.where_sql(2, None)),
+        ("models of one architecture (--architecture llama)", *views.where_sql(None, "llama")),
+        ("scans that disagree with the reference (--disagreements)", views.DISAGREEMENTS_SQL, None),
         ("reference rows only", "SELECT count(*) FROM reference", None),
     ]
     print("common queries, each as the CLI runs it (logs read, fresh sealed DuckDB), median of 3:")

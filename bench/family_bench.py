@@ -36,10 +36,10 @@ def main() -> None:
     if args.planted:
         return planted(args.out.resolve())
 
-    from catalog import query
+    from catalog import query, views
     from catalog.lineage import render
     from catalog.store import Catalog
-    from scanner.sources import resolve
+    from scanner.load.sources import resolve
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ def main() -> None:
     cols, rows = query.run(cat, "SELECT * FROM lineage ORDER BY b_model")
     for r in rows:
         print(render(dict(zip(cols, r))) + "\n")
-    cols, rows = query.run(cat, *query.family_sql("pkg:smollm2-135m"))
+    cols, rows = query.run(cat, *views.family_sql("pkg:smollm2-135m"))
     print(query.render(cols, rows, "table"))
     print("\n" + ", ".join(f"{k} made in {v:.1f} s" for k, v in made.items())
           + f" (0 when already in the cache); batch (3 scans, 2 comparisons) {t_batch:.1f} s")
@@ -69,7 +69,7 @@ def planted(out: Path) -> None:
     import shutil
 
     from scanner.planted import Plant, build
-    from scanner.planted_family import finetune
+    from tests.fixtures.planted_family import finetune
 
     shutil.rmtree(out, ignore_errors=True)
     base = build("llama", out / "base", [Plant(1, 10, 20)])

@@ -20,8 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from words import verdicts  # noqa: E402
 EXPECTED = ROOT / "bench" / "data" / "cpu_verdicts.json"
-TIERS = ("super_weight", "super_set", "mild")
 
 
 def models(bench_dir: str) -> dict[str, str]:
@@ -41,7 +42,7 @@ def scan_once(spec: str, device: str, dtype: str) -> dict:
     r = scan(spec, ScanConfig(load=LoadOptions(device=device, dtype=dtype))).to_dict()
     wall = time.time() - t
     found = {f"{s['layer']}:{s['row']}:{s['col']}": [s["verdict"], s["ppl_ratio_lo"], s["ppl_ratio_hi"]]
-             for s in r["super_weights"] if s["verdict"] in TIERS}
+             for s in r["candidates"] if verdicts.matters(s["verdict"])}
     return {"wall_s": wall, "weights_per_s": r["num_parameters"] / wall, "dtype": r["dtype"], "device": r["device"],
             "timings": r["timings"], "window_evaluations": r["window_evaluations"], "found": found}
 
@@ -52,7 +53,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/sw-scan-bench")
     ap.add_argument("--expect", action="store_true", help="write the float32 verdicts as the expected ones")
     args = ap.parse_args()
-    from scanner.loading import set_threads
+    from scanner.load.loading import set_threads
 
     set_threads()
     specs = models(args.dir)

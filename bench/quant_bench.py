@@ -15,6 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from words import verdicts  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,10 +25,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from scanner.config import LoadOptions, ScanConfig
-    from scanner.loading import load, set_threads
-    from scanner.quant_study import Study, StudyConfig, finding
+    from scanner.load.loading import load, set_threads
+    from scanner.study.quant_study import Study, StudyConfig, finding
     from scanner.scan import evaluator, scan_loaded
-    from scanner.sources import resolve
+    from scanner.load.sources import resolve
 
     set_threads()
     cfg = ScanConfig(load=LoadOptions(device="cpu"))
@@ -34,7 +36,7 @@ def main() -> None:
     loaded = load(resolve(args.model), cfg.load)
     t1 = time.time()
     result = scan_loaded(loaded, cfg)
-    keep = [c.coord for c in result.candidates if c.verdict in ("super_weight", "super_set")]
+    keep = [c.coord for c in result.candidates if verdicts.is_catastrophic(c.verdict)]
     t2 = time.time()
     study = Study(loaded, evaluator(loaded, cfg), keep, StudyConfig(windows=args.windows))
     t3 = time.time()

@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from words import verdicts  # noqa: E402
+
 
 def _status(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -134,15 +136,15 @@ def part_b(model: Path, tokens: int) -> dict:
 def part_c(model: Path, stream: bool = False) -> dict:
     """Our whole scan (detection, triage, sequential validation with controls), in memory or streamed."""
     from scanner.config import LoadOptions, ScanConfig
-    from scanner.loading import load, set_threads
+    from scanner.load.loading import load, set_threads
     from scanner.scan import scan_loaded
-    from scanner.sources import resolve
+    from scanner.load.sources import resolve
 
     set_threads()
     cfg = ScanConfig(load=LoadOptions(device="cpu", stream=stream))
     loaded = load(resolve(str(model)), cfg.load)
     r = scan_loaded(loaded, cfg).to_dict()
-    top = [s for s in r["super_weights"] if s["verdict"] in ("super_weight", "super_set")]
+    top = [s for s in r["candidates"] if verdicts.is_catastrophic(s["verdict"])]
     return {"found": [(s["layer"], s["row"], s["col"], s["verdict"], s["ppl_ratio_lo"]) for s in top],
             "timings": r["timings"], "window_evaluations": r["window_evaluations"], "decided_at": r["decided_at"],
             "passes": r["eval_passes"], "ppl_base": r["ppl_base"]}
@@ -156,7 +158,7 @@ def part_e_authors() -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scanner.sources import resolve
+    from scanner.load.sources import resolve
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     src = resolve("pkg:smollm2-135m")
@@ -188,7 +190,7 @@ def part_e_ours() -> dict:
     """SmolLM2 GGUF, our whole scan (detection rounds, triage, sequential validation with controls), twice in
     one process: the second is a warm batch worker's."""
     from scanner.config import LoadOptions, ScanConfig
-    from scanner.loading import set_threads
+    from scanner.load.loading import set_threads
     from scanner.scan import scan
 
     set_threads()
@@ -197,8 +199,8 @@ def part_e_ours() -> dict:
         t = time.time()
         result = scan("pkg:smollm2-135m", ScanConfig(load=LoadOptions(device="cpu"))).to_dict()
         times.append(time.time() - t)
-    top = [f"layer {s['layer']} [{s['row']}, {s['col']}] {s['verdict']}" for s in result["super_weights"]
-           if s["verdict"] in ("super_weight", "super_set")]
+    top = [f"layer {s['layer']} [{s['row']}, {s['col']}] {s['verdict']}" for s in result["candidates"]
+           if verdicts.is_catastrophic(s["verdict"])]
     return {"cold_s": times[0], "warm_s": times[1], "timings": result["timings"], "ablations": result["eval_ablations"],
             "window_evaluations": result["window_evaluations"], "decided_at": result["decided_at"],
             "passes": result["eval_passes"], "super_weights": top}

@@ -1,5 +1,6 @@
 """The catalog: scans stored in Delta Lake tables (`store`), read as one snapshot (`snapshot`), queried
-read-only with DuckDB (`query`), published as a coordinate index (`publish`). Free of torch and transformers; it takes the scanner's JSON results.
+read-only with DuckDB (`query`, over the views of `views`), published as a coordinate index (`publish`). Free of
+torch and transformers; it takes the scanner's JSON results. Its tables and words are `words`'.
 
     from catalog.store import Catalog
     from catalog.rows import ok_row

@@ -6,6 +6,7 @@ import logging
 import sys
 
 from .errors import BadOption
+from .views import VIEWS
 
 log = logging.getLogger("superweights")
 CATALOG_HELP = "catalog folder or URI (s3://..., file://...); default: $SUPERWEIGHTS_CATALOG, else " \
@@ -31,9 +32,10 @@ def catalog_to_write(location: str | None):
     return catalog
 
 
-QUERY = ("Run read-only SQL (DuckDB) over the catalog's views: scans, super_weights, spikes, layer_profiles, "
-         "latest_scans, reference, disagreements, quant_results, lineage, families, and *_all versions that include "
-         "superseded scans. Or ask a common question with --model, --layer/--architecture, --disagreements or --family.")
+QUERY = ("Run read-only SQL (DuckDB) over the catalog's views: "
+         + ", ".join(v for v in VIEWS if not v.endswith("_all"))
+         + ", and *_all versions that include superseded scans (super_weights: the candidates of the catastrophic "
+           "tiers). Or ask a common question with --model, --layer/--architecture, --disagreements or --family.")
 QUERY_EXAMPLE = "example: superweights query \"SELECT model, layer, row, col FROM super_weights WHERE verdict = " \
                 "'super_weight'\""
 
@@ -44,7 +46,7 @@ def add_commands(sub) -> None:
     q.add_argument("sql", nargs="?", metavar="SQL", help="one or more read-only statements; the last one's rows")
     catalog_option(q)
     q.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
-    q.add_argument("--model", help="the super weights (and partners) of this model's latest scan")
+    q.add_argument("--model", help="the super weights (catastrophic tiers) of this model's latest scan")
     q.add_argument("--layer", type=int, help="models with a super weight in this layer")
     q.add_argument("--architecture", help="models of this architecture (model_type) with a super weight")
     q.add_argument("--disagreements", action="store_true",
@@ -117,13 +119,13 @@ def _run_query(args) -> int:
         raise BadOption("give either SQL or one of --model, --layer/--architecture, --disagreements, --family")
     params = None
     if args.model is not None:
-        sql, params = query.model_sql(args.model)
+        sql, params = views.model_sql(args.model)
     elif short[1]:
-        sql, params = query.where_sql(args.layer, args.architecture)
+        sql, params = views.where_sql(args.layer, args.architecture)
     elif args.disagreements:
-        sql = query.DISAGREEMENTS_SQL
+        sql = views.DISAGREEMENTS_SQL
     elif args.family is not None:
-        sql, params = query.family_sql(args.family)
+        sql, params = views.family_sql(args.family)
     else:
         sql = args.sql
     query.check_read_only(sql)  # a refused statement is the error, before any note about the catalog

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from html import escape
 
-from .render import CATASTROPHIC, cross_cell, families
-from .schema import COORDINATES
+from words import COORDINATES, verdicts
+
+from .render import cross_cell, families
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
@@ -36,7 +37,7 @@ def _interval(w: dict, prefix: str = "ppl_ratio") -> str:
 
 def _row(i: int, w: dict) -> str:
     module = w["module"] + ("" if w["expert"] is None else f"[{w['expert']}]")
-    return (f"<tr class=\"{'sw' if w['verdict'] in CATASTROPHIC else ''}\"><td class=num>{i + 1}</td>"
+    return (f"<tr class=\"{'sw' if verdicts.is_catastrophic(w['verdict']) else ''}\"><td class=num>{i + 1}</td>"
             f"<td class=num>{w['layer']}</td><td>{escape(module)}</td><td>[{w['row']}, {w['col']}]</td>"
             f"<td class=num>{_num(w['value'], '.4g')}</td><td class=num>{_num(w['spike_ratio'], '.0f')}x</td>"
             f"<td class=num>{_interval(w)}</td><td class=num>{_interval(w, 'group_ppl_ratio')}</td>"
@@ -51,8 +52,8 @@ def _model(m: dict) -> str:
             f"{escape(m['scanner_version'] or '')}, {escape(m['dtype'] or '')}"
             f"{', validated' if m['validated'] else ', not validated'}, configuration "
             f"<code>{escape(m['config_fingerprint'] or '-')}</code> &middot; scanned {escape(m['started'])}</p>")
-    if m["super_weights"]:
-        rows = "".join(_row(i, w) for i, w in enumerate(m["super_weights"]))
+    if m["weights"]:
+        rows = "".join(_row(i, w) for i, w in enumerate(m["weights"]))
         table = ("<table class=coords><tr><th>No.</th><th>Layer</th><th>Module</th><th>[row, col]</th><th>Weight</th>"
                  "<th>Spike</th><th>PPL x alone [95%]</th><th>PPL x set [95%]</th><th>Verdict</th>"
                  "<th>Published in</th></tr>" + rows + "</table>")
@@ -86,8 +87,8 @@ def _family(root: str, members: list[dict]) -> str:
 
 
 def render_html(models: list[dict], failed: list[dict], changes: dict, published: str) -> str:
-    n_coords = sum(len(m["super_weights"]) for m in models)
-    n_sw = sum(w["verdict"] in CATASTROPHIC for m in models for w in m["super_weights"])
+    n_coords = sum(len(m["weights"]) for m in models)
+    n_sw = sum(verdicts.is_catastrophic(w["verdict"]) for m in models for w in m["weights"])
     summary = (f"{len(models)} model(s), {n_sw} super weight(s) alone or in sets, {n_coords - n_sw} milder"
                + (f", {len(failed)} failed scan(s)" if failed else ""))
     change = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in changes.items() if v) or "no changes"

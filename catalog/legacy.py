@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .schema import REFERENCE_FILE, SCAN_FILE, upgrade
+from words.tables import REFERENCE_FILE, SCAN_FILE
 
 log = logging.getLogger("superweights")
 VERSIONS = (1, 2)
@@ -97,5 +97,44 @@ def migrate(source: str, target) -> tuple[int, int, list[str]]:
     for start in range(0, len(old.scans), 5000):
         target.write_scans(old.scans.slice(start, 5000))
     if len(old.reference):
-        target.append_reference(old.reference)
+        target.write("reference", old.reference)
     return len(old.scans), len(old.reference), old.skipped
+
+
+# What version-1 columns hold under version 2's names (`None`: new in version 2). In version 1,
+# `token_id` held the token's position. Both held every candidate in a list named `super_weights`.
+FROM_V2 = {"candidates": "super_weights"}
+FROM_V1 = {**FROM_V2, "token_pos": "token_id", "token_id": None, "input_token_pos": "input_token_id",
+           "input_token_id": None, "output_token_pos": "output_token_id", "output_token_id": None, "config": "config_json"}
+V1_VALUES = {"level": "weight"}  # what a column new in version 2 holds for every version-1 row
+
+
+def upgrade(table: pa.Table, version: int, schema: pa.Schema) -> pa.Table:
+    """A table read from a file of `version` in the current `schema`: columns and nested fields renamed
+    where version 1 named them otherwise, new ones null."""
+    renames = FROM_V1 if version < 2 else FROM_V2
+    cols = []
+    for f in schema:
+        src = renames.get(f.name, f.name)
+        if src in table.column_names:
+            cols.append(_conform(table[src], f.type, renames))
+        elif version < 2 and f.name in V1_VALUES:
+            cols.append(pa.array([V1_VALUES[f.name]] * len(table), f.type))
+        else:
+            cols.append(pa.nulls(len(table), f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _conform(col, typ: pa.DataType, renames: dict):
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_list(typ) and pa.types.is_struct(typ.value_type) and pa.types.is_list(col.type):
+        values = _conform(col.values, typ.value_type, renames)  # the offsets index the whole child array
+        return pa.ListArray.from_arrays(col.offsets, values, type=typ, mask=col.is_null())
+    if pa.types.is_struct(typ) and pa.types.is_struct(col.type):
+        have = dict(zip((col.type.field(i).name for i in range(col.type.num_fields)), col.flatten()))
+        children = []
+        for f in typ:
+            src = renames.get(f.name, f.name)
+            children.append(_conform(have[src], f.type, renames) if src in have else pa.nulls(len(col), f.type))
+        return pa.StructArray.from_arrays(children, fields=list(typ), mask=col.is_null())
+    return col.cast(typ)

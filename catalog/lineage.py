@@ -1,5 +1,5 @@
 """Two scans of one family compared coordinate by coordinate: where each weight that matters in one of them
-is in the other. Pure data (rows of `super_weights`); the ablations that say whether they still matter are
+is in the other. Pure data (rows of `candidates`); the ablations that say whether they still matter are
 measured elsewhere (the service layer) and stored beside, in `lineage` rows.
 
 For each coordinate that matters on either side (verdict super_weight, super_set or mild; every candidate
@@ -10,7 +10,8 @@ of a scan that was not validated), in the other scan's candidates:
 """
 from __future__ import annotations
 
-MATTERS = ("super_weight", "super_set", "mild", "partner")
+from words import verdicts
+
 STATUSES = ("kept", "moved", "lost", "new")
 
 
@@ -20,8 +21,8 @@ def _key(w: dict) -> tuple:
 
 def mattering(weights: list[dict]) -> list[dict]:
     """The coordinates of a scan that matter: its significant ones, or all of an unvalidated scan's."""
-    validated = any(w.get("verdict") not in (None, "unvalidated") for w in weights)
-    return [w for w in weights if w.get("verdict") in MATTERS or not validated]
+    validated = any(verdicts.of(w.get("verdict")) not in (None, verdicts.BY_NAME["unvalidated"]) for w in weights)
+    return [w for w in weights if verdicts.matters(w.get("verdict")) or not validated]
 
 
 def _near(w: dict, others: list[dict]) -> tuple[str, dict] | None:
@@ -34,7 +35,7 @@ def _near(w: dict, others: list[dict]) -> tuple[str, dict] | None:
     if not moved:
         return None
     # the one that matters most there, then the largest spike
-    best = max(moved, key=lambda o: (o.get("verdict") in MATTERS, o.get("output_ratio") or 0.0))
+    best = max(moved, key=lambda o: (verdicts.matters(o.get("verdict")), o.get("output_ratio") or 0.0))
     return "moved", best
 
 

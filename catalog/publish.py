@@ -17,11 +17,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import query
+from words import COORDINATES, verdicts
+from words.tables import SCHEMA_VERSION
+
+from . import query, views
 from .errors import PublishError
 from .html import render_html
 from .render import CSV_COLUMNS, changelog_entry, csv_text, dataset_card, diff, markdown
-from .schema import COORDINATES, SCHEMA_VERSION
 from .store import Catalog
 
 FILES = ("index.md", "index.csv", "index.json", "index.html", "README.md", "CHANGELOG.md")
@@ -60,8 +62,8 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
                    FROM reference r WHERE r.level = 'weight' AND r.hub_id = w.model AND r.layer = w.layer
                    AND r.module = w.module AND r.expert IS NOT DISTINCT FROM w.expert AND r.row = w.row
                    AND r.col = w.col) AS published
-        FROM super_weights_all w WHERE w.latest AND w.verdict IN {query.MATTERING}
-        ORDER BY w.scan_id, w.layer, w.verdict NOT IN {query.FOUND}, w.row, w.col""")
+        FROM candidates_all w WHERE w.latest AND w.verdict IN {views.MATTERING}
+        ORDER BY w.scan_id, w.layer, w.verdict NOT IN {views.FOUND}, w.row, w.col""")
     profiles = _dicts(con, """
         SELECT scan_id, list(abs(input_value) ORDER BY layer) AS inputs,
                list(abs(output_value) ORDER BY layer) AS outputs
@@ -77,7 +79,7 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
                l.a_in_b_ppl_ratio, l.a_in_b_ppl_ratio_lo, l.a_in_b_ppl_ratio_hi, l.a_in_b_verdict,
                l.b_in_a_ppl_ratio, l.b_in_a_ppl_ratio_lo, l.b_in_a_ppl_ratio_hi, l.b_in_a_verdict,
                l.b_in_b_ppl_ratio, l.b_in_b_verdict
-        FROM {query.FAMILY_LINEAGE}
+        FROM {views.FAMILY_LINEAGE}
         WHERE f.root IN (SELECT root FROM families WHERE generation > 0)""")
     return scans, coords, profiles, quant, families
 
@@ -101,7 +103,7 @@ def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
             continue
         for k in ("status", "error_type", "error"):
             s.pop(k)
-        s["super_weights"] = by_scan.get(s["scan_id"], [])
+        s["weights"] = by_scan.get(s["scan_id"], [])
         s["profile"] = prof.get(s["scan_id"], ([], []))
         rows = studies.get(s["model"])
         s["quant"] = None if not rows else {
@@ -138,7 +140,7 @@ def _plots(models: list[dict], out: Path, workers: int, owned: set[str]) -> int:
     for m in models:
         m["plot"] = _plot_name(m)
         if not (out / m["plot"]).exists():
-            marked = {w["layer"] for w in m["super_weights"] if w["verdict"] == "super_weight"}
+            marked = {w["layer"] for w in m["weights"] if verdicts.is_catastrophic(w["verdict"])}
             jobs.append(("profile", f"{m['model']}  @ {(m['revision'] or '')[:12]}", *m["profile"], marked,
                          str(out / m["plot"])))
         if m["quant"]:
@@ -168,9 +170,9 @@ def _rows(models: list[dict]) -> list[dict]:
     for m in models:
         base = {k: m[k] for k in ("model", "revision", "architecture", "finding", "dtype", "validated",
                                   "config_fingerprint", "scanner_version", "scan_id")}
-        if not m["super_weights"]:
+        if not m["weights"]:
             rows.append({**dict.fromkeys(CSV_COLUMNS), **base, "verdict": "none"})
-        for w in m["super_weights"]:
+        for w in m["weights"]:
             rows.append({**dict.fromkeys(CSV_COLUMNS), **base, **w})
     return rows
 
@@ -203,7 +205,7 @@ def _previous(out: Path) -> dict | None:
         previous = json.loads((out / "index.json").read_text())
         for m in previous["models"]:
             (m["model"], m["revision"], [(w["layer"], w["module"], w["expert"], w["row"], w["col"], w["verdict"])
-                                         for w in m["super_weights"]])
+                                         for w in m.get("weights", m.get("super_weights"))])
     except (ValueError, OSError, KeyError, TypeError) as e:
         raise PublishError(f"{out / 'index.json'} is not an index this tool wrote ({type(e).__name__}: {e}); "
                            "move it away") from None
@@ -238,7 +240,7 @@ def publish(catalog: Catalog, out_dir: str | os.PathLike, workers: int | None = 
         _write(out / MANIFEST, json.dumps(sorted(set(FILES) | _plot_files(models)), indent=0))
     except OSError as e:
         raise PublishError(f"cannot write the index to {out}: {e}") from None
-    return Summary(out, len(models), sum(len(m["super_weights"]) for m in models), len(failed), drawn, ch,
+    return Summary(out, len(models), sum(len(m["weights"]) for m in models), len(failed), drawn, ch,
                    time.time() - t0)
 
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 import csv
 import io
 
-from .schema import COORDINATES
+from words import COORDINATES, verdicts
 
 CSV_COLUMNS = ("model", "revision", "architecture", "layer", "module", "expert", "row", "col", "value",
                "spike_ratio", "ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi", "windows", "group_ppl_ratio",
                "group_ppl_ratio_lo", "group_ppl_ratio_hi", "verdict", "finding", "published", "dtype", "validated",
                "config_fingerprint", "scanner_version", "scan_id")
-CATASTROPHIC = ("super_weight", "super_set", "partner")  # partner: catalogs of superweights 0.1
-TIERS = ("super weight: its own removal is catastrophic (ppl x >= the catastrophic ratio, by its interval); "
-         "super set: needed member of a set whose removal is catastrophic, the rest of the set being harmless "
-         "without it; mild: significant alone (above the minimum ratio and its controls), not catastrophic")
+TIERS = "; ".join(f"{t.name.replace('_', ' ')}: {t.meaning}" for t in verdicts.TIERS if t.matters)
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -56,20 +53,20 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
              "| Model | No. | Layer | Module | Coordinates [row, col] | Verdict | PPL x alone [95%] | "
              "PPL x set [95%] | Published in |", "|---|---|---|---|---|---|---|---|---|"]
     for m in models:
-        top = [w for w in m["super_weights"] if w["verdict"] in CATASTROPHIC]
+        top = [w for w in m["weights"] if verdicts.is_catastrophic(w["verdict"])]
         for i, w in enumerate(top):
             module = w["module"] + (f"[{w['expert']}]" if w["expert"] is not None else "")
             lines.append(f"| {_name(m) if i == 0 else ''} | {i + 1} | {w['layer']} | {_md_cell(module)} | "
                          f"[{w['row']}, {w['col']}] | {w['verdict'].replace('_', ' ')} | {_ci(w)} | "
                          f"{_ci(w, 'group_ppl_ratio')} | {_md_cell(w['published'] or '')} |")
-    mild = [(m, w) for m in models for w in m["super_weights"] if w["verdict"] not in CATASTROPHIC]
+    mild = [(m, w) for m in models for w in m["weights"] if not verdicts.is_catastrophic(w["verdict"])]
     if mild:
         lines += ["", "## Milder weights: significant, not catastrophic", "",
                   "| Model | Layer | Module | Coordinates [row, col] | PPL x alone [95%] | Published in |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {_name(m)} | {w['layer']} | {_md_cell(w['module'])} | [{w['row']}, {w['col']}] | {_ci(w)} | "
                   f"{_md_cell(w['published'] or '')} |" for m, w in mild]
-    none = [m for m in models if not any(w["verdict"] in CATASTROPHIC for w in m["super_weights"])]
+    none = [m for m in models if not any(verdicts.is_catastrophic(w["verdict"]) for w in m["weights"])]
     if none:
         lines += ["", "## No super weight", "", "| Model | Finding | Largest effect [95%] |", "|---|---|---|"]
         lines += [f"| {_name(m)} | {_md_cell((m['finding'] or 'no super weight').replace('_', ' '))} | "
@@ -145,7 +142,8 @@ def families_markdown(models: list[dict]) -> list[str]:
 def diff(previous: dict | None, models: list[dict]) -> dict:
     """Models and coordinates added, removed and changed against the previous index.json."""
     def coords(m):
-        return {(w["layer"], w["module"], w["expert"], w["row"], w["col"]): w["verdict"] for w in m["super_weights"]}
+        return {(w["layer"], w["module"], w["expert"], w["row"], w["col"]): w["verdict"]
+                for w in m.get("weights", m.get("super_weights", []))}  # index.json before schema 5: super_weights
 
     old = {m["model"]: m for m in (previous or {}).get("models", [])}
     new = {m["model"]: m for m in models}

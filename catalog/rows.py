@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from .schema import NESTED, SCAN_COLUMNS, SCHEMA_VERSION
+from words.tables import NESTED, SCAN_COLUMNS, SCHEMA_VERSION
 
 
 def new_scan_id(started: float) -> str:
@@ -31,7 +31,7 @@ def _base(scan_id: str | None, started, host: str | None) -> dict:
     row = dict.fromkeys(SCAN_COLUMNS)
     row.update(schema_version=SCHEMA_VERSION, scan_id=scan_id or new_scan_id(start.timestamp()),
                started=start, host=host or host_name(), prompts=[], warnings=[],
-               super_weights=[], spikes=[], layer_profiles=[])
+               **{name: [] for name in NESTED})
     return row
 
 

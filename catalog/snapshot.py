@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from .schema import TABLES
+from words.tables import SCHEMAS
+
 from .errors import CatalogUnavailable
 from .store import Catalog, _line, _reraise_interrupts
 
-READ_ORDER = ("scans", "super_weights", "spikes", "layer_profiles", "reference", "quant_results", "lineage")
+READ_ORDER = tuple(SCHEMAS)  # `scans` first (words.tables)
 
 
 class Snapshot:
@@ -29,7 +30,7 @@ class Snapshot:
         for name in READ_ORDER:
             dt = catalog.table(name)
             if dt is None:
-                self.data[name] = TABLES[name].empty_table()
+                self.data[name] = SCHEMAS[name].empty_table()
                 continue
             self.versions[name] = dt.version()
             self.where[name] = catalog.uri(name)
@@ -38,10 +39,10 @@ class Snapshot:
                 if catalog.local:
                     ds = dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(catalog.uri(name),
                                                                                   pafs.LocalFileSystem()),
-                                               schema=TABLES[name])
+                                               schema=SCHEMAS[name])
                     ds = self._without(name, ds, self._outside(name, ds))
                 else:
-                    ds = dt.to_pyarrow_dataset(schema=TABLES[name])
+                    ds = dt.to_pyarrow_dataset(schema=SCHEMAS[name])
             except BaseException as e:  # noqa: BLE001  a log delta-rs cannot read: the table, named, not a traceback
                 _reraise_interrupts(e)
                 raise CatalogUnavailable(f"cannot read catalog table {catalog.uri(name)}: {_line(e)}") from None

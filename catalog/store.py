@@ -2,11 +2,11 @@
 a consistent snapshot, compaction and vacuum, any object store delta-rs reaches, and readers in any
 engine that reads Delta (DuckDB, Polars, Spark, pandas).
 
-Layout under the catalog root (a folder, or a URI: s3://bucket/path, gs://..., az://..., file://...):
-    super_weights/  spikes/  layer_profiles/   one row per candidate, spike, layer of a scan (its scan_id)
+Layout under the catalog root (a folder, or a URI: s3://bucket/path, gs://..., az://..., file://...): one
+folder per table of `words.tables.TABLES` (`candidates/` is `super_weights/` in catalogs begun before schema 5):
+    candidates/  spikes/  layer_profiles/      one row per candidate, spike, layer of a scan (its scan_id)
     scans/                                     one row per scan: appended last, it makes the scan's rows visible
-    reference/                                 one row per published claim
-    quant_results/  lineage/                   one row per quantization setting / comparison of two scans
+    reference/  quant_results/  lineage/       one row per published claim / quantization setting / comparison
 A scan's four appends are four commits; readers see a scan's rows only through its `scans` row (the
 views join on it), and take the `scans` snapshot before the others, so a scan is in the catalog whole or
 not at all. A writer killed between commits leaves rows no view shows; one killed inside a commit leaves
@@ -27,11 +27,11 @@ import pyarrow.compute as pc
 
 from . import legacy, reference
 from .errors import BadReference, CatalogUnavailable
-from .schema import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE, SCHEMA_VERSION, TABLES
+from words.tables import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE, SCHEMA_VERSION, SCHEMAS, TABLES
 
 log = logging.getLogger("superweights")
 
-WRITE_ORDER = ("super_weights", "spikes", "layer_profiles", "scans")  # scans last: it makes the rest visible
+WRITE_ORDER = (*NESTED, "scans")  # a scan's tables, scans last: it makes the rest visible
 COMPACT_EVERY = 100  # scans commits between automatic compactions
 COMMIT_TRIES = 5  # delta-rs retries plain conflicts itself; these are for commits it cannot rebase
 ROW_GROUP = 64 * 1024  # rows
@@ -63,10 +63,28 @@ class Catalog:
         self.options = storage_options
         self.warnings: list[str] = []
         self._open: dict = {}  # name -> DeltaTable, kept between appends (no log replay per write)
+        self._folders: dict[str, str] = {}  # name -> its folder (an older schema's name, where the catalog has it)
         self._ready = False  # every table exists (checked once per Catalog)
 
     def uri(self, name: str) -> str:
-        return f"{self.root}/{name}"
+        """Where table `name` lives: its folder, or the folder an older schema named it (a catalog keeps the
+        folders it began with; a new one takes today's names)."""
+        if name not in self._folders:
+            self._folders[name] = name
+            for old in TABLES[name].stored_as if name in TABLES else ():
+                if self._has_log(old) and not self._has_log(name):
+                    self._folders[name] = old
+        return f"{self.root}/{self._folders[name]}"
+
+    def _has_log(self, folder: str) -> bool:
+        from deltalake import DeltaTable
+
+        if self.local:
+            return os.path.isdir(f"{self.root}/{folder}/_delta_log")
+        try:
+            return DeltaTable.is_deltatable(f"{self.root}/{folder}", storage_options=self.options)
+        except Exception:  # noqa: BLE001  unreachable store: open() names it
+            return False
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -124,7 +142,7 @@ class Catalog:
                 os.makedirs(self.root, exist_ok=True)
                 if not os.access(self.root, os.W_OK):
                     raise PermissionError(f"{self.root} is not writable")
-            for name, schema in TABLES.items():
+            for name, schema in SCHEMAS.items():
                 if name in self._open or self.table(name) is not None:
                     continue
                 try:
@@ -165,25 +183,23 @@ class Catalog:
                 log.warning("catalog: could not compact: %s", e)
         return len(scans)
 
-    def write_quant(self, rows: list[dict]) -> int:
-        """One quantization study's rows (columns of `quant_results`), appended in one commit."""
-        if rows:
+    def write(self, name: str, rows: pa.Table | list[dict]) -> int:
+        """Rows of table `name` (its columns), appended in one commit. A scan's own tables go through
+        `write_scans`, which keeps a scan whole."""
+        if TABLES[name].of_scan or name == "scans":
+            raise ValueError(f"{name} rows are written with their scan (write_scans)")
+        if not isinstance(rows, pa.Table):
+            rows = pa.Table.from_pylist(rows, schema=SCHEMAS[name])
+        if len(rows):
             self.ensure_writable()
-            self._append("quant_results", pa.Table.from_pylist(rows, schema=TABLES["quant_results"]))
-        return len(rows)
-
-    def write_lineage(self, rows: list[dict]) -> int:
-        """Comparisons of two scans (columns of `lineage`), appended in one commit."""
-        if rows:
-            self.ensure_writable()
-            self._append("lineage", pa.Table.from_pylist(rows, schema=TABLES["lineage"]))
+            self._append(name, rows)
         return len(rows)
 
     def _append(self, name: str, table: pa.Table) -> None:
         from deltalake import write_deltalake
         from deltalake.exceptions import CommitFailedError
 
-        data = table.cast(TABLES[name])
+        data = table.cast(SCHEMAS[name])
         for attempt in range(COMMIT_TRIES):
             try:
                 dt = self._open[name]
@@ -236,13 +252,8 @@ class Catalog:
         now = datetime.now(timezone.utc)
         for r in rows:
             r.update(origin=origin, set_id=set_id, imported=now)
-        self.append_reference(pa.Table.from_pylist(rows, schema=REFERENCE_FILE))
+        self.write("reference", pa.Table.from_pylist(rows, schema=REFERENCE_FILE))
         return len(rows), self.uri("reference")
-
-    def append_reference(self, rows: pa.Table) -> None:
-        """Reference rows as they are (imports, and migrations that keep their origin and import time)."""
-        self.ensure_writable()
-        self._append("reference", rows)
 
 
 def split(scans: pa.Table) -> dict[str, pa.Table]:

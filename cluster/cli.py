@@ -23,7 +23,7 @@ log = logging.getLogger("superweights")
 def _scan_parser(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
-    from scanner.sources import DEFAULT_MODEL, DERIVED, PACKAGED
+    from scanner.load.sources import DEFAULT_MODEL, DERIVED, PACKAGED
 
     p = sub.add_parser(
         "scan", help="find, validate and report the super weights of one model",
@@ -45,7 +45,7 @@ def _scan_parser(sub) -> None:
 
 def _run_scan(args) -> int:
     from catalog.cli import catalog_to_write
-    from scanner.loading import set_threads
+    from scanner.load.loading import set_threads
     from scanner.options import scan_config
 
     from .service import scan_to_row
@@ -75,7 +75,7 @@ def _run_scan(args) -> int:
 def check_base(model: str, base: str | None) -> None:
     """A base model must be another model."""
     from scanner.errors import BadInput
-    from scanner.sources import model_name
+    from scanner.load.sources import model_name
 
     if base is not None and (not base.strip() or model_name(base) == model_name(model)):
         raise BadInput(f"--base {base!r}: a model's base must name another model")

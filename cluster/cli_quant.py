@@ -1,4 +1,4 @@
-"""`superweights quantize-eval`: the quantization study of one model (scanner.quant_study), with the super
+"""`superweights quantize-eval`: the quantization study of one model (scanner.study.quant_study), with the super
 weights to keep taken from the catalog's latest validated scan of the model, or from a scan in the same load."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
     from scanner.config import QUANT_BLOCKS as BLOCKS, QUANT_VARIANTS as VARIANTS
-    from scanner.sources import DEFAULT_MODEL
+    from scanner.load.sources import DEFAULT_MODEL
 
     p = sub.add_parser(
         "quantize-eval", help="perplexity under RTN quantization, with and without the super weights kept",
@@ -92,11 +92,11 @@ def run(args) -> int:
 
     from scanner import __version__
     from scanner.errors import BadInput
-    from scanner.loading import set_threads
+    from scanner.load.loading import set_threads
     from scanner.options import scan_config
-    from scanner.quant_study import StudyConfig, finding, render, study_source
-    from scanner.quantize import Clip
-    from scanner.sources import resolve
+    from scanner.study.quant_study import StudyConfig, finding, render, study_source
+    from scanner.study.quantize import Clip
+    from scanner.load.sources import resolve
 
     cfg = scan_config(args)
     if args.clip_z is not None and args.clip_top is not None:

@@ -1,4 +1,4 @@
-"""Families: two scans of related models compared (catalog.lineage) and cross-ablated (scanner.cross), as
+"""Families: two scans of related models compared (catalog.lineage) and cross-ablated (scanner.study.cross), as
 one `lineage` row. Used by `superweights diff` and by batches whose models name a base.
 
 A side is a model's latest validated scan in the catalog, or a scan id; a model the catalog does not hold is
@@ -12,18 +12,18 @@ import uuid
 from dataclasses import dataclass
 
 from catalog.lineage import compare, counts, mattering
-from catalog.schema import LINEAGE
 from scanner import __version__ as SCANNER_VERSION
 from scanner.adapters import Coord
 from scanner.config import ScanConfig
+from words import verdicts
+from words.tables import LINEAGE
 
 from .errors import BadOption
 
 log = logging.getLogger("superweights")
-CATASTROPHIC = ("super_weight", "super_set")
 SCAN = ("SELECT scan_id, model, spec, revision, validated, base_model, base_model_from FROM scans_all "
         "WHERE status = 'ok' AND (scan_id = $1 OR (latest AND (model = $1 OR spec = $1)))")
-WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, output_ratio, verdict, ppl_ratio FROM super_weights_all "
+WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, output_ratio, verdict, ppl_ratio FROM candidates_all "
            "WHERE scan_id = $1 ORDER BY layer, expert NULLS FIRST, \"row\", col")
 
 
@@ -35,14 +35,14 @@ class Side:
     spec: str
     revision: str
     scan_id: str | None
-    weights: tuple  # super_weights rows (dicts)
+    weights: tuple  # candidates rows (dicts)
     validated: bool
     base_model: str | None = None  # the base its scan recorded
     base_model_from: str | None = None
 
     @property
     def catastrophic(self) -> list[Coord]:
-        return [_coord(w) for w in self.weights if w["verdict"] in CATASTROPHIC]
+        return [_coord(w) for w in self.weights if verdicts.is_catastrophic(w["verdict"])]
 
     @property
     def mattering(self) -> list[Coord]:
@@ -74,12 +74,12 @@ def find(catalog, ident: str) -> Side | None:
 
 def from_row(row: dict) -> Side:
     """A side from a scan's catalog row (`catalog.rows.ok_row`)."""
-    return Side(row["model"], row["spec"], row["revision"], row["scan_id"], tuple(row["super_weights"]),
+    return Side(row["model"], row["spec"], row["revision"], row["scan_id"], tuple(row["candidates"]),
                 bool(row["validated"]), row.get("base_model"), row.get("base_model_from"))
 
 
 def _source(side_or_spec):
-    from scanner.sources import resolve, resolve_pinned
+    from scanner.load.sources import resolve, resolve_pinned
 
     if isinstance(side_or_spec, Side):
         return resolve_pinned(side_or_spec.spec, side_or_spec.revision)
@@ -105,7 +105,7 @@ def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = Fals
     """Load B, then A; a side given as a spec is scanned in its load (A first on its own: its set is
     needed in B's)."""
     from catalog.rows import ok_row
-    from scanner.cross import cross_source
+    from scanner.study.cross import cross_source
 
     scanned = []
 

@@ -83,7 +83,7 @@ def parse(text: str, source: str = "models file") -> list[Entry]:
                 if not 0 < kw["timeout"] < float("inf"):
                     raise BadOption(f"{source} line {n}: timeout must be a positive number of seconds")
             elif key == "base":
-                from scanner.sources import model_name
+                from scanner.load.sources import model_name
 
                 if not value.strip():
                     raise BadOption(f"{source} line {n}: base= names no model")
@@ -104,7 +104,7 @@ def parse(text: str, source: str = "models file") -> list[Entry]:
 
 def _check_cycles(entries: list[Entry], source: str) -> None:
     """Bases named in the file must not loop back (A's base B, B's base A): neither could be scanned first."""
-    from scanner.sources import model_name
+    from scanner.load.sources import model_name
 
     base = {model_name(e.spec): e for e in entries if e.base}
     for e in base.values():

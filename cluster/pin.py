@@ -46,7 +46,7 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
 
-    from scanner.sources import hub_errors
+    from scanner.load.sources import hub_errors
 
     if not constants.HF_HUB_OFFLINE:
         try:
@@ -65,8 +65,8 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
 
 def pin(entry: Entry) -> Pinned:
     """The revision a worker will scan: the hub's commit sha for hub ids, else the files' fingerprint
-    (workers then scan exactly that, `scanner.sources.resolve_pinned`)."""
-    from scanner.sources import is_hub_id, model_name, resolve
+    (workers then scan exactly that, `scanner.load.sources.resolve_pinned`)."""
+    from scanner.load.sources import is_hub_id, model_name, resolve
 
     try:
         if is_hub_id(entry.spec):

@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 
 SCHEMA, VERSION = "superweights-protect", 1
-TIERS = ("super_weight", "super_set")
 SCAN = ("SELECT scan_id, model, revision, scanner_version, dtype, architecture, layers_path, gguf_file, num_layers "
         "FROM latest_scans WHERE (model = $1 OR spec = $1) AND status = 'ok' AND validated")
 WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, input, output, verdict, ppl_ratio, ppl_ratio_lo, "
-           f"ppl_ratio_hi FROM super_weights_all WHERE scan_id = $1 AND verdict IN {TIERS} "
+           "ppl_ratio_hi FROM super_weights_all WHERE scan_id = $1 "
            "ORDER BY layer, expert NULLS FIRST, \"row\", col")
 
 

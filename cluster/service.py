@@ -7,7 +7,7 @@ from catalog.rows import failed_row, ok_row
 from scanner import __version__ as SCANNER_VERSION
 from scanner.config import ScanConfig
 from scanner.errors import ScanError
-from scanner.sources import model_name
+from scanner.load.sources import model_name
 
 
 def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: bool = False, host: str | None = None,
@@ -24,7 +24,7 @@ def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: boo
 
 def _scan_to_row(spec, revision, cfg, pinned, host, progress):
     from scanner.scan import scan_source
-    from scanner.sources import resolve, resolve_pinned
+    from scanner.load.sources import resolve, resolve_pinned
 
     started, source = time.time(), None
     try:

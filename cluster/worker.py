@@ -11,7 +11,7 @@ from scanner.config import ScanConfig
 
 class ScanWorker:
     def __init__(self):
-        from scanner.loading import set_threads
+        from scanner.load.loading import set_threads
         from scanner.scan import scan_source  # noqa: F401  (imports torch and transformers once, here)
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -216,7 +216,7 @@ def _build(cls, data, where: str):
     return cls(**kw)
 
 
-# The quantization study's settings (scanner.quantize, scanner.quant_study), here so that the command line
+# The quantization study's settings (scanner.study.quantize, scanner.study.quant_study), here so that the command line
 # can offer them without importing torch.
 QUANT_VARIANTS = ("plain", "keep", "clip_keep", "clip")
 QUANT_BLOCKS = (64, 64 ** 2, 128 ** 2, 256 ** 2, 512 ** 2, 1024 ** 2, None)  # None: the whole tensor

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .adapters import Unit, adapter_for, get, layers, matrix
-from .profile import tokens_first
+from .measure.profile import tokens_first
 
 VOCAB = 260  # 256 bytes + <bos> <eos> <pad> + 1 spare
 BOS, EOS, PAD = 256, 257, 258

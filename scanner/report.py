@@ -1,25 +1,15 @@
 """The scan result: one JSON object, and a Table-1-style text report.
 
-The JSON object's keys are the catalog's names (README, "Schema"): a scan row's columns at the top, and
-`super_weights`, `spikes` and `layer_profiles` lists whose items have the columns of those tables. It
+The JSON object's keys are the catalog's names (`words.tables`): a scan row's columns at the top, and
+`candidates`, `spikes` and `layer_profiles` lists whose items have the columns of those tables. It
 carries a few things more that the catalog does not keep (`groups`, `baseline`, `timings`, ...)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-COORDINATES = ("(layer, row, col) of the down projection as a Linear weight W[out, in]: row = hidden/output "
-               "channel, col = intermediate/input channel; layers from 0; experts.down_proj[expert, row, col]")
-CATASTROPHIC = ("super_weight", "super_set")
-FINDINGS = {
-    "super_weights": "super weights found: their removal is catastrophic",
-    "mild_only": "spikes whose weights matter, but none catastrophically",
-    "spikes_harmless": "spikes, but no weight whose removal matters",
-    "no_spike": "no down-projection output spikes above the threshold",
-    "not_visible": "not visible to this method: the post-MLP norm's gains make the large activations, "
-                   "not a down-projection weight",
-    "unvalidated": "spikes with candidates, not validated (--no-validate)",
-}
+from words import COORDINATES, verdicts
+
 
 
 def _ratios(e, prefix: str) -> dict:
@@ -45,14 +35,14 @@ class ScanResult:
     candidates: list  # [Candidate], ranked
     groups: list  # [validate.GroupResult]
     evaluation: dict  # ppl_base, stopword_mass, eval_windows, window_tokens, eval_tokens, eval_text_sha256, ...
-    finding: str  # a key of FINDINGS
+    finding: str  # a key of words.verdicts.FINDINGS
     config: dict
     config_fingerprint: str
     rounds: int
     started: float
     timings: dict
     warnings: list = field(default_factory=list)
-    base_model: str | None = None  # what the checkpoint declares it was made from (scanner.card)
+    base_model: str | None = None  # what the checkpoint declares it was made from (scanner.load.card)
     base_model_from: str | None = None  # card | gguf
 
     def group_id(self, key: tuple) -> str:
@@ -113,10 +103,10 @@ class ScanResult:
             "duration_s": self.timings.get("total_s"), "status": "ok", **ev, "rounds": self.rounds,
             "validated": bool(self.evaluation.get("ppl_base")), "finding": self.finding,
             **{f"largest_{k}": (largest or {}).get(k) for k in ("ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi")},
-            "n_candidates": len(sws), "n_super_weights": sum(s["verdict"] in CATASTROPHIC for s in sws),
+            "n_candidates": len(sws), "n_super_weights": sum(verdicts.is_catastrophic(s["verdict"]) for s in sws),
             "config": self.config, "config_fingerprint": self.config_fingerprint, "warnings": self.warnings,
             **{k: v for k, v in self.timings.items() if k != "total_s"},
-            "super_weights": sws, "groups": groups,
+            "candidates": sws, "groups": groups,
             "spikes": [s.to_dict() for s in self.spikes],
             "layer_profiles": [p.to_dict() for p in self.profiles],
             "baseline": vars(self.baseline), "timings": self.timings,
@@ -130,10 +120,10 @@ class ScanResult:
             lines.append(f"perplexity {d['ppl_base']:.3f} on {d['eval_windows']} windows of {d['window_tokens']} "
                          f"tokens; {self.rounds} detection round(s); spikes measured against the median layer "
                          f"maximum {self.baseline.value:.3g}")
-        lines.append(f"finding: {FINDINGS[self.finding]}")
+        lines.append(f"finding: {verdicts.FINDINGS[self.finding]}")
         head = ("layer", "module", "[row, col]", "weight", "spike", "ppl ratio [95% interval]", "windows", "verdict")
         rows = []
-        shown = [s for s in d["super_weights"] if s["verdict"] != "unvalidated"] or d["super_weights"]
+        shown = [s for s in d["candidates"] if s["verdict"] != "unvalidated"] or d["candidates"]
         for s in shown:
             module = s["module"] + (f"[{s['expert']}]" if s["expert"] is not None else "")
             ratio = "-" if s["ppl_ratio"] is None else \
@@ -144,8 +134,8 @@ class ScanResult:
             widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
             lines.append("")
             lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
-        if len(shown) < len(d["super_weights"]):
-            lines.append(f"(+{len(d['super_weights']) - len(shown)} unvalidated candidates of spikes that barely "
+        if len(shown) < len(d["candidates"]):
+            lines.append(f"(+{len(d['candidates']) - len(shown)} unvalidated candidates of spikes that barely "
                          "move the output; see --json)")
         if d["groups"]:
             lines.append("\ngroups (candidates of one spike zeroed together) and controls:")
@@ -154,7 +144,7 @@ class ScanResult:
                 lines.append(f"  {g['id']}: {len(g['members'])} weight(s) -> ppl x{g['ppl_ratio']:.3g} "
                              f"[{g['ppl_ratio_lo']:.3g}, {g['ppl_ratio_hi']:.3g}] on {g['windows']} windows"
                              + (f"; controls at most x{c:.3g}" if c else "") + f": {g['verdict']}")
-        other = [s for s in self.spikes if s.kind != "super_activation"]
+        other = [s for s in self.spikes if s.kind != "massive"]
         if other:
             lines.append("\nother spikes: " + "; ".join(
                 f"layer {s.layer} row {s.row} {s.kind} ({s.ratio:.0f}x)" for s in other))

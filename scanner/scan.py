@@ -7,18 +7,21 @@ from contextlib import contextmanager
 
 import torch
 
-from . import __version__, evalset
-from .card import declared_base
+from words import verdicts
+
+from . import __version__
+from .measure import evalset
+from .load.card import declared_base
 from .config import ScanConfig
-from .detect import detect
+from .measure.detect import detect
 from .errors import BadInput
-from .loading import Loaded, load
-from .replay import Runner
+from .load.loading import Loaded, load
+from .measure.replay import Runner
 from .report import ScanResult
-from .sources import Source, resolve
-from .evaluator import Evaluator
-from .triage import triage
-from .validate import validate
+from .load.sources import Source, resolve
+from .measure.evaluator import Evaluator
+from .measure.triage import triage
+from .measure.validate import validate
 
 
 def scan(spec: str, cfg: ScanConfig | None = None, revision: str | None = None, progress: bool = False) -> ScanResult:
@@ -121,18 +124,17 @@ def evaluator(loaded: Loaded, cfg: ScanConfig, kept=(), warnings: list[str] | No
 
 
 def finding(loaded: Loaded, base, spikes, candidates, validated: bool) -> str:
-    """What a scan found, in one word of report.FINDINGS: "none found" is said three different ways."""
-    verdicts = {c.verdict for c in candidates}
-    if verdicts & {"super_weight", "super_set"}:
+    """What a scan found, in one word of words.verdicts.FINDINGS: "none found" is said three different ways."""
+    if any(verdicts.is_catastrophic(c.verdict) for c in candidates):
         return "super_weights"
-    if "mild" in verdicts:
+    if any(verdicts.matters(c.verdict) for c in candidates):
         return "mild_only"
     if not validated and candidates:
         return "unvalidated"
     # a post-MLP norm that multiplies the MLP's typical output tenfold or more makes the activations itself
     if loaded.adapter.post_norm and base.value >= 10 * base.raw:
         return "not_visible"
-    return "spikes_harmless" if any(s.kind == "super_activation" for s in spikes) else "no_spike"
+    return "spikes_harmless" if any(s.kind == "massive" for s in spikes) else "no_spike"
 
 
 @contextmanager

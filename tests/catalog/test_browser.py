@@ -7,7 +7,7 @@ from playwright import sync_api as playwright
 
 from catalog import publish as pub
 from catalog.rows import ok_row
-from catalog.synthetic import result
+from tests.fixtures.synthetic import result
 
 CHROMIUM = os.environ.get("SUPERWEIGHTS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("SUPERWEIGHTS_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))

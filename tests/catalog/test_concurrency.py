@@ -9,7 +9,7 @@ from pathlib import Path
 from catalog import publish, query
 from catalog.rows import ok_row
 from catalog.store import Catalog
-from catalog.synthetic import result
+from tests.fixtures.synthetic import result
 
 SPAWN = mp.get_context("spawn")  # delta-rs's runtime does not survive a fork
 
@@ -33,7 +33,7 @@ def test_two_writers_while_queries_and_publishes_run(tmp_path):
     while any(w.is_alive() for w in writers):
         # one query sees one snapshot: every scan in it is whole, its 10 candidates and 24 layers with it
         [(n, sw, lp)] = query.run(cat, "SELECT (SELECT count(*) FROM scans_all), (SELECT count(*) FROM "
-                                       "super_weights_all), (SELECT count(*) FROM layer_profiles_all)")[1]
+                                       "candidates_all), (SELECT count(*) FROM layer_profiles_all)")[1]
         assert (sw, lp) == (10 * n, 24 * n)
         queries += 1
         if queries % 3 == 0:
@@ -66,11 +66,11 @@ def test_writers_killed_mid_commit_leave_nothing_visible_and_compaction_clears_t
     cat = Catalog(location)
     n = query.run(cat, "SELECT count(*) FROM scans_all")[1][0][0]
     assert n > 0
-    assert query.run(cat, "SELECT count(*) FROM super_weights_all")[1][0][0] == 10 * n  # no half scan shown
+    assert query.run(cat, "SELECT count(*) FROM candidates_all")[1][0][0] == 10 * n  # no half scan shown
     cat.compact(retention_hours=0)
     from deltalake import DeltaTable
 
-    for name in ("scans", "super_weights", "spikes", "layer_profiles"):
+    for name in ("scans", "candidates", "spikes", "layer_profiles"):
         listed = {Path(u.removeprefix("file://")).name for u in DeltaTable(cat.uri(name)).file_uris()}
         on_disk = {p.name for p in Path(cat.uri(name)).glob("*.parquet")}
         assert on_disk == listed, name  # the killed writers' files are gone; none the log names is missing

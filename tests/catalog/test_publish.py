@@ -9,8 +9,8 @@ from PIL import Image
 from catalog import publish as pub
 from catalog.errors import PublishError
 from catalog.rows import failed_row, ok_row
-from catalog.synthetic import VERSION
-from catalog.synthetic import result
+from tests.fixtures.synthetic import VERSION
+from tests.fixtures.synthetic import result
 
 
 def _first(cat):

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from catalog import query
+from catalog import query, views
 from catalog.errors import BadReference, QueryError
 from catalog.rows import ok_row
-from catalog.synthetic import result
+from tests.fixtures.synthetic import result
 
 REFERENCE = "catalog/data/published_super_weights.csv"
 
@@ -43,18 +43,18 @@ def _fill(cat):
 
 def test_short_forms(cat):
     _fill(cat)
-    cols, data = query.run(cat, *query.model_sql("org/llama-a"))
+    cols, data = query.run(cat, *views.model_sql("org/llama-a"))
     got = [dict(zip(cols, r)) for r in data]
     assert [(g["layer"], g["row"], g["col"], g["verdict"]) for g in got] == [(2, 10, 20, "super_weight"),
                                                                             (2, 10, 21, "super_set")]
-    cols, data = query.run(cat, *query.where_sql(2, None))
+    cols, data = query.run(cat, *views.where_sql(2, None))
     assert sorted({r[cols.index("model")] for r in data}) == ["org/llama-a", "org/mistral"]
-    cols, data = query.run(cat, *query.where_sql(None, "llama"))
+    cols, data = query.run(cat, *views.where_sql(None, "llama"))
     assert sorted({r[cols.index("model")] for r in data}) == ["org/llama-a", "org/llama-b"]
-    cols, data = query.run(cat, *query.where_sql(2, "llama"))
+    cols, data = query.run(cat, *views.where_sql(2, "llama"))
     assert {r[cols.index("model")] for r in data} == {"org/llama-a"}
     # parameters are bound, not pasted: a quote in a model id is just a character
-    assert query.run(cat, *query.model_sql("x' OR '1'='1"))[1] == []
+    assert query.run(cat, *views.model_sql("x' OR '1'='1"))[1] == []
 
 
 def test_formats(cat):
@@ -81,7 +81,7 @@ def test_reference_import_and_disagreements(cat, tmp_path):
                                                                     (2, 2231, 6939, "negligible")])))
     # OLMo-1B scanned without the published coordinates at all
     cat.write_scan(ok_row(result("allenai/OLMo-1B-0724-hf", 1, coords=[(1, 1764, 1710, "super_weight")])))
-    cols, data = query.run(cat, query.DISAGREEMENTS_SQL)
+    cols, data = query.run(cat, views.DISAGREEMENTS_SQL)
     got = {tuple(r[cols.index(c)] for c in ("model", "layer", "row", "col", "disagreement")) for r in data}
     assert got == {("huggyllama/llama-7b", 4, 11, 12, "found, not published"),
                    ("huggyllama/llama-13b", 2, 2231, 6939, "published, scan says negligible"),
@@ -114,7 +114,7 @@ def test_bad_reference_files(cat, tmp_path, text, match):
 def _scan(model, coords, experts=()):
     """A synthetic scan; `experts[i]` makes candidate i one of expert e's down projection (MoE)."""
     r = result(model, 1, coords=coords)
-    for s, e in zip(r["super_weights"], experts):
+    for s, e in zip(r["candidates"], experts):
         s.update(module="mlp.experts.down_proj", expert=e)
     return ok_row(r)
 
@@ -139,7 +139,7 @@ def test_expert_and_channel_claims_compared_at_their_own_level(cat):
     # experts: layer 1 expert 68 found where published; layer 2's published expert 92 weight found in expert 5
     cat.write_scan(_scan("Qwen/Qwen3-30B-A3B", [(1, 940, 711, "super_weight"), (2, 940, 59, "super_weight")],
                          experts=[68, 5]))
-    cols, data = query.run(cat, query.DISAGREEMENTS_SQL)
+    cols, data = query.run(cat, views.DISAGREEMENTS_SQL)
     got = {tuple(r[cols.index(c)] for c in ("model", "level", "layer", "expert", "row", "col", "disagreement"))
            for r in data}
     assert got == {

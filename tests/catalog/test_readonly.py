@@ -13,7 +13,7 @@ from catalog.errors import QueryError
 from catalog.rows import ok_row
 from catalog.snapshot import Snapshot
 from catalog.store import Catalog
-from catalog.synthetic import result
+from tests.fixtures.synthetic import result
 from tests.cluster.test_cli import assert_clean_error, run_cli
 
 
@@ -43,7 +43,7 @@ def attacks(c: str) -> list[str]:
     return [
         f"EXPLAIN ANALYZE COPY (SELECT 1 AS a, 'x' AS p) TO '{c}/scans' (FORMAT parquet, PARTITION_BY (p), OVERWRITE)",
         f"EXPLAIN ANALYZE COPY (SELECT 42 AS junk) TO '{c}/scans/part-00000-x.parquet'",
-        f"EXPLAIN (ANALYZE) COPY (SELECT 42 AS junk) TO '{c}/super_weights/junk.parquet'",
+        f"EXPLAIN (ANALYZE) COPY (SELECT 42 AS junk) TO '{c}/candidates/junk.parquet'",
         f"COPY (SELECT * FROM scans) TO '{c}/scans/forged.parquet' (KV_METADATA {{'superweights.schema_version': '3'}})",
         "SELECT * FROM read_text('.tmp/private.txt')",
         "EXPLAIN ANALYZE SELECT * FROM read_text('.tmp/private.txt')",

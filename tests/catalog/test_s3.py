@@ -8,7 +8,7 @@ import pytest
 from catalog import publish, query
 from catalog.rows import ok_row
 from catalog.store import Catalog
-from catalog.synthetic import result
+from tests.fixtures.synthetic import result
 
 from .writers import in_processes
 
@@ -50,4 +50,4 @@ def test_two_writers_at_once_on_s3(bucket):
     in_processes(location, 2, 8)
     cat = Catalog(location)
     assert query.run(cat, "SELECT count(*), count(DISTINCT scan_id) FROM scans_all")[1] == [(16, 16)]
-    assert query.run(cat, "SELECT count(*) FROM super_weights_all")[1] == [(160,)]
+    assert query.run(cat, "SELECT count(*) FROM candidates_all")[1] == [(160,)]

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from catalog import query, store
+from catalog import query, store, views
 from catalog.errors import CatalogUnavailable
 from catalog.rows import failed_row, ok_row
 from catalog.schema import NESTED, SCAN_COLUMNS, SCHEMA_VERSION
 from catalog.store import Catalog
-from catalog.synthetic import VERSION, result
+from tests.fixtures.synthetic import VERSION, result
 
 from .writers import in_processes
 
@@ -37,11 +37,11 @@ def test_round_trip_every_table(cat, planted_result):
             assert scan[key] == r[key], key
     assert scan["started"].isoformat(timespec="milliseconds").replace("+00:00", "Z") == r["started"]
     assert scan["n_super_weights"] == sum(s["verdict"] in ("super_weight", "super_set")
-                                         for s in r["super_weights"]) >= 1
+                                         for s in r["candidates"]) >= 1
     assert scan["finding"] == "super_weights" and scan["validated"] and len(scan["config_fingerprint"]) == 12
     assert json.loads(scan["config"]) == r["config"] and r["config"]["validate"]["min_ppl_ratio"] == 1.5
 
-    for table, order in (("super_weights", "rank"), ("spikes", "layer, row"), ("layer_profiles", "layer")):
+    for table, order in (("candidates", "rank"), ("spikes", "layer, row"), ("layer_profiles", "layer")):
         got = rows(cat, f"SELECT * FROM {table} ORDER BY {order}")
         want = sorted(r[table], key=lambda x: [x[k.strip()] for k in order.split(",")])
         assert len(got) == len(want) >= 1, table
@@ -66,18 +66,18 @@ def test_failed_scan_row(cat):
     assert (s["status"], s["error_type"], s["error"], s["model"]) == ("failed", "ValueError", "no such repository",
                                                                      "org/missing")
     assert s["duration_s"] >= 2
-    assert rows(cat, "SELECT * FROM super_weights") == []
+    assert rows(cat, "SELECT * FROM candidates") == []
 
 
 def test_empty_catalog_queries_empty(cat):
-    for view in query.VIEWS:
+    for view in views.VIEWS:
         assert rows(cat, f"SELECT * FROM {view}") == []
 
 
 def test_seven_delta_tables_and_nothing_else(cat):
     from deltalake import DeltaTable
 
-    names = {"scans", "super_weights", "spikes", "layer_profiles", "reference", "quant_results", "lineage"}
+    names = {"scans", "candidates", "spikes", "layer_profiles", "reference", "quant_results", "lineage"}
     cat.write_scan(ok_row(result("org/a", 1)))
     for name in names:
         dt = DeltaTable(cat.uri(name))
@@ -86,7 +86,7 @@ def test_seven_delta_tables_and_nothing_else(cat):
     assert files == names
     assert not [p for p in Path(cat.root).rglob("*") if p.is_file() and not
                 (p.suffix == ".parquet" or "_delta_log" in p.parts)]  # no temporary left behind
-    assert rows(cat, "SELECT count(*) AS n FROM super_weights")[0]["n"] == 10
+    assert rows(cat, "SELECT count(*) AS n FROM candidates")[0]["n"] == 10
 
 
 def _data_file(cat, table: str, model: str) -> Path:
@@ -107,12 +107,12 @@ def test_a_corrupt_page_a_link_and_a_foreign_file_block_nothing(cat, caplog, tmp
     catalog, and a foreign file in a table's folder: queries skip them, name them, and answer."""
     for model in ("org/m0", "org/m1", "org/victim", "org/linked"):
         cat.write_scan(ok_row(result(model, 1, coords=[(1, 2, 3, "super_weight"), (4, 5, 6, "negligible")])))
-    rotten = _data_file(cat, "super_weights", "org/victim")
+    rotten = _data_file(cat, "candidates", "org/victim")
     data = bytearray(rotten.read_bytes())
     for k in range(8, len(data) // 2, 7):  # the data pages, not the footer at the end
         data[k] ^= 0x5A
     rotten.write_bytes(bytes(data))
-    linked = _data_file(cat, "super_weights", "org/linked")
+    linked = _data_file(cat, "candidates", "org/linked")
     secret = tmp_path / "secret.parquet"
     secret.write_bytes(linked.read_bytes())
     linked.unlink()
@@ -121,7 +121,7 @@ def test_a_corrupt_page_a_link_and_a_foreign_file_block_nothing(cat, caplog, tmp
                    Path(cat.uri("scans")) / "part-00000-forged.parquet")
     with caplog.at_level(logging.WARNING, logger="superweights"):
         assert rows(cat, "SELECT count(*) AS n FROM scans")[0]["n"] == 4  # the foreign file is not in the log
-        got = rows(cat, "SELECT model, count(*) AS n FROM super_weights GROUP BY model ORDER BY model")
+        got = rows(cat, "SELECT model, count(*) AS n FROM candidates GROUP BY model ORDER BY model")
     assert got == [{"model": "org/m0", "n": 2}, {"model": "org/m1", "n": 2}]
     assert str(rotten) in caplog.text and str(linked) in caplog.text and "forged" not in caplog.text
     from catalog.publish import publish
@@ -152,10 +152,10 @@ def test_rescan_supersedes_without_deleting(cat):
     cat.write_scan(other_version)
     cur = rows(cat, "SELECT scan_id, scanner_version FROM scans ORDER BY scanner_version")
     assert {c["scan_id"] for c in cur} == {new["scan_id"], other_version["scan_id"]}
-    assert [w["col"] for w in rows(cat, "SELECT col FROM super_weights WHERE scanner_version <> '0.0.9'")] == [4]
+    assert [w["col"] for w in rows(cat, "SELECT col FROM candidates WHERE scanner_version <> '0.0.9'")] == [4]
     everything = rows(cat, "SELECT scan_id, current, status FROM scans_all")
     assert len(everything) == 4 and sum(e["current"] for e in everything) == 2
-    assert len(rows(cat, "SELECT * FROM super_weights_all WHERE NOT current AND col = 3")) == 1
+    assert len(rows(cat, "SELECT * FROM candidates_all WHERE NOT current AND col = 3")) == 1
     [latest] = rows(cat, "SELECT scan_id FROM latest_scans")
     assert latest["scan_id"] == new["scan_id"]
     # a failure is current while nothing of that key succeeded
@@ -172,11 +172,11 @@ def test_compaction_keeps_every_scan_and_bounds_files(cat, monkeypatch):
     assert len(DeltaTable(cat.uri("scans")).file_uris()) <= n - 8 + 1  # the first 8 are one file now
     got = rows(cat, "SELECT count(*) AS n, count(DISTINCT scan_id) AS d FROM scans_all")[0]
     assert got == {"n": n, "d": n} and len(set(ids)) == n
-    assert rows(cat, "SELECT count(*) AS n FROM super_weights_all")[0]["n"] == 10 * n
+    assert rows(cat, "SELECT count(*) AS n FROM candidates_all")[0]["n"] == 10 * n
     cat.compact(retention_hours=0)  # and by hand: one file per table, the replaced ones deleted
     assert len(DeltaTable(cat.uri("scans")).file_uris()) == 1
     assert len(list(Path(cat.uri("scans")).glob("*.parquet"))) == 1
-    assert rows(cat, "SELECT count(*) AS n FROM super_weights_all")[0]["n"] == 10 * n
+    assert rows(cat, "SELECT count(*) AS n FROM candidates_all")[0]["n"] == 10 * n
 
 
 def test_eight_processes_write_twenty_five_scans_each(tmp_path):
@@ -185,7 +185,7 @@ def test_eight_processes_write_twenty_five_scans_each(tmp_path):
     cat = Catalog(location)
     got = rows(cat, "SELECT count(*) AS n, count(DISTINCT scan_id) AS d FROM scans_all")[0]
     assert got == {"n": 200, "d": 200}
-    assert rows(cat, "SELECT count(*) AS n FROM super_weights_all")[0]["n"] == 2000
+    assert rows(cat, "SELECT count(*) AS n FROM candidates_all")[0]["n"] == 2000
     assert cat.warnings == []
 
 
@@ -221,5 +221,5 @@ def test_a_catalog_of_schema_3_is_read_and_takes_schema_4_rows(tmp_path, planted
     assert DeltaTable(cat.uri("scans")).metadata().description == f"superweights catalog, schema {SCHEMA_VERSION}"
     got = rows(cat, "SELECT count(*) AS n, count(finding) AS f, count(ppl_base) AS p FROM scans_all")
     assert got == [{"n": 3, "f": 1, "p": 3}]
-    sw = rows(cat, "SELECT count(*) AS n, count(ppl_ratio_lo) AS lo FROM super_weights_all")[0]
+    sw = rows(cat, "SELECT count(*) AS n, count(ppl_ratio_lo) AS lo FROM candidates_all")[0]
     assert sw["n"] > sw["lo"] >= 1

@@ -3,7 +3,7 @@ import multiprocessing as mp
 
 from catalog.rows import ok_row
 from catalog.store import Catalog
-from catalog.synthetic import result
+from tests.fixtures.synthetic import result
 
 SPAWN = mp.get_context("spawn")
 

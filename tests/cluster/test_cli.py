@@ -85,9 +85,9 @@ def test_json_on_stdout_progress_on_stderr(tmp_path):
     proc = run_cli("scan", str(folder), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    for key in ("model", "revision", "architecture", "super_weights", "groups", "spikes", "layer_profiles", "ppl_base"):
+    for key in ("model", "revision", "architecture", "candidates", "groups", "spikes", "layer_profiles", "ppl_base"):
         assert key in result
-    sw = result["super_weights"][0]
+    sw = result["candidates"][0]
     for key in ("layer", "row", "col", "module", "value", "verdict", "ppl_ratio"):
         assert key in sw
     assert (sw["layer"], sw["row"], sw["col"], sw["module"]) == (1, 10, 20, "mlp.c_proj")

@@ -3,7 +3,7 @@ import json
 
 from catalog.rows import ok_row
 from catalog.store import Catalog
-from catalog.synthetic import result
+from tests.fixtures.synthetic import result
 
 from tests.scanner.helpers import planted, truth
 from .test_cli import assert_clean_error, run_cli

@@ -70,7 +70,7 @@ def test_protect_list_read_back_and_applied(tmp_path):
     from safetensors.torch import load_file
 
     from cluster.protect import read
-    from scanner.quantize import quantize_weight
+    from scanner.study.quantize import quantize_weight
 
     folder = planted("gpt2", tmp_path / "m")  # Conv1D: the stored index is [col, row]
     cat = str(tmp_path / "catalog")
@@ -95,7 +95,7 @@ def test_protect_list_read_back_and_applied(tmp_path):
     # the engine's side: per-tensor INT4 of the stored tensor with the listed entries left out and restored
     mask = torch.zeros_like(stored, dtype=torch.bool)
     mask[tuple(w["index"])] = True
-    from scanner.quantize import rtn
+    from scanner.study.quantize import rtn
     engine = rtn(stored, 4, None, skip=mask)
     ours = quantize_weight(stored.T, 4, None, "keep", keep=[(row, col)]).T  # the study's keep, [out, in]
     assert torch.equal(engine, ours) and float(engine[tuple(w["index"])]) == float(stored[tuple(w["index"])])
@@ -121,12 +121,12 @@ def test_protect_list_applied_to_int4_recovers_the_perplexity(tmp_path):
 
     from cluster.protect import read
     from scanner.config import ScanConfig
-    from scanner.loading import LoadOptions, load
-    from scanner.planted_quant import build
-    from scanner.quant_study import Study, StudyConfig
-    from scanner.quantize import Clip, rtn
+    from scanner.load.loading import LoadOptions, load
+    from tests.fixtures.planted_quant import build
+    from scanner.study.quant_study import Study, StudyConfig
+    from scanner.study.quantize import Clip, rtn
     from scanner.scan import evaluator
-    from scanner.sources import resolve
+    from scanner.load.sources import resolve
 
     folder = build(tmp_path / "q")
     cat = str(tmp_path / "catalog")

@@ -5,15 +5,15 @@ import json
 
 import pytest
 
-from catalog import query
+from catalog import query, views
 from catalog.store import Catalog
 from cluster import batch
 from cluster.errors import BadOption
 from cluster.models import parse
 from scanner.planted import CONFIGS, Plant, build
-from scanner.planted_family import finetune
-from scanner.planted_gguf import write_gguf
-from scanner.requantize import requantize
+from tests.fixtures.planted_family import finetune
+from tests.fixtures.planted_gguf import write_gguf
+from scanner.load.requantize import requantize
 
 from .test_cli import assert_clean_error, run_cli
 
@@ -98,7 +98,7 @@ def test_batch_scans_bases_first_and_compares_each_derivative(family, tmp_path, 
     _, rows = query.run(cat, "SELECT model, epoch(started), duration_s FROM scans")
     t = {m: (s0, s0 + d) for m, s0, d in rows}
     assert t[family["moved"]][0] >= t[family["base"]][1] - 0.5 and t[family["small"]][0] >= t[family["base"]][1] - 0.5
-    cols, rows = query.run(cat, *query.family_sql(family["gguf"]))
+    cols, rows = query.run(cat, *views.family_sql(family["gguf"]))
     fam = [dict(zip(cols, r)) for r in rows]
     assert {f["model"] for f in fam} == {family[k] for k in ("base", "ft", "moved", "gguf", "small")}
     assert {f["root"] for f in fam} == {family["base"]}
@@ -142,7 +142,7 @@ def test_smollm2_requantized_with_the_gguf_library_keeps_its_super_weights(tmp_p
     shows the validated comparison). The layer-11 pair stays where it is, its values nearly exact."""
     from cluster.lineage import diff as compare_models
     from scanner.config import ScanConfig
-    from scanner.sources import resolve
+    from scanner.load.sources import resolve
 
     src = resolve("pkg:smollm2-135m")
     q = requantize(src.path / src.gguf_file, tmp_path / "q4_0.gguf", "Q4_0", base_model="pkg:smollm2-135m")

@@ -23,7 +23,7 @@ def _stored(location):
     cols, data = query.run(Catalog(location), "SELECT model, config, prompts, eval_tokens, eval_text_sha256 "
                                               "FROM scans ORDER BY model")
     scans = [dict(zip(cols, r)) for r in data]
-    cols, data = query.run(Catalog(location), "SELECT model, layer, row, col, verdict, ppl_ratio FROM super_weights "
+    cols, data = query.run(Catalog(location), "SELECT model, layer, row, col, verdict, ppl_ratio FROM candidates "
                                               "ORDER BY model, layer, row, col")
     return scans, data
 

@@ -68,11 +68,11 @@ def test_a_worker_scans_exactly_what_was_pinned(tmp_path):
 
 
 def test_a_fault_while_pinning_is_a_failed_row_not_a_traceback(monkeypatch, tmp_path):
-    import scanner.sources
+    import scanner.load.sources
 
     def broken(spec, revision=None):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(scanner.sources, "resolve", broken)
+    monkeypatch.setattr(scanner.load.sources, "resolve", broken)
     (p,) = [pin(e) for e in parse(str(tmp_path))]
     assert type(p.error).__name__ == "InternalError" and "RuntimeError: boom" in str(p.error)

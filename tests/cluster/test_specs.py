@@ -8,7 +8,7 @@ from catalog import query
 from catalog.store import Catalog
 from cluster import batch
 from cluster.models import parse
-from scanner.planted_gguf import write_gguf
+from tests.fixtures.planted_gguf import write_gguf
 from tests.scanner.helpers import HUB_REPO, HUB_SHA, hub_cache, planted
 
 

@@ -24,7 +24,7 @@ def truth(folder: Path) -> set:
 
 def positives(result: dict) -> dict:
     return {(s["layer"], s["module"], s["row"], s["col"], s["expert"]): s["verdict"]
-            for s in result["super_weights"] if s["verdict"] in POSITIVE}
+            for s in result["candidates"] if s["verdict"] in POSITIVE}
 
 
 def scan_dict(folder, **kw) -> dict:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from scanner.planted_gguf import write_gguf
+from tests.fixtures.planted_gguf import write_gguf
 from tests.cluster.test_cli import assert_clean_error, run_cli
 
 from .helpers import planted

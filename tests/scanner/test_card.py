@@ -1,7 +1,7 @@
 """What checkpoints declare of their base model: model cards and GGUF metadata."""
-from scanner.card import card_base, declared_base, gguf_base
-from scanner.planted_gguf import write_gguf
-from scanner.requantize import requantize
+from scanner.load.card import card_base, declared_base, gguf_base
+from tests.fixtures.planted_gguf import write_gguf
+from scanner.load.requantize import requantize
 from tests.scanner.helpers import planted
 
 

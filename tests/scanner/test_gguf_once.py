@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import transformers.modeling_gguf_pytorch_utils as tg
 
-from scanner import gguf_once
-from scanner.sources import resolve
+from scanner.load import gguf_once
+from scanner.load.sources import resolve
 
 from .helpers import planted
 
 
 def _files(tmp_path) -> list[Path]:
-    from scanner.planted_gguf import write_gguf
+    from tests.fixtures.planted_gguf import write_gguf
 
     files = [write_gguf(planted("llama", tmp_path / "m"), tmp_path / "planted-llama.gguf")]
     smol = resolve("pkg:smollm2-135m")  # a real vocabulary of 49,152 strings, merges, scores

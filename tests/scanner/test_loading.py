@@ -5,11 +5,11 @@ import pickle
 import pytest
 import torch
 
-from scanner.ablation import zeroed
+from scanner.measure.ablation import zeroed
 from scanner.adapters import Coord, matrix
 from scanner.errors import BadInput, CorruptCheckpoint
-from scanner.loading import LoadOptions, load, parse_size
-from scanner.sources import resolve
+from scanner.load.loading import LoadOptions, load, parse_size
+from scanner.load.sources import resolve
 
 from .helpers import planted, positives, scan_dict
 
@@ -21,8 +21,8 @@ def test_disk_offload_gives_the_same_answer(tmp_path):
     assert off["offloaded"] and not full["offloaded"]
     assert positives(off) == positives(full)
     assert off["ppl_base"] == pytest.approx(full["ppl_base"], rel=1e-5)
-    ratio = {(s["row"], s["col"]): s["ppl_ratio"] for s in off["super_weights"]}
-    for s in full["super_weights"]:
+    ratio = {(s["row"], s["col"]): s["ppl_ratio"] for s in off["candidates"]}
+    for s in full["candidates"]:
         assert ratio[(s["row"], s["col"])] == pytest.approx(s["ppl_ratio"], rel=1e-5)
 
 
@@ -67,7 +67,7 @@ def test_parse_size():
 
 
 def test_available_cpus_follows_affinity_and_container_quota(tmp_path):
-    from scanner.loading import available_cpus
+    from scanner.load.loading import available_cpus
 
     cores = len(os.sched_getaffinity(0))
     assert available_cpus(tmp_path / "none") == cores  # no cgroup files: the affinity

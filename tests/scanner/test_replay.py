@@ -3,14 +3,14 @@ the weights zeroed, window by window."""
 import pytest
 import torch
 
-from scanner.ablation import zeroed
+from scanner.measure.ablation import zeroed
 from scanner.adapters import Coord
 from scanner.config import LoadOptions
-from scanner.evalset import cut, shipped
-from scanner.evaluator import Evaluator
-from scanner.loading import load
+from scanner.measure.evalset import cut, shipped
+from scanner.measure.evaluator import Evaluator
+from scanner.load.loading import load
 from scanner.planted import CONFIGS
-from scanner.sources import resolve
+from scanner.load.sources import resolve
 
 from .helpers import MOE, planted
 

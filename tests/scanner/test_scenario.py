@@ -6,12 +6,12 @@ import pytest
 
 from scanner.adapters import Coord
 from scanner.config import DetectConfig, LoadOptions, ScanConfig, ValidateConfig
-from scanner.evaluator import Evaluator
-from scanner.evalset import cut, shipped
-from scanner.loading import load
+from scanner.measure.evaluator import Evaluator
+from scanner.measure.evalset import cut, shipped
+from scanner.load.loading import load
 from scanner.scan import scan
-from scanner.scenario import build
-from scanner.sources import resolve
+from tests.fixtures.scenario import build
+from scanner.load.sources import resolve
 
 MILD, SIDE_MINOR, SIDE_MAJOR = (0, 30, 40), (1, 11, 20), (1, 11, 21)
 
@@ -29,7 +29,7 @@ def run(scene, **changes) -> dict:
 
 
 def verdicts(result: dict) -> dict:
-    return {(s["layer"], s["row"], s["col"]): s["verdict"] for s in result["super_weights"]}
+    return {(s["layer"], s["row"], s["col"]): s["verdict"] for s in result["candidates"]}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def reference(scene):
 def test_every_plant_gets_its_verdict(scene, reference):
     r = reference
     assert r["ppl_base"] < 100  # a reasonable model: uniform over its 260 tokens would be 260
-    got = {(s["layer"], s["row"], s["col"]): s for s in r["super_weights"]}
+    got = {(s["layer"], s["row"], s["col"]): s for s in r["candidates"]}
     assert got[(1, 10, 20)]["verdict"] == "super_weight" and got[(1, 10, 20)]["ppl_ratio_lo"] > 10
     mild = got[MILD]
     assert mild["verdict"] == "mild" and 1.5 < mild["ppl_ratio_lo"] and mild["ppl_ratio_hi"] < 10
@@ -66,7 +66,7 @@ def _changed(low: dict, high: dict) -> set:
 
 
 def test_each_threshold_flips_exactly_its_plant(scene, reference):
-    got = {(s["layer"], s["row"], s["col"]): s for s in reference["super_weights"]}
+    got = {(s["layer"], s["row"], s["col"]): s for s in reference["candidates"]}
     mild, side = got[MILD], got[SIDE_MAJOR]
     cases = [  # option, a value below the plant's, a value above it, the plant
         ("spike_ratio", mild["output_ratio"] * 0.85, mild["output_ratio"] * 1.25, {MILD}),

@@ -3,7 +3,7 @@
 import pytest
 
 from scanner.errors import CorruptCheckpoint, HubUnavailable, ModelNotFound, NotAModel
-from scanner.sources import check_safetensors, gguf_architecture, resolve
+from scanner.load.sources import check_safetensors, gguf_architecture, resolve
 
 from .helpers import HUB_SHA as SHA
 from .helpers import hub_cache as make_hub_cache
@@ -95,7 +95,7 @@ def test_gguf_header_reader(tmp_path):
 
 
 def test_derived_packaged_model_is_made_once_and_names_its_base(tmp_path, monkeypatch):
-    from scanner.card import declared_base
+    from scanner.load.card import declared_base
 
     monkeypatch.setenv("SUPERWEIGHTS_CACHE", str(tmp_path))
     src = resolve("pkg:smollm2-135m-q4_0")

@@ -6,10 +6,10 @@ import random
 import pytest
 
 from scanner.config import ValidateConfig
-from scanner.evalset import KINDS, cut, shipped
-from scanner.evaluator import Effect, ratio, t_quantile
+from scanner.measure.evalset import KINDS, cut, shipped
+from scanner.measure.evaluator import Effect, ratio, t_quantile
 from scanner.planted import byte_tokenizer
-from scanner.validate import Judge
+from scanner.measure.validate import Judge
 
 
 @pytest.mark.parametrize("p, df, want", [(0.975, 3, 3.18245), (0.975, 38, 2.02439), (0.995, 7, 3.49948),

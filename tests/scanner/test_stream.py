@@ -18,8 +18,8 @@ def test_streaming_gives_the_in_memory_answers(arch, tmp_path):
     folder = planted(arch, tmp_path / arch)
     memory, streamed = scan_dict(folder), scan_dict(folder, stream=True)
     assert positives(streamed) == positives(memory) and set(positives(streamed)) == truth(folder)
-    assert [s["verdict"] for s in streamed["super_weights"]] == [s["verdict"] for s in memory["super_weights"]]
-    for a, b in zip(memory["super_weights"], streamed["super_weights"]):
+    assert [s["verdict"] for s in streamed["candidates"]] == [s["verdict"] for s in memory["candidates"]]
+    for a, b in zip(memory["candidates"], streamed["candidates"]):
         if a["ppl"] is not None:
             assert abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"]
     assert abs(memory["ppl_base"] - streamed["ppl_base"]) <= 1e-4 * memory["ppl_base"]
@@ -33,8 +33,8 @@ def test_fused_expert_checkpoints_are_not_streamed(arch, tmp_path):
 
 
 def test_a_memory_budget_streams_what_does_not_fit_and_offloads_what_cannot_stream(tmp_path, caplog):
-    from scanner.loading import LoadOptions, load
-    from scanner.sources import resolve
+    from scanner.load.loading import LoadOptions, load
+    from scanner.load.sources import resolve
 
     dense = planted("llama", tmp_path / "llama")
     loaded = load(resolve(str(dense)), LoadOptions(device="cpu", max_memory="150KB"))
@@ -80,7 +80,7 @@ def test_a_model_larger_than_the_memory_it_may_use(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out.write_text(proc.stdout)
     result = json.loads(proc.stdout)
-    found = {(s["layer"], s["row"], s["col"]) for s in result["super_weights"] if s["verdict"] == "super_weight"}
+    found = {(s["layer"], s["row"], s["col"]) for s in result["candidates"] if s["verdict"] == "super_weight"}
     assert found == {(2, 100, 300)}
     assert int(peak.read_text()) < weights, f"peak {int(peak.read_text()) / 1e9:.2f} GB, weights {weights / 1e9:.2f} GB"
 
@@ -97,8 +97,8 @@ def test_streaming_a_bf16_checkpoint_upcasts_exactly(arch, tmp_path):
     folder = build(arch, tmp_path / arch, [Plant(1, 10, 20)], dtype=torch.bfloat16)
     memory, streamed = scan_dict(folder), scan_dict(folder, stream=True)
     assert positives(streamed) == positives(memory)
-    assert [s["verdict"] for s in streamed["super_weights"]] == [s["verdict"] for s in memory["super_weights"]]
+    assert [s["verdict"] for s in streamed["candidates"]] == [s["verdict"] for s in memory["candidates"]]
     assert abs(memory["ppl_base"] - streamed["ppl_base"]) <= 1e-4 * memory["ppl_base"]
-    for a, b in zip(memory["super_weights"], streamed["super_weights"]):
+    for a, b in zip(memory["candidates"], streamed["candidates"]):
         if a["ppl"] is not None:
             assert abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from .ablation import read_matrix, zeroed
-from .adapters import Coord
-from .config import DetectConfig
-from .layerloop import LayerLoop
+from ..adapters import Coord
+from ..config import DetectConfig
+from ..layerloop import LayerLoop
 from .profile import LayerProfile, Peak, record
 
 log = logging.getLogger("superweights")
@@ -54,7 +54,7 @@ class Spike:
     raw: float  # down-projection output (signed)
     residual_in: float
     ratio: float  # size relative to the baseline (the larger of contribution and raw ratios)
-    kind: str  # "super_activation" | "cancellation" | "diffuse"
+    kind: str  # a key of words.verdicts.SPIKE_KINDS
     round: int
     candidates: list[Coord]
 
@@ -109,7 +109,7 @@ def attribute(p: Peak, row_weights: torch.Tensor, cfg: DetectConfig) -> list[tup
 
 
 def spike_from_peak(p: Peak, base: Baseline, rnd: int) -> Spike:
-    kind = "cancellation" if is_cancellation(p) else "super_activation"
+    kind = "cancellation" if is_cancellation(p) else "massive"
     return Spike(p.layer, p.unit.module, p.unit.expert, p.row, p.token_pos, p.token_id, p.prompt, p.value, p.raw,
                  p.residual_in, base.ratio(p), kind, rnd, [])
 
@@ -151,7 +151,7 @@ def detect(loop: LayerLoop, prompts: list[torch.Tensor], cfg: DetectConfig, runn
                 new[coord] = Candidate(coord, float(w_row[col]), x, abs(x) / base.input, term,
                                        term / peak.raw if peak.raw else 0.0, spike, rnd)
                 spike.candidates.append(coord)
-                spike.kind = "super_activation"
+                spike.kind = "massive"
         log.info("round %d: %d spike(s) above %.0fx the median layer, %d new candidate(s)",
                  rnd, len(peaks), cfg.spike_ratio, len(new))
         if not new:

@@ -1,5 +1,5 @@
 """Cross-ablation: a set of coordinates found in one model, zeroed in another (a base's super weights in its
-fine-tune, or the other way), measured as every ablation is (`scanner.validate`): paired per-window loss
+fine-tune, or the other way), measured as every ablation is (`scanner.measure.validate`): paired per-window loss
 differences, sequential looks, a 95% interval, a graded verdict. The model's own set is measured on the same
 windows beside it, so "the base's weights no longer matter here" can be told from "nothing matters here".
 
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ablation import values_at
-from .adapters import Coord
-from .config import ScanConfig
-from .evaluator import Evaluator
-from .loading import Loaded
-from .validate import Estimate, Judge, sequential
+from words import verdicts
+
+from ..measure.ablation import values_at
+from ..adapters import Coord
+from ..config import ScanConfig
+from ..measure.evaluator import Evaluator
+from ..load.loading import Loaded
+from ..measure.validate import Estimate, Judge, sequential
 
 
 @dataclass
@@ -51,10 +53,9 @@ def cross_ablate(loaded: Loaded, ev: Evaluator, cfg: ScanConfig, sets: dict[str,
             out[name] = Cross([], [], None, None)
             continue
         e = ev.effect(coords)
-        if judge.above(e, judge.catastrophic):
-            verdict = "super_weight" if len(coords) == 1 else "super_set"
-        else:
-            verdict = "mild" if judge.above(e, judge.mild) else "negligible"
+        cat = judge.above(e, judge.catastrophic)
+        verdict = verdicts.tier(catastrophic_alone=cat and len(coords) == 1, needed=cat and len(coords) > 1,
+                                significant=judge.above(e, judge.mild))
         out[name] = Cross(coords, [values[c] for c in coords], judge.estimate(e, both), verdict)
     return out
 
@@ -73,8 +74,8 @@ def cross_source(source, cfg: ScanConfig, sets: dict[str, list[Coord]], read: li
     as the set `scan_as`), read W at the coordinates `read`, and zero each of `sets` in it."""
     from tqdm import tqdm
 
-    from .loading import load
-    from .scan import evaluator, scan_loaded
+    from ..load.loading import load
+    from ..scan import evaluator, scan_loaded
 
     loaded = load(source, cfg.load)
     try:
@@ -82,7 +83,7 @@ def cross_source(source, cfg: ScanConfig, sets: dict[str, list[Coord]], read: li
         sets = dict(sets)
         if scan_as is not None:
             result = scan_loaded(loaded, cfg, progress=progress)
-            sets[scan_as] = [c.coord for c in result.candidates if c.verdict in ("super_weight", "super_set")]
+            sets[scan_as] = [c.coord for c in result.candidates if verdicts.is_catastrophic(c.verdict)]
         values = values_at(loaded.loop, read)
         coords = [c for s in sets.values() for c in s]
         ev = evaluator(loaded, cfg, upto=max((c.layer for c in coords), default=0))

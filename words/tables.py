@@ -1,28 +1,26 @@
-"""The catalog's schema, version 4: seven Delta tables (`catalog.store`; `quant_results` and `lineage` are
-created by the first study or comparison written to a catalog that lacks them). Version 3 tables are read as version 4
-(new columns empty) and take version 4 rows (the columns are added on the first write).
+"""The catalog's tables and their schemas, version 5: what a scan result's keys and the catalog's columns are
+called and hold. Adding a table is an entry of TABLES: the store writes it (`Catalog.write`), snapshots read
+it, and queries see it as a view of its name.
 
-A scan is one row of `scans`, and one row per candidate, spike and layer in `super_weights`, `spikes` and
-`layer_profiles` (each with the scan's `scan_id`). In memory, a scan row carries those three as nested
-lists (`SCAN_FILE`, what `catalog.rows` makes); the store splits it. The names are those of the scanner's
-JSON result, whose keys are these columns. Tokens: `token_pos` is a position in a calibration prompt,
-`token_id` the token's id in the model's vocabulary. Versions 1 and 2 were Parquet files of superweights
-0.1 (`catalog.legacy` reads them for migration; `upgrade` renames what version 1 named otherwise).
-Coordinates follow one convention everywhere:
+A scan is one row of `scans`, and one row per candidate, spike and layer in `candidates`, `spikes` and
+`layer_profiles` (each with the scan's `scan_id`). In memory, a scan row carries those three as nested lists
+(`SCAN_FILE`); the store splits it. Tokens: `token_pos` is a position in a calibration prompt, `token_id` the
+token's id in the model's vocabulary. Schema 5 renamed the table of every candidate `candidates` (schema 4:
+`super_weights`, now the view of the catastrophic tiers) and the spike kind `super_activation` `massive`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+from . import COORDINATES
 
-COORDINATES = ("(layer, row, col) of the MLP down projection as a Linear weight W[out, in]: row = hidden/output "
-               "channel, col = intermediate/input channel; layers count from 0; for MoE experts, "
-               "expert e's down projection [e, row, col]; module is the path inside the decoder layer")
+SCHEMA_VERSION = 5
 
 _i32, _i64, _f64, _str, _bool = pa.int32(), pa.int64(), pa.float64(), pa.string(), pa.bool_()
 
-SUPER_WEIGHT = pa.struct([
+CANDIDATE = pa.struct([
     ("layer", _i32), ("module", _str), ("expert", _i32), ("row", _i32), ("col", _i32),
     ("value", _f64),            # W[row, col] as loaded (dequantized for GGUF)
     ("input", _f64),            # x[col], the down projection's input at the spike's token
@@ -45,7 +43,7 @@ SUPER_WEIGHT = pa.struct([
     ("largest_ppl_ratio_hi", _f64),
     # the group without this weight (members of catastrophic groups): not catastrophic means it is needed
     ("rest_ppl_ratio", _f64), ("rest_ppl_ratio_lo", _f64), ("rest_ppl_ratio_hi", _f64),
-    ("verdict", _str),          # super_weight | super_set | mild | negligible | unvalidated
+    ("verdict", _str),          # a tier of words.verdicts.TIERS
 ])
 
 SPIKE = pa.struct([
@@ -55,7 +53,7 @@ SPIKE = pa.struct([
     ("raw", _f64),              # the down projection's own output there
     ("residual_in", _f64),      # the residual stream entering the layer there
     ("ratio", _f64),
-    ("kind", _str),             # super_activation | cancellation | diffuse
+    ("kind", _str),             # a key of words.verdicts.SPIKE_KINDS
     ("round", _i32),
 ])
 
@@ -87,14 +85,14 @@ SCAN_FIELDS = [
     ("eval_windows", _i32), ("window_tokens", _i32), ("eval_passes", _i32), ("eval_ablations", _i32),
     ("rounds", _i32), ("n_candidates", _i32), ("n_super_weights", _i32),  # n_super_weights: super_weight + super_set
     ("validated", _bool),       # its candidates were judged by ablation
-    ("finding", _str),          # super_weights | mild_only | spikes_harmless | no_spike | not_visible | unvalidated
+    ("finding", _str),          # a key of words.verdicts.FINDINGS
     ("largest_ppl_ratio", _f64), ("largest_ppl_ratio_lo", _f64), ("largest_ppl_ratio_hi", _f64),  # of its groups
     ("detect_s", _f64), ("triage_s", _f64), ("validate_s", _f64),
     ("config", _str),           # the whole scan configuration, as JSON (scanner.config.ScanConfig)
     ("config_fingerprint", _str),  # of what changes verdicts (scanner.config.ScanConfig.fingerprint)
     ("warnings", pa.list_(_str)),
 ]
-NESTED = {"super_weights": SUPER_WEIGHT, "spikes": SPIKE, "layer_profiles": LAYER_PROFILE}
+NESTED = {"candidates": CANDIDATE, "spikes": SPIKE, "layer_profiles": LAYER_PROFILE}
 
 SCAN_FILE = pa.schema(SCAN_FIELDS + [(name, pa.list_(t)) for name, t in NESTED.items()],
                       metadata={"superweights.schema_version": str(SCHEMA_VERSION),
@@ -159,46 +157,23 @@ LINEAGE = pa.schema([
 
 SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]
 
-# The Delta tables: `scans` flat, the nested lists as tables of their own keyed by scan_id, the reference.
-TABLES = {"scans": pa.schema(SCAN_FIELDS),
-          **{name: pa.schema([("scan_id", _str), *[(f.name, f.type) for f in struct]])
-             for name, struct in NESTED.items()},
-          "reference": pa.schema(list(REFERENCE_FILE)),
-          "quant_results": QUANT_RESULT, "lineage": LINEAGE}
 
-# What version-1 columns hold under version 2's names (`None`: new in version 2). In version 1,
-# `token_id` held the token's position.
-FROM_V1 = {"token_pos": "token_id", "token_id": None, "input_token_pos": "input_token_id", "input_token_id": None,
-           "output_token_pos": "output_token_id", "output_token_id": None, "config": "config_json"}
-V1_VALUES = {"level": "weight"}  # what a column new in version 2 holds for every version-1 row
+@dataclass(frozen=True)
+class Table:
+    schema: pa.Schema
+    per: str  # one row per ...
+    of_scan: bool = False  # written with each scan, keyed by scan_id, visible only through its `scans` row
+    stored_as: tuple = ()  # folder names of older schemas, read (and appended to) where a catalog has them
 
 
-def upgrade(table: pa.Table, version: int, schema: pa.Schema) -> pa.Table:
-    """A table read from a file of `version` in the current `schema`: columns and nested fields renamed
-    where version 1 named them otherwise, new ones null."""
-    renames = FROM_V1 if version < 2 else {}
-    cols = []
-    for f in schema:
-        src = renames.get(f.name, f.name)
-        if src in table.column_names:
-            cols.append(_conform(table[src], f.type, renames))
-        elif version < 2 and f.name in V1_VALUES:
-            cols.append(pa.array([V1_VALUES[f.name]] * len(table), f.type))
-        else:
-            cols.append(pa.nulls(len(table), f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def _conform(col, typ: pa.DataType, renames: dict):
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_list(typ) and pa.types.is_struct(typ.value_type) and pa.types.is_list(col.type):
-        values = _conform(col.values, typ.value_type, renames)  # the offsets index the whole child array
-        return pa.ListArray.from_arrays(col.offsets, values, type=typ, mask=col.is_null())
-    if pa.types.is_struct(typ) and pa.types.is_struct(col.type):
-        have = dict(zip((col.type.field(i).name for i in range(col.type.num_fields)), col.flatten()))
-        children = []
-        for f in typ:
-            src = renames.get(f.name, f.name)
-            children.append(_conform(have[src], f.type, renames) if src in have else pa.nulls(len(col), f.type))
-        return pa.StructArray.from_arrays(children, fields=list(typ), mask=col.is_null())
-    return col.cast(typ)
+# `scans` first: a reader loads it before the others, and a writer appends it after them (catalog.store)
+TABLES = {
+    "scans": Table(pa.schema(SCAN_FIELDS), "scan"),
+    **{name: Table(pa.schema([("scan_id", _str), *[(f.name, f.type) for f in struct]]), per, of_scan=True,
+                   stored_as=("super_weights",) if name == "candidates" else ())
+       for (name, struct), per in zip(NESTED.items(), ("candidate", "detected spike", "layer of a scan"))},
+    "reference": Table(REFERENCE_FILE, "published claim"),
+    "quant_results": Table(QUANT_RESULT, "setting of a quantization study"),
+    "lineage": Table(LINEAGE, "comparison of two scans"),
+}
+SCHEMAS = {name: t.schema for name, t in TABLES.items()}

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from .ablation import read_matrix, zeroed
-from .adapters import Coord, get
-from .layerloop import LayerLoop
+from ..adapters import Coord, get
+from ..layerloop import LayerLoop
 
 BATCH_BUDGET = 256 << 20  # bytes of activations a batch of variants may add (a rough estimate, below)
 

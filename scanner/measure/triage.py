@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .detect import Candidate
-from .loading import Loaded
+from ..load.loading import Loaded
 from .replay import Runner, head_logits
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import QUANT_VARIANTS as VARIANTS
+from ..config import QUANT_VARIANTS as VARIANTS
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Validation by ablation, graded, with intervals, at the cost the decision needs.
 
-Effects (`scanner.evaluator`): ln(ppl ratio) of an ablation is the mean over windows of the paired loss
+Effects (`scanner.measure.evaluator`): ln(ppl ratio) of an ablation is the mean over windows of the paired loss
 difference; its interval is a t interval across windows. Thresholds: ln(min_ppl_ratio) (significant),
 ln(catastrophic_ratio) (catastrophic). An interval *decides* a threshold when it lies wholly on one side.
 
@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from words import verdicts
+
 from .ablation import read_matrix
-from .adapters import Coord
-from .config import ValidateConfig
+from ..adapters import Coord
+from ..config import ValidateConfig
 from .detect import Candidate
 from .evaluator import Effect, Evaluator, ratio, t_quantile
-from .loading import Loaded
+from ..load.loading import Loaded
 from .triage import group_candidates
 
 log = logging.getLogger("superweights")
@@ -201,14 +203,9 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
             rest = rests.get((id(g), m.coord))
             if rest is not None:
                 g.rest[m.coord] = judge.estimate(ev.effect(rest), (judge.catastrophic,))
-            if _significant(judge, own, bar) and judge.above(own, judge.catastrophic):
-                m.verdict = "super_weight"
-            elif cat and rest is not None and not judge.above(ev.effect(rest), judge.catastrophic):
-                m.verdict = "super_set"
-            elif _significant(judge, own, bar):
-                m.verdict = "mild"
-            else:
-                m.verdict = "negligible"
+            m.verdict = verdicts.tier(
+                catastrophic_alone=judge.above(own, judge.catastrophic), significant=_significant(judge, own, bar),
+                needed=cat and rest is not None and not judge.above(ev.effect(rest), judge.catastrophic))
     return groups
 
 

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from . import gguf_once
-from .adapters import Adapter, adapter_for, matrix, units
-from .config import LoadOptions, parse_size
-from .errors import BadInput, CannotStream, CorruptCheckpoint, NotAModel, UnsafeCheckpoint
-from .layerloop import LayerLoop, WeightSource
+from ..adapters import Adapter, adapter_for, matrix, units
+from ..config import LoadOptions, parse_size
+from ..errors import BadInput, CannotStream, CorruptCheckpoint, NotAModel, UnsafeCheckpoint
+from ..layerloop import LayerLoop, WeightSource
 from .sources import Source
 
 log = logging.getLogger("superweights")

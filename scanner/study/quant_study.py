@@ -4,7 +4,7 @@ per evaluation window, the mean loss difference against the unquantized model on
 setting's ln(ppl ratio) is their mean, with a 95% interval across windows.
 
 Studies (rows of `QuantRow.study`):
-  weights      every decoder Linear quantized per block (`scanner.quantize`), for each bits, block size and
+  weights      every decoder Linear quantized per block (`scanner.study.quantize`), for each bits, block size and
                variant (plain, keep, clip_keep, clip);
   activations  the down projections' inputs quantized per tensor, plain and with the super activations'
                channels held out ("hold");
@@ -23,12 +23,14 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .ablation import values_at, zeroed
-from .adapters import Coord, get, layers
-from .config import QUANT_BLOCKS as BLOCKS
-from .errors import BadInput
-from .evaluator import Effect, Evaluator, ratio
-from .loading import Loaded
+from words import verdicts
+
+from ..measure.ablation import values_at, zeroed
+from ..adapters import Coord, get, layers
+from ..config import QUANT_BLOCKS as BLOCKS
+from ..errors import BadInput
+from ..measure.evaluator import Effect, Evaluator, ratio
+from ..load.loading import Loaded
 from .quantize import VARIANTS, Clip, quantize_activation, quantize_weight
 
 FIRES = 10.0  # a super activation "fires" at tokens where |x[col]| is this many times the median |x| of its sequence
@@ -264,15 +266,15 @@ def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = Non
     super_set)."""
     from tqdm import tqdm
 
-    from .loading import load
-    from .scan import evaluator, scan_loaded
+    from ..load.loading import load
+    from ..scan import evaluator, scan_loaded
 
     loaded = load(source, cfg.load)
     try:
         result = None
         if keep is None:
             result = scan_loaded(loaded, cfg, progress=progress)
-            keep = [c.coord for c in result.candidates if c.verdict in ("super_weight", "super_set")]
+            keep = [c.coord for c in result.candidates if verdicts.is_catastrophic(c.verdict)]
         ev = evaluator(loaded, cfg)
         with tqdm(desc="quantization settings", unit="setting", disable=not progress, leave=False) as bar:
             s = Study(loaded, ev, keep, study, bar)

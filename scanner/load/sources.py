@@ -17,8 +17,8 @@ from importlib import util as importlib_util
 from pathlib import Path
 from typing import Iterator
 
-from .adapters import adapter_for
-from .errors import CorruptCheckpoint, HubUnavailable, ModelChanged, ModelNotFound, NotAModel
+from ..adapters import adapter_for
+from ..errors import CorruptCheckpoint, HubUnavailable, ModelChanged, ModelNotFound, NotAModel
 from .gguf_header import gguf_architecture
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -204,7 +204,7 @@ def _planted(spec: str) -> Source:
 def _build_planted(spec: str) -> Source:
     import shutil
 
-    from .planted import BUILD, CONFIGS, build, default_plants
+    from ..planted import BUILD, CONFIGS, build, default_plants
 
     arch = spec.removeprefix("planted:")
     if arch not in CONFIGS:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import Adapter, layers
-from .errors import CannotStream
+from ..adapters import Adapter, layers
+from ..errors import CannotStream
 from .sources import SAFETENSORS_BYTES
 
 

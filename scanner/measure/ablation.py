@@ -15,9 +15,9 @@ import torch
 from accelerate.hooks import ModelHook, SequentialHook, add_hook_to_module, remove_hook_from_module
 from torch import nn
 
-from .adapters import Adapter, Coord, Unit, get, matrix
-from .errors import OutOfRange
-from .layerloop import LayerLoop
+from ..adapters import Adapter, Coord, Unit, get, matrix
+from ..errors import OutOfRange
+from ..layerloop import LayerLoop
 
 
 def _param_owner(adapter: Adapter, unit: Unit) -> tuple[str, str]:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import Adapter, Unit, get, layers
-from .errors import UnsupportedArchitecture
+from ..adapters import Adapter, Unit, get, layers
+from ..errors import UnsupportedArchitecture
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Streaming a GGUF file: each decoder layer's tensors are read (pread, quantized as stored) and
-dequantized when the layer is about to compute, then dropped; the rest as in `scanner.stream`.
+dequantized when the layer is about to compute, then dropped; the rest as in `scanner.load.stream`.
 
 Names and tensor fix-ups are transformers' own (`get_gguf_hf_weights_map`, its per-architecture tensor
 processors, e.g. Llama's q/k un-permutation), applied per tensor. Processors that rename or merge
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from . import gguf_once
-from .adapters import Adapter
-from .errors import CannotStream
+from ..adapters import Adapter
+from ..errors import CannotStream
 from .stream import Entry, Streamer
 
 # processors whose output name is always the input name (the only change is to the values)

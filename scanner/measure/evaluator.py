@@ -1,7 +1,7 @@
 """Paired effects of ablations on evaluation windows: for each ablation and window, the mean difference in
 next-token loss against the unablated model on the same tokens. Their mean over windows is ln(ppl ratio);
 their spread across windows gives its interval. Windows are evaluated a few at a time, on request
-(`advance`), so that a caller can stop as soon as an interval decides (`scanner.validate`).
+(`advance`), so that a caller can stop as soon as an interval decides (`scanner.measure.validate`).
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from functools import lru_cache
 
 import torch
 
-from .adapters import Coord
+from ..adapters import Coord
 from .evalset import Windows
-from .loading import Loaded
+from ..load.loading import Loaded
 from .replay import BATCH_BUDGET, Runner, head_logits
 
 SCORE_BYTES = 64 << 20  # float32 logits scored at once (a chunk of tokens)
