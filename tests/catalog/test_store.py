@@ -14,7 +14,7 @@ import pytest
 from catalog import query, store, views
 from catalog.errors import CatalogUnavailable
 from catalog.rows import failed_row, ok_row
-from catalog.schema import NESTED, SCAN_COLUMNS, SCHEMA_VERSION
+from words.tables import NESTED, SCAN_COLUMNS, SCHEMA_VERSION
 from catalog.store import Catalog
 from tests.fixtures.synthetic import VERSION, result
 
@@ -197,12 +197,12 @@ def test_file_uri_location(tmp_path):
 
 
 def test_catalog_needs_neither_torch_nor_transformers(tmp_path):
-    code = ("import sys; from catalog import store, query, publish, rows, synthetic; "
+    code = ("import sys; from catalog import store, query, publish, rows; from tests.fixtures import synthetic; "
             "from catalog import cli; "
             "c = store.Catalog(sys.argv[1]); c.write_scan(rows.ok_row(synthetic.result('a/b', 1))); "
             "publish.publish(c, sys.argv[1] + '-out'); "
             "assert not {'torch', 'transformers'} & set(sys.modules), 'torch imported'")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], check=True)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], check=True, cwd=Path(__file__).parents[2])
 
 
 def test_a_catalog_of_schema_3_is_read_and_takes_schema_4_rows(tmp_path, planted_result):
@@ -223,3 +223,30 @@ def test_a_catalog_of_schema_3_is_read_and_takes_schema_4_rows(tmp_path, planted
     assert got == [{"n": 3, "f": 1, "p": 3}]
     sw = rows(cat, "SELECT count(*) AS n, count(ppl_ratio_lo) AS lo FROM candidates_all")[0]
     assert sw["n"] > sw["lo"] >= 1
+
+
+def test_a_catalog_of_schema_4_is_read_under_schema_5_names_and_keeps_its_folders(tmp_path, planted_result):
+    """Delta tables written by the release before the vocabulary (tests/catalog/data/v4-catalog: every candidate
+    in `super_weights/`, spikes of kind `super_activation`): read as `candidates`, `super_weights` is the
+    catastrophic view, spike kinds shown with today's name; a new scan goes to the folders the catalog has."""
+    import shutil
+
+    from deltalake import DeltaTable
+
+    shutil.copytree(Path(__file__).parent / "data" / "v4-catalog", tmp_path / "cat")
+    cat = Catalog(tmp_path / "cat")
+    every = rows(cat, "SELECT verdict FROM candidates WHERE model = 'org/v4-model' ORDER BY layer, col")
+    assert [r["verdict"] for r in every] == ["super_weight", "super_set", "mild", "negligible", "unvalidated"]
+    top = rows(cat, "SELECT layer, row, col, verdict FROM super_weights ORDER BY col")
+    assert [(r["layer"], r["row"], r["col"], r["verdict"]) for r in top] == \
+        [(2, 100, 300, "super_weight"), (2, 100, 301, "super_set")]
+    assert {r["kind"] for r in rows(cat, "SELECT DISTINCT kind FROM spikes")} == {"massive"}
+    assert rows(cat, "SELECT model, status FROM scans WHERE status = 'failed'") == \
+        [{"model": "org/v4-broken", "status": "failed"}]
+    cat.write_scan(ok_row(planted_result))
+    assert not (tmp_path / "cat" / "candidates").exists()  # the catalog's own folder took the rows
+    assert DeltaTable(cat.uri("candidates")).metadata().description == f"superweights catalog, schema {SCHEMA_VERSION}"
+    again = Catalog(tmp_path / "cat")
+    assert rows(again, "SELECT count(DISTINCT scan_id) AS n FROM candidates")[0]["n"] == 2
+    assert {r["model"] for r in rows(again, "SELECT model FROM super_weights")} == {"org/v4-model", planted_result["model"]}
+    assert {r["kind"] for r in rows(again, "SELECT DISTINCT kind FROM spikes_all")} <= {"massive", "cancellation"}
