@@ -6,7 +6,7 @@ import logging
 import sys
 
 from .errors import BadOption
-from .views import VIEWS
+from . import views
 
 log = logging.getLogger("superweights")
 CATALOG_HELP = "catalog folder or URI (s3://..., file://...); default: $SUPERWEIGHTS_CATALOG, else " \
@@ -33,7 +33,7 @@ def catalog_to_write(location: str | None):
 
 
 QUERY = ("Run read-only SQL (DuckDB) over the catalog's views: "
-         + ", ".join(v for v in VIEWS if not v.endswith("_all"))
+         + ", ".join(v for v in views.views() if not v.endswith("_all"))
          + ", and *_all versions that include superseded scans (super_weights: the candidates of the catastrophic "
            "tiers). Or ask a common question with --model, --layer/--architecture, --disagreements or --family.")
 QUERY_EXAMPLE = "example: superweights query \"SELECT model, layer, row, col FROM super_weights WHERE verdict = " \

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from .errors import QueryError
 from .store import Catalog
-from .views import VIEWS
+from .views import views
 
 if TYPE_CHECKING:
     from .snapshot import Snapshot
@@ -34,7 +34,7 @@ def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
                                               "autoload_known_extensions": False})
     for name, data in snapshot.data.items():
         con.register(f"_{name}", data)
-    for name, sql in VIEWS.items():
+    for name, sql in views().items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
     con.execute("SET enable_external_access = false")  # no file, URL or extension from here on
     con.execute("SET lock_configuration = true")

@@ -17,8 +17,6 @@ from words.tables import SCHEMAS
 from .errors import CatalogUnavailable
 from .store import Catalog, _line, _reraise_interrupts
 
-READ_ORDER = tuple(SCHEMAS)  # `scans` first (words.tables)
-
 
 class Snapshot:
     def __init__(self, catalog: Catalog):
@@ -27,7 +25,7 @@ class Snapshot:
         self.versions: dict[str, int] = {}
         self.data: dict[str, pads.Dataset | pa.Table] = {}
         self.where: dict[str, str] = {}  # table -> its folder or URI, for naming files
-        for name in READ_ORDER:
+        for name in SCHEMAS:  # `scans` first (words.tables)
             dt = catalog.table(name)
             if dt is None:
                 self.data[name] = SCHEMAS[name].empty_table()

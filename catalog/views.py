@@ -116,7 +116,11 @@ VIEWS = {
         FROM (SELECT * FROM weights UNION ALL SELECT * FROM channels) d JOIN sc USING (scan_id)
         ORDER BY sc.model, d.level DESC, d.layer, d.row, d.col""",
 }
-VIEWS.update({t: f"SELECT * FROM _{t}" for t in TABLES if t not in VIEWS and f"{t}_all" not in VIEWS})
+
+
+def views() -> dict[str, str]:
+    """Every view: those above, and each other table of words.tables as itself."""
+    return {**VIEWS, **{t: f"SELECT * FROM _{t}" for t in TABLES if t not in VIEWS and f"{t}_all" not in VIEWS}}
 
 
 # ---- short forms -----------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def run(args) -> int:
              "kept": labels, "ppl_base": res.ppl_base, "eval_text_sha256": res.eval_text_sha256, "finding": line, **r.to_dict()}
             for r in res.rows]
     if catalog is not None:
-        catalog.write_quant(rows)
+        catalog.write("quant_results", rows)
         log.info("wrote %d quantization rows of %s to %s", len(rows), model, catalog.location)
     out = {"model": model, "revision": source.revision, "keep": labels,
            "coordinates_from": "catalog" if res.scan is None else "scan", "scan_id": scan_id,

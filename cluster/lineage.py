@@ -201,5 +201,5 @@ def diff(catalog, a_ident: str, b_ident: str, cfg: ScanConfig, ablate: bool = Tr
     if catalog is not None:
         for s in scanned:
             catalog.write_scan(s)
-        catalog.write_lineage([row])
+        catalog.write("lineage", [row])
     return row

@@ -2,6 +2,7 @@
 base before its derivatives; and the comparisons a batch owes (`Family`)."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from catalog.store import Catalog
@@ -9,18 +10,38 @@ from catalog.store import Catalog
 from .pin import Pinned
 
 
+class JobKind(enum.Enum):
+    SCAN = "scan"
+    COMPARE = "compare"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A model against its base: both sides as the catalog holds them (`cluster.lineage.Side`)."""
+
+    base: object  # Side
+    derivative: object  # Side
+    declared: str | None  # how the derivative names its base: models_file | card | gguf | flag
+
+    def sides(self) -> tuple:
+        """The arguments of `ScanWorker.compare` before the configuration."""
+        return self.base, self.derivative, self.declared
+
+
 @dataclass
 class Job:
     """One unit of work for an actor: a model's scan, or the comparison of a model with its base."""
 
-    kind: str  # scan | compare
-    p: Pinned  # the model it is for: its GPU share, time limit and name
-    compare: tuple = ()  # (base side, model side, how the base was declared): cluster.lineage
+    kind: JobKind
+    model: Pinned  # the model it is for: its GPU share, time limit and name
+    comparison: Comparison | None = None  # for JobKind.COMPARE
     waits_for: str | None = None  # a scan waits for its base's scan, when the batch holds both
 
     @property
     def name(self) -> str:
-        return self.p.entry.name if self.kind == "scan" else f"{self.compare[0].model} -> {self.p.entry.name}"
+        if self.kind is JobKind.SCAN:
+            return self.model.entry.name
+        return f"{self.comparison.base.model} -> {self.model.entry.name}"
 
 
 def bases_first(todo: list[Pinned]) -> list[Pinned]:
@@ -81,5 +102,5 @@ class Family:
             a, b = find(self.catalog, base), find(self.catalog, p.model)
             self.asked.add((a.scan_id, b.scan_id))
             declared = "models_file" if p.entry.base else b.base_model_from
-            out.append(Job("compare", p, (a, b, declared)))
+            out.append(Job(JobKind.COMPARE, p, Comparison(a, b, declared)))
         return out

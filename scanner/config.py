@@ -1,7 +1,8 @@
 """The scan configuration: one typed, validated object from the command line to every worker and into the
-catalog. A new scan option is one field here (its flag, help and bounds in the field's metadata); the
-`scan`, `batch` and `submit` commands get it from `scanner.options`, workers receive the whole object,
-and `to_dict()` is what the catalog stores with each scan.
+catalog. A new scan option is one field here (its flag, help, bounds and whether it changes verdicts in the
+field's metadata), in a section or at the top: the commands that scan get its flag from `scanner.options`,
+workers receive the whole object, `to_dict()` is what the catalog stores with each scan, and `fingerprint()`
+covers it when it is marked `verdicts=True`.
 
 Nothing here imports torch: the configuration is checked where the user types it, in milliseconds.
 """
@@ -35,10 +36,12 @@ def parse_size(text: str) -> int:
 
 
 def option(default, help: str, *, flag: str | None = None, low: float | None = None, high: float | None = None,
-           check=None):
-    """A configuration field and how it is typed: `flag` (default --name-with-dashes), bounds, and `check`,
-    a function that raises BadInput for a value it refuses."""
-    meta = {"help": help, "flag": flag, "low": low, "high": high, "check": check}
+           check=None, verdicts: bool = False, from_file: bool = False):
+    """A configuration field and how it is typed: `flag` (default --name-with-dashes), bounds, `check` (a
+    function that raises BadInput for a value it refuses), `verdicts` (a different value may change a scan's
+    verdicts: it is part of the fingerprint) and `from_file` (the flag names a file whose text is the value)."""
+    meta = {"help": help, "flag": flag, "low": low, "high": high, "check": check, "verdicts": verdicts,
+            "from_file": from_file}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -123,7 +126,8 @@ def _check_type(flag: str, value, default) -> None:
 @dataclass(frozen=True)
 class LoadOptions(Checked):
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N", check=_device)
-    dtype: str = option("auto", "auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16", check=_dtype)
+    dtype: str = option("auto", "auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16", check=_dtype,
+                        verdicts=True)
     max_memory: str | None = option(None, "memory budget on the device, e.g. 2GiB: a model that does not fit is "
                                           "streamed layer by layer (CPU), or offloaded by accelerate (GPU, "
                                           "--offload-folder, or a checkpoint that cannot be streamed)", check=_size)
@@ -135,32 +139,34 @@ class LoadOptions(Checked):
 
 @dataclass(frozen=True)
 class DetectConfig(Checked):
-    spike_ratio: float = option(10.0, "a spike is this many times the model's median layer maximum", low=1.0)
+    spike_ratio: float = option(10.0, "a spike is this many times the model's median layer maximum", low=1.0, verdicts=True)
     min_share: float = option(0.1, "a weight is a candidate if its term W[row, col] * x[col] makes this share of "
-                                   "the spike", low=1e-6, high=1.0)
-    max_partners: int = option(4, "candidates per spiking row", low=1)
-    max_rounds: int = option(3, "detection rounds (zero what was found, look again)", low=1)
-    max_candidates: int = option(16, "candidates validated, best by KL triage first", low=1)
-    top_rows: int = option(8, "peaks kept per layer", low=1)
+                                   "the spike", low=1e-6, high=1.0, verdicts=True)
+    max_partners: int = option(4, "candidates per spiking row", low=1, verdicts=True)
+    max_rounds: int = option(3, "detection rounds (zero what was found, look again)", low=1, verdicts=True)
+    max_candidates: int = option(16, "candidates validated, best by KL triage first", low=1, verdicts=True)
+    top_rows: int = option(8, "peaks kept per layer", low=1, verdicts=True)
 
 
 @dataclass(frozen=True)
 class ValidateConfig(Checked):
-    min_ppl_ratio: float = option(1.5, "perplexity ratio that makes an ablation significant", low=1.0)
+    min_ppl_ratio: float = option(1.5, "perplexity ratio that makes an ablation significant", low=1.0, verdicts=True)
     catastrophic_ratio: float = option(10.0, "perplexity ratio that makes an ablation catastrophic (a super weight, "
-                                             "or a set of them)", low=1.0)
-    control_margin: float = option(10.0, "an effect must be this many times its controls' effect", low=0.0)
-    eval_tokens: int = option(8192, "evaluation tokens at most, in windows", low=2)
-    window_tokens: int = option(128, "tokens per evaluation window", low=8)
-    min_windows: int = option(4, "windows every ablation is evaluated on first", low=2)
-    confidence: float = option(0.95, "confidence of each verdict's interval, over all its looks", low=0.5, high=0.9999)
+                                             "or a set of them)", low=1.0, verdicts=True)
+    control_margin: float = option(10.0, "an effect must be this many times its controls' effect", low=0.0,
+                                   verdicts=True)
+    eval_tokens: int = option(8192, "evaluation tokens at most, in windows", low=2, verdicts=True)
+    window_tokens: int = option(128, "tokens per evaluation window", low=8, verdicts=True)
+    min_windows: int = option(4, "windows every ablation is evaluated on first", low=2, verdicts=True)
+    confidence: float = option(0.95, "confidence of each verdict's interval, over all its looks", low=0.5,
+                               high=0.9999, verdicts=True)
     sequential: bool = option(True, "evaluate every ablation on every window (slower; verdicts the same up to "
-                                     "the error rate)", flag="--all-windows")
+                                     "the error rate)", flag="--all-windows", verdicts=True)
     futility: bool = option(False, "stop evaluating an ablation once even the whole set is not expected to "
                                    "decide it (faster; such verdicts rest on fewer windows, and may differ from "
-                                   "--all-windows)")
-    control_draws: int = option(3, "random control sets drawn per group", low=1)
-    seed: int = option(0, "seed of the random controls")
+                                   "--all-windows)", verdicts=True)
+    control_draws: int = option(3, "random control sets drawn per group", low=1, verdicts=True)
+    seed: int = option(0, "seed of the random controls", verdicts=True)
 
 
 @dataclass(frozen=True)
@@ -169,10 +175,10 @@ class ScanConfig(Checked):
     detect: DetectConfig = field(default_factory=DetectConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     prompts: tuple = option([PAPER_PROMPT], "calibration prompt (repeatable; default: the paper's)",
-                            flag="--prompt", check=_prompts)
+                            flag="--prompt", check=_prompts, verdicts=True)
     eval_text: str | None = option(None, "evaluation text for perplexity, read from FILE (default: the shipped text)",
-                                   check=_text)
-    run_validation: bool = option(True, "detect only; skip ablation", flag="--no-validate")
+                                   check=_text, verdicts=True, from_file=True)
+    run_validation: bool = option(True, "detect only; skip ablation", flag="--no-validate", verdicts=True)
 
     def to_dict(self) -> dict:
         """Plain JSON values (lists, not tuples): what the catalog stores and `from_dict` reads."""
@@ -185,15 +191,10 @@ class ScanConfig(Checked):
         return _build(cls, data, "")
 
     def fingerprint(self) -> str:
-        """A short hash of what a user asked that changes a scan's verdicts: detection and validation settings,
-        prompts, the evaluation text, whether it validates, the dtype asked for (the one used is the catalog's
-        `dtype`). Not where or how the model was loaded."""
-        d = self.to_dict()
-        text = d["eval_text"]
-        what = {"detect": d["detect"], "validate": d["validate"], "prompts": d["prompts"],
-                "eval_text": None if text is None else hashlib.sha256(text.encode()).hexdigest(),
-                "run_validation": d["run_validation"], "dtype": d["load"]["dtype"]}
-        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash of what a user asked that changes a scan's verdicts: every field marked `verdicts`
+        (detection and validation settings, prompts, the evaluation text by its hash, whether it validates, the
+        dtype asked for; the one used is the catalog's `dtype`). Not where or how the model was loaded."""
+        return hashlib.sha256(json.dumps(_marked(self), sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **sections) -> "ScanConfig":
         """A copy with fields of sections replaced, e.g. replace(load={"trust_remote_code": True})."""
@@ -202,7 +203,27 @@ class ScanConfig(Checked):
         return dataclasses.replace(self, **changes)
 
 
-SECTIONS = {"load": LoadOptions, "detect": DetectConfig, "validate": ValidateConfig}
+def _marked(obj: Checked) -> dict:
+    """The fields of `obj` (and its sections) marked `verdicts`, as JSON values; texts read from files hashed."""
+    out = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, Checked):
+            out[f.name] = _marked(value)
+        elif f.metadata.get("verdicts"):
+            if f.metadata.get("from_file") and value is not None:
+                value = hashlib.sha256(value.encode()).hexdigest()
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def sections(cls) -> dict:
+    """The fields of a configuration class that are sections (a Checked class of their own): name -> class."""
+    return {f.name: type(f.default_factory()) for f in fields(cls)
+            if f.default_factory is not dataclasses.MISSING and isinstance(f.default_factory(), Checked)}
+
+
+SECTIONS = sections(ScanConfig)
 
 
 def _build(cls, data, where: str):
@@ -212,7 +233,8 @@ def _build(cls, data, where: str):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise BadInput(f"scan configuration{where}: unknown option {unknown[0]!r} (known: {', '.join(known)})")
-    kw = {k: _build(SECTIONS[k], v, f" {k}") if k in SECTIONS else v for k, v in data.items()}
+    inner = sections(cls)
+    kw = {k: _build(inner[k], v, f" {k}") if k in inner else v for k, v in data.items()}
     return cls(**kw)
 
 

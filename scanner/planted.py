@@ -156,51 +156,9 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
         stack = layers(model, adapter)
         for p in plants:
             _boost_input(model, adapter, p.layer, p.col, p.expert, k)
-        # measure the boosted input, then set each weight to make its share of TARGET
-        xs = {}
-        hooks = []
-        for p in plants:
-            if p.expert is None:
-                unit_mod = get(stack[p.layer], adapter.down)
-
-                def grab(mod, inp, out, p=p):
-                    xs[id(p)] = float(tokens_first(inp[0])[:, p.col].mean())
-                hooks.append(unit_mod.register_forward_hook(grab))
-        model(input_ids=ids)
-        for h in hooks:
-            h.remove()
-        for p in plants:
-            x = xs.get(id(p))
-            if x is None:  # experts: compute the planted expert's input directly from its weights
-                x = _expert_input(model, adapter, p, ids)
-            w = matrix(adapter, stack[p.layer], _unit(adapter, p))
-            # the spiking input feeds only the planted rows, so the tiny model has no side spikes
-            others = [r for r in range(w.shape[0]) if r not in {q.row for q in plants if q.col == p.col} | {k}]
-            w[others, p.col] = 0
-            w[p.row, p.col] = p.share * TARGET / x
-            if adapter.post_norm:
-                # A norm after the MLP rescales any lone channel to the same size, so a weight only
-                # matters if something else sets the scale: a 10% side output on channel k does.
-                w[k, p.col] = 0.1 * TARGET / x
-                get(stack[p.layer], adapter.post_norm).weight[p.row] = GAIN - adapter.norm_offset
-        # the LM head reads the unigram distribution from the planted rows; the steady channel k carries its
-        # opposite, scaled to what k is once the super activation is gone: the planted model predicts bytes
-        # well, and with its super weight zeroed predicts them badly (the catastrophe a real one causes)
-        final = _final(model, ids)  # [tokens, hidden] after the final norm
-        rows = sorted({p.row for p in plants})
-        logp = _unigram_logp(text)
-        noise = [torch.randn(VOCAB) * 10 for _ in rows[:-1]]  # each row needed: alone, it predicts noise
-        noise.append(-sum(noise) if noise else torch.zeros(VOCAB))
-        head = model.get_output_embeddings().weight  # [vocab, hidden]
-        for r, n in zip(rows, noise):
-            head[:, r] = (logp + n) / (len(rows) * float(final[:, r].mean()))
-        for p in plants:  # as zeroed
-            w = matrix(adapter, stack[p.layer], _unit(adapter, p))
-            saved_w, w[p.row, p.col] = float(w[p.row, p.col]), 0.0
-            p.value = saved_w
-        head[:, k] = -ANTI * (logp - logp.mean()) / float(_final(model, ids)[:, k].mean())
-        for p in plants:
-            matrix(adapter, stack[p.layer], _unit(adapter, p))[p.row, p.col] = p.value
+        _set_plants(model, adapter, stack, plants, ids, k)
+        rows = _set_head(model, adapter, stack, plants, ids, k, text)
+        head, logp = model.get_output_embeddings().weight, _unigram_logp(text)
         if not planted:  # undo everything but the embedding channel; the head predicts the unigram from k
             emb, head_w = model.get_input_embeddings().weight, model.get_output_embeddings().weight
             for name, param in model.named_parameters():
@@ -217,6 +175,59 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
                          else adapter.down} for p in plants]}
     (folder / "planted.json").write_text(json.dumps(truth, indent=1))
     return folder
+
+
+def _set_plants(model, adapter, stack, plants: list[Plant], ids, k: int) -> None:
+    """Each planted weight set to make its share of TARGET of the spike, from its boosted input as measured."""
+    xs = {}
+    hooks = []
+    for p in plants:
+        if p.expert is None:
+            unit_mod = get(stack[p.layer], adapter.down)
+
+            def grab(mod, inp, out, p=p):
+                xs[id(p)] = float(tokens_first(inp[0])[:, p.col].mean())
+            hooks.append(unit_mod.register_forward_hook(grab))
+    model(input_ids=ids)
+    for h in hooks:
+        h.remove()
+    for p in plants:
+        x = xs.get(id(p))
+        if x is None:  # experts: compute the planted expert's input directly from its weights
+            x = _expert_input(model, adapter, p, ids)
+        w = matrix(adapter, stack[p.layer], _unit(adapter, p))
+        # the spiking input feeds only the planted rows, so the tiny model has no side spikes
+        others = [r for r in range(w.shape[0]) if r not in {q.row for q in plants if q.col == p.col} | {k}]
+        w[others, p.col] = 0
+        w[p.row, p.col] = p.share * TARGET / x
+        if adapter.post_norm:
+            # A norm after the MLP rescales any lone channel to the same size, so a weight only
+            # matters if something else sets the scale: a 10% side output on channel k does.
+            w[k, p.col] = 0.1 * TARGET / x
+            get(stack[p.layer], adapter.post_norm).weight[p.row] = GAIN - adapter.norm_offset
+
+
+def _set_head(model, adapter, stack, plants: list[Plant], ids, k: int, text: str) -> list[int]:
+    """The head reads the planted rows (and their opposite from channel k); returns the planted rows."""
+    # the LM head reads the unigram distribution from the planted rows; the steady channel k carries its
+    # opposite, scaled to what k is once the super activation is gone: the planted model predicts bytes
+    # well, and with its super weight zeroed predicts them badly (the catastrophe a real one causes)
+    final = _final(model, ids)  # [tokens, hidden] after the final norm
+    rows = sorted({p.row for p in plants})
+    logp = _unigram_logp(text)
+    noise = [torch.randn(VOCAB) * 10 for _ in rows[:-1]]  # each row needed: alone, it predicts noise
+    noise.append(-sum(noise) if noise else torch.zeros(VOCAB))
+    head = model.get_output_embeddings().weight  # [vocab, hidden]
+    for r, n in zip(rows, noise):
+        head[:, r] = (logp + n) / (len(rows) * float(final[:, r].mean()))
+    for p in plants:  # as zeroed
+        w = matrix(adapter, stack[p.layer], _unit(adapter, p))
+        saved_w, w[p.row, p.col] = float(w[p.row, p.col]), 0.0
+        p.value = saved_w
+    head[:, k] = -ANTI * (logp - logp.mean()) / float(_final(model, ids)[:, k].mean())
+    for p in plants:
+        matrix(adapter, stack[p.layer], _unit(adapter, p))[p.row, p.col] = p.value
+    return rows
 
 
 def _unit(adapter, p: Plant) -> Unit:

@@ -70,7 +70,7 @@ def test_failed_scan_row(cat):
 
 
 def test_empty_catalog_queries_empty(cat):
-    for view in views.VIEWS:
+    for view in views.views():
         assert rows(cat, f"SELECT * FROM {view}") == []
 
 

@@ -6,14 +6,6 @@ ARCHS12 = ["llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "olmo2", "phi3
            "falcon"]
 
 
-@pytest.fixture(scope="session")
-def planted_cache(tmp_path_factory):
-    """Planted models are built once into this cache; Ray workers inherit it from the environment."""
-    path = tmp_path_factory.mktemp("sw-cache")
-    os.environ["SUPERWEIGHTS_CACHE"] = str(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def local_ray(planted_cache):
     """Ray in this process, with a GPU declared so that the GPU scheduling path runs on a CPU machine."""

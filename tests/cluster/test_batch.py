@@ -7,7 +7,7 @@ import psutil
 
 from catalog import query
 from catalog.store import Catalog
-from cluster import batch
+from cluster import batch, pool
 from cluster.models import parse
 from cluster.pin import pin
 from tests.scanner.helpers import planted
@@ -34,7 +34,7 @@ def test_twelve_planted_models_on_two_workers(local_ray, tmp_path):
     assert len(scans) == 12 and all(x["status"] == "ok" for x in scans)
     assert _found(cat) == {f"planted:{a}": (1, 10, 20) for a in ARCHS12}  # the planted weight, every one
     # GPU scheduling: each actor asked for a share of the declared GPU, sized from the tiny weights
-    assert batch.gpus_for(pin(entries[0]), batch.BatchConfig(), 80e9) == 0.25
+    assert pool.gpus_for(pin(entries[0]), batch.BatchConfig(), 80e9) == 0.25
     # run again: everything is complete at that revision and scanner version
     again = batch.run(entries, cat, batch.BatchConfig(workers=2, progress=False))
     assert len(again.skipped) == 12 and not again.done and len(_scans(cat)) == 12

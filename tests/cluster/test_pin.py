@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import huggingface_hub
 import huggingface_hub.constants as hub_constants
 
-from cluster import batch
+from cluster import batch, pool
 from cluster.models import parse
 from cluster.pin import pin
 
@@ -23,14 +23,14 @@ def test_hub_revision_pinned_with_its_parameter_count(monkeypatch):
     assert (p.model, p.revision, p.params, p.error) == ("org/big", "a" * 40, 7_000_000_000, None)
     assert calls == [("org/big", "v2")]
     cfg = batch.BatchConfig()
-    assert batch.gpus_for(p, cfg, 80e9) == 0.5  # 14 GB of bf16 weights x 2.5 = 35 GB: half of 80 GB
+    assert pool.gpus_for(p, cfg, 80e9) == 0.5  # 14 GB of bf16 weights x 2.5 = 35 GB: half of 80 GB
     p.params = 20_000_000_000
-    assert batch.gpus_for(p, cfg, 80e9) == 1.0  # more than a GPU: a whole one (accelerate offloads the rest)
+    assert pool.gpus_for(p, cfg, 80e9) == 1.0  # more than a GPU: a whole one (accelerate offloads the rest)
     small = pin(parse("org/small")[0])
     small.params = 500_000_000
-    assert batch.gpus_for(small, cfg, 80e9) == 0.25
-    assert batch.gpus_for(small, cfg, None) == 0.0  # no GPU in the cluster: CPU actors
-    assert batch.gpus_for(small, batch.BatchConfig(gpus=0.5), 80e9) == 0.5
+    assert pool.gpus_for(small, cfg, 80e9) == 0.25
+    assert pool.gpus_for(small, cfg, None) == 0.0  # no GPU in the cluster: CPU actors
+    assert pool.gpus_for(small, batch.BatchConfig(gpus=0.5), 80e9) == 0.5
 
 
 def test_offline_pins_from_the_cache_refs(monkeypatch, tmp_path):

@@ -27,7 +27,8 @@ def _check_command(line: str) -> None:
 def _commands(text: str) -> list[str]:
     """superweights command lines in a text (YAML scalars, shell lines, README code blocks)."""
     out = []
-    for m in re.finditer(r"superweights (?:batch|submit|status|logs|query|publish|scan|import-reference)"
+    for m in re.finditer(r"superweights (?:batch|submit|status|logs|query|publish|scan|import-reference|diff|protect|"
+                         r"quantize-eval|catalog)"
                          r"(?:\\\n|[^\n`])*", text):
         line = m.group(0).replace("\\\n", " ").split("#")[0].split("&&")[0].strip()
         out.append(line)
@@ -72,7 +73,7 @@ def test_dockerfile_installs_the_cuda_torch_and_the_package():
     text = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^FROM rayproject/ray:2\.60\.\d+-py311-cu\d+", text, re.M)
     assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu" in text
-    for pkg in ("scanner", "catalog", "cluster"):
+    for pkg in ("words", "scanner", "catalog", "cluster"):  # every package the install finds
         assert f"COPY --chown=ray:users {pkg} " in text
 
 

@@ -59,3 +59,46 @@ def test_flags_over_a_json_file_and_files_read_into_the_configuration(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(BadInput, match="not valid JSON"):
         parse("--scan-config", str(tmp_path / "bad.json"))
+
+
+def test_a_new_top_level_option_is_one_field_and_reaches_the_stored_configuration():
+    """A copy of the configuration with a field added at the top (and one that changes no verdict): its flag
+    exists, is checked, reaches the configuration a catalog row stores, and only the marked one moves the
+    fingerprint. Nothing else is touched."""
+    from dataclasses import dataclass
+
+    from catalog.rows import failed_row
+    from scanner.config import option
+
+    @dataclass(frozen=True)
+    class Extended(ScanConfig):
+        new_knob: int = option(7, "a knob a later release adds", low=0, verdicts=True)
+        note: str | None = option(None, "a remark that changes no verdict")
+
+    def parse_extended(*argv):
+        p = argparse.ArgumentParser()
+        add_scan_options(p, Extended)
+        return scan_config(p.parse_args(list(argv)), Extended)
+
+    cfg = parse_extended("--new-knob", "42", "--note", "hello", "--spike-ratio", "12")
+    assert (cfg.new_knob, cfg.note, cfg.detect.spike_ratio) == (42, "hello", 12.0)
+    row = failed_row("org/model", "stopped", 0.0, scanner_version="test", config=cfg.to_dict(),
+                     config_fingerprint=cfg.fingerprint())
+    stored = json.loads(row["config"])
+    assert stored["new_knob"] == 42 and stored["note"] == "hello"
+    assert Extended.from_dict(stored) == cfg
+    assert parse_extended("--new-knob", "42", "--spike-ratio", "12").fingerprint() == cfg.fingerprint()  # note: none
+    assert parse_extended().fingerprint() != parse_extended("--new-knob", "42").fingerprint()
+    with pytest.raises(BadInput, match="--new-knob must be at least 0"):
+        parse_extended("--new-knob", "-1")
+
+
+def test_the_fingerprint_covers_exactly_the_fields_marked_as_changing_verdicts():
+    base = ScanConfig()
+    changed = [base.replace(detect={"spike_ratio": 11.0}), base.replace(validate={"seed": 1}),
+               base.replace(load={"dtype": "bfloat16"}), base.replace(prompts=("other",)),
+               base.replace(eval_text="some text"), base.replace(run_validation=False)]
+    assert len({c.fingerprint() for c in changed} | {base.fingerprint()}) == len(changed) + 1
+    same = [base.replace(load={"device": "cpu"}), base.replace(load={"max_memory": "2GiB"}),
+            base.replace(load={"stream": True}), base.replace(load={"trust_remote_code": True})]
+    assert {c.fingerprint() for c in same} == {base.fingerprint()}
