@@ -26,6 +26,8 @@ def _edit(path: Path, anchor: str, added: str) -> None:
 
 
 def _run(tree: Path, code: str, *args) -> str:
+    """`code` in a fresh process on the tree, with a Catalog `cat` at the first argument."""
+    code = "import sys\nfrom catalog import query\nfrom catalog.store import Catalog\ncat = Catalog(sys.argv[1])\n" + code
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=tree, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tree), "HOME": str(tree)})
     assert done.returncode == 0, done.stderr
@@ -37,13 +39,10 @@ def test_a_new_verdict_tier_is_one_entry_of_words_verdicts(tmp_path):
     _edit(tree / "words" / "verdicts.py", '"is not catastrophic"),\n',
           '    Tier("fragile", True, True, "a tier added by the test: catastrophic, and it matters"),\n')
     code = """
-import sys
-from catalog.store import Catalog
 from catalog.rows import ok_row
-from catalog import query, publish
+from catalog import publish
 from cluster.protect import protect_list
 from tests.fixtures.synthetic import result
-cat = Catalog(sys.argv[1])
 cat.write_scan(ok_row(dict(result("org/m", 1, architecture="llama", coords=[(2, 5, 6, "fragile"), (3, 1, 2, "negligible")]))))
 print(query.run(cat, "SELECT layer, verdict FROM super_weights")[1])
 print(query.run(cat, "SELECT n_super_weights, finding FROM scans")[1])
@@ -62,11 +61,7 @@ def test_a_new_catalog_table_is_one_entry_of_words_tables(tmp_path):
     _edit(tree / "words" / "tables.py", '    "lineage": Table(LINEAGE, "comparison of two scans"),\n',
           '    "notes": Table(pa.schema([("model", _str), ("note", _str)]), "note on a model"),\n')
     code = """
-import sys
-from catalog.store import Catalog
-from catalog import query
 from catalog.cli import QUERY
-cat = Catalog(sys.argv[1])
 cat.write("notes", [{"model": "org/m", "note": "hello"}])
 print(query.run(Catalog(sys.argv[1]), "SELECT model, note FROM notes")[1])
 print("notes" in QUERY)
