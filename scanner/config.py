@@ -61,6 +61,11 @@ def _dtype(v: str) -> None:
         raise BadInput(f"unknown dtype {v!r}; choose from {', '.join(DTYPE_NAMES)}")
 
 
+def _screen(v: str) -> None:
+    if v not in ("auto", "on", "off"):
+        raise BadInput(f"--screen must be auto, on or off, got {v!r}")
+
+
 def _size(v: str | None) -> None:
     if v is not None and parse_size(v) <= 0:
         raise BadInput(f"--max-memory must be positive, got {v!r}")
@@ -158,13 +163,21 @@ class ValidateConfig(Checked):
     eval_tokens: int = option(8192, "evaluation tokens at most, in windows", low=2, verdicts=True)
     window_tokens: int = option(128, "tokens per evaluation window", low=8, verdicts=True)
     min_windows: int = option(4, "windows every ablation is evaluated on first", low=2, verdicts=True)
-    confidence: float = option(0.95, "confidence of each verdict's interval, over all its looks", low=0.5,
-                               high=0.9999, verdicts=True)
-    sequential: bool = option(True, "evaluate every ablation on every window (slower; verdicts the same up to "
-                                     "the error rate)", flag="--all-windows", verdicts=True)
-    futility: bool = option(False, "stop evaluating an ablation once even the whole set is not expected to "
-                                   "decide it (faster; such verdicts rest on fewer windows, and may differ from "
-                                   "--all-windows)", verdicts=True)
+    confidence: float = option(0.95, "confidence of each verdict: its error, 1 - this, is split between the two "
+                                     "sides and spent across the looks", low=0.5, high=0.9999, verdicts=True)
+    zone: float = option(1.3, "indifference zone of each threshold: a true ratio beyond threshold x or / this is "
+                               "judged on its side with the stated confidence; within it, either answer is "
+                               "acceptable and the row says the verdict is at the line", low=1.01, high=10.0,
+                         verdicts=True)
+    spending: float = option(-2.0, "how the error is spent across looks (Hwang-Shih-DeCani gamma): -4 keeps almost "
+                                   "all for the last look (O'Brien-Fleming), 1 spends much early (Pocock)",
+                             low=-10.0, high=5.0, verdicts=True)
+    sequential: bool = option(True, "evaluate every ablation on every window in one look (slower; verdicts the "
+                                    "same outside the zones, up to the error rate)", flag="--all-windows",
+                              verdicts=True)
+    screen: str = option("auto", "look in bfloat16 first while the model computes in float32, and measure in "
+                                  "float32 only what touches a zone: auto (where bfloat16 matmuls are fast: CUDA, "
+                                  "CPUs with AVX512-BF16 or AMX), on, off", check=_screen, verdicts=True)
     control_draws: int = option(3, "random control sets drawn per group", low=1, verdicts=True)
     seed: int = option(0, "seed of the random controls", verdicts=True)
 

@@ -58,8 +58,9 @@ class ScanResult:
                 "stopword_shift": e.stopword_shift, "ppl_ratio_kinds": e.by_kind,
                 "controls": [{"kind": kind, "weights": [[c.row, c.col] for c in coords], **_ratios(ce, "ppl_ratio")}
                              for kind, coords, ce in g.controls],
-                "rest": [{"without": [c.row, c.col], **_ratios(re, "ppl_ratio"), "decided": re.decided}
-                         for c, re in g.rest.items()]}
+                "rest": [{"without": [c.row, c.col], **_ratios(re, "ppl_ratio"), "decided": re.decided,
+                          **_ratios(g.carried.get(c), "carried_ratio")} for c, re in g.rest.items()],
+                "near_threshold": e.near}
 
     def _candidate(self, c, group: dict, g) -> dict:
         e = c.estimate
@@ -76,6 +77,8 @@ class ScanResult:
             "prompt": c.spike.prompt, "round": c.round, "rank": c.rank, "screen_kl": c.screen_kl,
             "ppl": e.ratio * base[e.windows] if e and e.windows in base else None, **_ratios(e, "ppl_ratio"),
             "windows": e.windows if e else None, "decided": e.decided if e else None,
+            "near_threshold": e.near if e else None, "window_deltas": e.deltas if e else None,
+            "measured_in": e.precision if e else None,
             "ppl_ratio_kinds": e.by_kind if e else None, "stopword_shift": e.stopword_shift if e else None,
             "group": self.group_id(c.spike.key()),
             **{f"group_{k}": group.get(k) for k in ("ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi")},
@@ -83,7 +86,8 @@ class ScanResult:
             "random_ppl_ratio_hi": (worst["random"] or {}).get("ppl_ratio_hi"),
             "largest_ppl_ratio": (worst["largest"] or {}).get("ppl_ratio"),
             "largest_ppl_ratio_hi": (worst["largest"] or {}).get("ppl_ratio_hi"),
-            **_ratios(rest, "rest_ppl_ratio"), "verdict": c.verdict}
+            **_ratios(rest, "rest_ppl_ratio"), **_ratios(g.carried.get(c.coord) if g else None, "carried_ratio"),
+            "verdict": c.verdict}
 
     def to_dict(self) -> dict:
         groups = [self._group(g) for g in self.groups]

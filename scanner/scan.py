@@ -19,7 +19,7 @@ from .load.loading import Loaded, load
 from .measure.replay import Runner
 from .report import ScanResult
 from .load.sources import Source, resolve
-from .measure.evaluator import Evaluator
+from .measure.evaluator import Evaluator, screening
 from .measure.triage import triage
 from .measure.validate import validate
 
@@ -120,7 +120,8 @@ def evaluator(loaded: Loaded, cfg: ScanConfig, kept=(), warnings: list[str] | No
                        "needed for an interval (a longer --eval-text, or a smaller --window-tokens)")
     if windows.count < v.min_windows * 2:
         warnings.append(f"evaluation has only {windows.count} windows of {window} tokens: intervals are wide")
-    return Evaluator(loaded, windows, upto=max((c.coord.layer for c in kept), default=0) if upto is None else upto)
+    return Evaluator(loaded, windows, upto=max((c.coord.layer for c in kept), default=0) if upto is None else upto,
+                     screen=torch.bfloat16 if screening(v.screen, loaded.device) else None)
 
 
 def finding(loaded: Loaded, base, spikes, candidates, validated: bool) -> str:

@@ -31,18 +31,22 @@ CANDIDATE = pa.struct([
     ("share", _f64),            # contribution / y[row]
     ("token_pos", _i32), ("token_id", _i64),  # the spike's token: position in its prompt, vocabulary id
     ("prompt", _i32), ("round", _i32), ("rank", _i32), ("screen_kl", _f64),
-    # this weight alone zeroed: ppl ratio with its 95% interval, on how many evaluation windows, whether the
-    # interval decided every threshold, per kind of text
+    # this weight alone zeroed: ppl ratio with the interval that decided it (error spent across looks), on how
+    # many evaluation windows, whether it decided every threshold at the zones' edges, the threshold whose line
+    # it still holds (either verdict is right there), per kind of text, per window (ln ratio), in what precision
     ("ppl", _f64), ("ppl_ratio", _f64), ("ppl_ratio_lo", _f64), ("ppl_ratio_hi", _f64),
-    ("windows", _i32), ("decided", _bool), ("ppl_ratio_kinds", pa.map_(_str, _f64)),
+    ("windows", _i32), ("decided", _bool), ("near_threshold", _f64), ("ppl_ratio_kinds", pa.map_(_str, _f64)),
+    ("window_deltas", pa.list_(_f64)), ("measured_in", _str),
     ("stopword_shift", _f64),
     ("group", _str),            # the spike it belongs to, e.g. L2R3968
     ("group_ppl_ratio", _f64), ("group_ppl_ratio_lo", _f64), ("group_ppl_ratio_hi", _f64),  # zeroed together
     # controls of the group's size from the same matrix: the worst random draw, the largest other weights
     ("random_ppl_ratio", _f64), ("random_ppl_ratio_hi", _f64), ("largest_ppl_ratio", _f64),
     ("largest_ppl_ratio_hi", _f64),
-    # the group without this weight (members of catastrophic groups): not catastrophic means it is needed
+    # members of catastrophic groups: the group without this weight, and what it carries (the group's effect
+    # over the rest's, paired): the weight is needed when that is at least the catastrophic ratio
     ("rest_ppl_ratio", _f64), ("rest_ppl_ratio_lo", _f64), ("rest_ppl_ratio_hi", _f64),
+    ("carried_ratio", _f64), ("carried_ratio_lo", _f64), ("carried_ratio_hi", _f64),
     ("verdict", _str),          # a tier of words.verdicts.TIERS
 ])
 

@@ -5,9 +5,9 @@ their spread across windows gives its interval. Windows are evaluated a few at a
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import torch
 
@@ -15,32 +15,11 @@ from ..adapters import Coord
 from .evalset import Windows
 from ..load.loading import Loaded
 from .replay import BATCH_BUDGET, Runner, head_logits
+from .sequential import t_quantile
 
 SCORE_BYTES = 64 << 20  # float32 logits scored at once (a chunk of tokens)
 STOPWORDS = ("the a an of and to in is it that was for on as with by at from or be this which are but not "
              "his her they he she we you i had has have were been their its").split()
-
-
-@lru_cache(maxsize=None)
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile, by bisection on its distribution function (Simpson's rule on the density):
-    exact to 1e-6 for the few (p, df) a scan asks for, without scipy."""
-    if df < 1:
-        return math.inf
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-
-    def cdf(x: float, steps: int = 2000) -> float:
-        h = x / steps
-        f = [c * (1 + (h * i) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
-        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
 
 
 def ratio(log_ratio: float) -> float:
@@ -66,14 +45,25 @@ class Effect:
         """ln(ppl ratio) on these windows."""
         return sum(self.deltas) / len(self.deltas) if self.deltas else 0.0
 
-    def interval(self, confidence: float) -> tuple[float, float]:
-        """Two-sided interval of the mean ln ratio (t across windows); infinite below two windows."""
+    @property
+    def se(self) -> float:
+        """Standard error of the mean across windows (infinite below two windows)."""
         n = len(self.deltas)
         if n < 2:
+            return math.inf
+        return math.sqrt(sum((d - self.mean) ** 2 for d in self.deltas) / (n - 1) / n)
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        """Two-sided interval of the mean ln ratio (t across windows) at one look; infinite below two windows."""
+        if len(self.deltas) < 2:
             return -math.inf, math.inf
-        sd = math.sqrt(sum((d - self.mean) ** 2 for d in self.deltas) / (n - 1))
-        half = t_quantile(1 - (1 - confidence) / 2, n - 1) * sd / math.sqrt(n)
+        half = t_quantile(1 - (1 - confidence) / 2, len(self.deltas) - 1) * self.se
         return self.mean - half, self.mean + half
+
+    def minus(self, other: "Effect") -> "Effect":
+        """The paired difference on the windows both were evaluated on: how much more this ablation costs."""
+        n = min(self.windows, other.windows)
+        return Effect([a - b for a, b in zip(self.deltas[:n], other.deltas[:n])], [], self.kinds[:n])
 
     def by_kind(self) -> dict[str, float]:
         """ppl ratio per kind of text."""
@@ -97,44 +87,43 @@ def stopword_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-class Evaluator:
-    """Effects of ablations of the loaded model on `windows`, computed window by window on request."""
+def screening(asked: str, device: torch.device) -> bool:
+    """Whether to look in bfloat16 first: asked "on", or "auto" where bfloat16 matmuls are fast (CUDA; CPUs
+    with AVX512-BF16 or AMX; on an AVX2 CPU they run a hundred times slower than float32, measured here)."""
+    if asked != "auto":
+        return asked == "on"
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
-    def __init__(self, loaded: Loaded, windows: Windows, upto: int | None = None):
-        """`upto`: the deepest layer an ablation will be in (the base passes keep the outputs before it)."""
-        self.loaded, self.windows = loaded, windows
-        self.ids = windows.ids.to(loaded.device)  # [windows, tokens]
-        stop = stopword_ids(loaded.tokenizer)
-        self.stop = torch.tensor(stop, dtype=torch.long) if stop else None
-        # streaming: a batch's activations may take about what one layer does, so the peak stays a few
-        # layers (a big model's layer allows a big batch, and every batch is one more read of the layers)
-        budget = loaded.streamer.layer_bytes if loaded.streamer is not None else BATCH_BUDGET
-        self.runner = Runner(loaded.loop, self.ids, budget, upto)
+
+class Passes:
+    """Passes of the model in one precision over the windows: the base losses, and the effects measured."""
+
+    def __init__(self, ev: "Evaluator", runner: Runner, autocast: torch.dtype | None):
+        self.ev, self.runner, self.autocast = ev, runner, autocast  # autocast: matmuls in it, weights as stored
         self.base_nll: list[torch.Tensor] = []  # per window, [tokens - 1]
         self.base_stop: list[float] = []
         self.effects: dict[frozenset, Effect] = {}
 
     @property
-    def passes(self) -> int:
-        return self.runner.passes
+    def precision(self) -> str:
+        return str(self.autocast or self.ev.loaded.dtype).removeprefix("torch.")
 
-    def base_ppl(self, windows: int | None = None) -> float:
-        n = windows or len(self.base_nll)
-        return math.exp(float(torch.stack(self.base_nll[:n]).mean()))
-
-    def base_stopword(self, windows: int | None = None) -> float | None:
-        n = windows or len(self.base_stop)
-        return sum(self.base_stop[:n]) / n if self.stop is not None and n else None
+    def _cast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ev.loaded.device.type, dtype=self.autocast)
 
     def effect(self, variant) -> Effect:
-        """What is known of an ablation (nothing, for one never evaluated: it is not counted as asked)."""
+        """What is known of an ablation here (nothing, for one never evaluated: it is not counted as asked)."""
         return self.effects.get(frozenset(variant)) or Effect()
 
     @torch.no_grad()
     def advance(self, variants: list[list[Coord]], to: int) -> None:
         """Evaluate each variant on its next windows, up to `to` windows in all (those with the same number
         of windows done share their passes)."""
-        to = min(to, self.windows.count)
+        to = min(to, self.ev.windows.count)
         self.ensure_base(to)
         by_start: dict[int, list[list[Coord]]] = {}
         for v in variants:
@@ -142,16 +131,17 @@ class Evaluator:
             if done < to:
                 by_start.setdefault(done, []).append(v)
         for a, group in by_start.items():
-            for v, hidden in self.runner.run(group, (a, to)):
-                self.record(self.effects.setdefault(frozenset(v), Effect()), hidden, a)
+            with self._cast():
+                for v, hidden in self.runner.run(group, (a, to)):
+                    self.record(self.effects.setdefault(frozenset(v), Effect()), hidden, a)
 
     def record(self, e: Effect, hidden: torch.Tensor, first: int) -> None:
         """Add to `e` the windows `first`, `first + 1`, ... whose head inputs are `hidden` [windows, tokens,
         hidden]: each one's loss difference against the base on the same tokens (the base must be there)."""
-        nll, stop = self.score(hidden, first)
+        nll, stop = self.ev.score(hidden, first)
         for w in range(first, first + hidden.shape[0]):
             e.deltas.append(float((nll[w - first] - self.base_nll[w]).mean()))
-            e.kinds.append(self.windows.kinds[w])
+            e.kinds.append(self.ev.windows.kinds[w])
             if stop is not None:
                 e.stops.append(stop[w - first] - self.base_stop[w])
 
@@ -161,9 +151,71 @@ class Evaluator:
         if len(self.base_nll) >= to:
             return
         a = len(self.base_nll)
-        nll, stop = self.score(self.runner.base(to)[a:to], a)
+        with self._cast():
+            nll, stop = self.ev.score(self.runner.base(to)[a:to], a)
         self.base_nll.extend(nll)
         self.base_stop.extend(stop or [])
+
+
+class Evaluator:
+    """Effects of ablations of the loaded model on `windows`, computed window by window on request: in the
+    model's own precision (`full`), and, when `screen` is given, first in that one (bfloat16 matmuls while
+    the model computes in float32): `scanner.measure.judge.sequential` measures in float32 only what the
+    screen cannot settle. `effect` answers from float32 where it was measured, else from the screen."""
+
+    def __init__(self, loaded: Loaded, windows: Windows, upto: int | None = None, screen: torch.dtype | None = None):
+        """`upto`: the deepest layer an ablation will be in (the base passes keep the outputs before it)."""
+        self.loaded, self.windows = loaded, windows
+        self.ids = windows.ids.to(loaded.device)  # [windows, tokens]
+        stop = stopword_ids(loaded.tokenizer)
+        self.stop = torch.tensor(stop, dtype=torch.long) if stop else None
+        # streaming: a batch's activations may take about what one layer does, so the peak stays a few
+        # layers (a big model's layer allows a big batch, and every batch is one more read of the layers)
+        budget = loaded.streamer.layer_bytes if loaded.streamer is not None else BATCH_BUDGET
+        self.full = Passes(self, Runner(loaded.loop, self.ids, budget, upto), None)
+        screening = screen is not None and loaded.dtype == torch.float32
+        self.screen = Passes(self, Runner(loaded.loop, self.ids, budget, upto), screen) if screening else None
+        self.runner = self.full.runner
+        self.asked: list = []  # every judge.Question asked of it, for `sequential` to ask again in full precision
+
+    @property
+    def passes(self) -> int:
+        return self.full.runner.passes + (self.screen.runner.passes if self.screen else 0)
+
+    @property
+    def base_nll(self) -> list[torch.Tensor]:
+        return self.full.base_nll
+
+    @property
+    def effects(self) -> dict[frozenset, Effect]:
+        """Every ablation measured, each in the precision `effect` answers from."""
+        return {**(self.screen.effects if self.screen else {}), **self.full.effects}
+
+    def base_ppl(self, windows: int | None = None) -> float:
+        n = windows or len(self.full.base_nll)
+        return math.exp(float(torch.stack(self.full.base_nll[:n]).mean()))
+
+    def base_stopword(self, windows: int | None = None) -> float | None:
+        n = windows or len(self.full.base_stop)
+        return sum(self.full.base_stop[:n]) / n if self.stop is not None and n else None
+
+    def effect(self, variant) -> Effect:
+        """What is known of an ablation: measured in full precision, else screened."""
+        k = frozenset(variant)
+        return self.full.effects.get(k) or (self.screen and self.screen.effects.get(k)) or Effect()
+
+    def precision(self, variant) -> str:
+        k = frozenset(variant)
+        return self.screen.precision if self.screen and k not in self.full.effects else self.full.precision
+
+    def advance(self, variants: list[list[Coord]], to: int) -> None:
+        self.full.advance(variants, to)
+
+    def record(self, e: Effect, hidden: torch.Tensor, first: int) -> None:
+        self.full.record(e, hidden, first)
+
+    def ensure_base(self, to: int) -> None:
+        self.full.ensure_base(to)
 
     def score(self, hidden: torch.Tensor, first: int) -> tuple[list[torch.Tensor], list[float] | None]:
         """Per window: next-token losses [tokens - 1] and mean stopword mass, from the head's input

@@ -18,7 +18,7 @@ from ..adapters import Coord
 from ..config import ScanConfig
 from ..measure.evaluator import Evaluator
 from ..load.loading import Loaded
-from ..measure.validate import Estimate, Judge, sequential
+from ..measure.judge import Estimate, Judge, Question, sequential
 
 
 @dataclass
@@ -44,8 +44,8 @@ def cross_ablate(loaded: Loaded, ev: Evaluator, cfg: ScanConfig, sets: dict[str,
     judge = Judge(cfg.validate, ev.windows.count)
     both = (judge.mild, judge.catastrophic)
     values = values_at(loaded.loop, [c for s in sets.values() for c in s])  # before any zeroing; checks range
-    todo = [sorted(set(s)) for s in sets.values() if s]
-    sequential(ev, judge, todo, lambda v: both, progress)
+    todo = {tuple(sorted(set(s))) for s in sets.values() if s}
+    sequential(ev, judge, [Question(v, both) for v in sorted(todo)], progress)
     out = {}
     for name, s in sets.items():
         coords = sorted(set(s))
@@ -56,7 +56,7 @@ def cross_ablate(loaded: Loaded, ev: Evaluator, cfg: ScanConfig, sets: dict[str,
         cat = judge.above(e, judge.catastrophic)
         verdict = verdicts.tier(catastrophic_alone=cat and len(coords) == 1, needed=cat and len(coords) > 1,
                                 significant=judge.above(e, judge.mild))
-        out[name] = Cross(coords, [values[c] for c in coords], judge.estimate(e, both), verdict)
+        out[name] = Cross(coords, [values[c] for c in coords], judge.estimate(e, both, ev.precision(coords)), verdict)
     return out
 
 

@@ -1,21 +1,26 @@
-"""The statistics behind verdicts: t quantiles, paired intervals, the sequential rule's error rate, and the
-evaluation set's windows."""
+"""The statistics behind verdicts: Student's t and group-sequential boundaries against independent references,
+the sequential rule's error rates outside the indifference zones (simulated, at any number of looks, with
+windows that differ by kind and with heavy tails), and the evaluation set's windows."""
 import math
-import random
 
+import numpy as np
 import pytest
+import scipy.stats
 
 from scanner.config import ValidateConfig
 from scanner.measure.evalset import KINDS, cut, shipped
-from scanner.measure.evaluator import Effect, ratio, t_quantile
+from scanner.measure.evaluator import Effect, ratio
+from scanner.measure.judge import Judge
+from scanner.measure.sequential import Design, schedule, t_quantile, t_upper, z_boundaries
 from scanner.planted import byte_tokenizer
-from scanner.measure.validate import Judge
+from tests.fixtures.sequential_sim import draw, fast
 
-
-@pytest.mark.parametrize("p, df, want", [(0.975, 3, 3.18245), (0.975, 38, 2.02439), (0.995, 7, 3.49948),
-                                         (0.995, 3, 5.84091), (0.999, 31, 3.37490)])
-def test_t_quantile_matches_tables(p, df, want):
-    assert abs(t_quantile(p, df) - want) < 1e-4
+@pytest.mark.parametrize("df", [1, 2, 3, 7, 15, 31, 38, 63])
+def test_t_quantiles_equal_scipys_far_into_the_tails(df):
+    for q in (0.025, 1e-3, 1e-6, 1e-9, 1e-12):
+        want = scipy.stats.t.isf(q, df)
+        assert abs(t_upper(q, df) - want) <= 1e-8 * max(1.0, want)
+    assert abs(t_quantile(0.975, df) - scipy.stats.t.ppf(0.975, df)) < 1e-9
 
 
 def test_interval_is_the_paired_t_interval():
@@ -26,38 +31,98 @@ def test_interval_is_the_paired_t_interval():
     assert abs(hi - mean - 3.18245 * sd / 2) < 1e-4 and abs(mean - lo - 3.18245 * sd / 2) < 1e-4
     assert Effect(deltas=[1.0]).interval(0.95) == (-math.inf, math.inf)  # one window: no spread, no decision
     assert ratio(800.0) == math.exp(700.0)  # a destroyed model saturates instead of overflowing
+    d = Effect([1.0, 2.0, 3.0], [], ["a", "b", "c"]).minus(Effect([0.5, 0.5], [], ["a", "b"]))
+    assert d.deltas == [0.5, 1.5] and d.kinds == ["a", "b"]  # paired on the windows both have
 
 
-def _wrong_side_rate(judge: Judge, truth: float, threshold: float, runs: int, seed: int) -> float:
-    """How often a sequential run, whose true mean is just below `threshold`, decides it is above."""
-    rng, wrong = random.Random(seed), 0
-    for _ in range(runs):
-        deltas = []
-        for look in judge.schedule:
-            deltas += [rng.gauss(truth, 1.0) for _ in range(look - len(deltas))]
-            side = judge.side(Effect(deltas=list(deltas)), threshold)
-            if side:
-                wrong += side == 1
-                break
-    return wrong / runs
+@pytest.mark.parametrize("gamma, want", [
+    ("obf", (4.877, 3.357, 2.680, 2.290, 2.031)),  # Lan-DeMets O'Brien-Fleming, 5 equal looks (gsDesign)
+    ("pocock", (2.438, 2.427, 2.410, 2.397, 2.386)),  # Lan-DeMets Pocock
+])
+def test_boundaries_equal_the_published_ones(gamma, want):
+    got = z_boundaries(tuple(k / 5 for k in range(1, 6)), 0.025, gamma)
+    assert max(abs(a - b) for a, b in zip(got, want)) < 2e-3
 
 
-def test_sequential_rule_keeps_its_error_rate():
-    """With the truth just below a threshold, deciding "above" at any of the five looks (4, 8, 16, 32, 39
-    windows) happens at most at the one-sided half of 5%; without the per-look correction it would not."""
+@pytest.mark.parametrize("gamma", [-4.0, -2.0, 0.0, 1.0])
+def test_boundaries_spend_what_the_function_allows_at_each_look(gamma):
+    """Monte Carlo of the standardized sums at the looks of 39 windows: the first crossings at each look
+    happen as often as the spending function allows there, whatever its shape."""
+    from scanner.measure.sequential import spend
+
+    looks = schedule(39, 4, True)
+    t = np.array(looks) / looks[-1]
+    z = z_boundaries(tuple(t), 0.025, gamma)
+    rng = np.random.default_rng(7)
+    steps = rng.standard_normal((400_000, len(t))) * np.sqrt(np.diff(t, prepend=0.0))
+    zs = np.cumsum(steps, axis=1) / np.sqrt(t)
+    crossed = zs > np.array(z)
+    first = np.where(crossed.any(1), crossed.argmax(1), -1)
+    for k in range(len(t)):
+        want = spend(t[k], 0.025, gamma) - (spend(t[k - 1], 0.025, gamma) if k else 0.0)
+        got = float(np.mean(first == k))
+        assert abs(got - want) < 4 * math.sqrt(max(want, 1e-6) / 400_000) + 1e-5, (k, got, want)
+
+
+def test_the_vectorised_rule_is_the_judges():
     cfg = ValidateConfig()
     judge = Judge(cfg, 39)
-    assert judge.schedule == [4, 8, 16, 32, 39] and abs(judge.confidence - 0.99) < 1e-12
-    rate = _wrong_side_rate(judge, -0.01, 0.0, 4000, seed=1)
-    assert rate <= 0.025 + 0.008  # 0.025 plus three standard errors of the estimate
-    naive = Judge(cfg, 39)
-    naive.confidence = cfg.confidence  # every look at 95%, no correction
-    assert _wrong_side_rate(naive, -0.01, 0.0, 4000, seed=1) > 0.035
+    rng = np.random.default_rng(3)
+    x = draw(rng, 300, 39, mean=math.log(1.5) + 0.05, sd=0.3, kinds=0.2)
+    got = fast(judge.design, judge.zone, judge.mild, x)
+    for i in range(300):
+        for n in judge.looks:
+            side = judge.side(Effect(list(x[i, :n])), judge.mild)
+            if side is not None:
+                break
+        assert (side.above, side.decided, n) == (got["above"][i], got["decided"][i], got["windows"][i])
 
 
-def test_all_windows_is_one_look():
+@pytest.mark.parametrize("windows", [4, 8, 16, 39, 64])
+@pytest.mark.parametrize("noise", [dict(sd=0.3), dict(sd=0.6, kinds=0.4), dict(sd=0.5, tails="t3")])
+def test_outside_the_zone_each_side_errs_at_most_half_the_error(windows, noise):
+    """True ratios just outside the zone of x1.5 and of x10: the wrong side is decided at most alpha / 2 of the
+    time, at every number of looks (one look with 4 windows, up to six with 64). (What the windows cannot
+    decide is said undecided: `decided` false, shown as such.)"""
+    cfg = ValidateConfig()
+    judge = Judge(cfg, windows)
+    rng = np.random.default_rng(windows)
+    runs = 20_000
+    bound = (1 - cfg.confidence) / 2 + 3 * math.sqrt(0.025 / runs)
+    for line in (judge.mild, judge.catastrophic):
+        for side in (+1, -1):
+            truth = line + side * (judge.zone + 0.01)
+            said = fast(judge.design, judge.zone, line, draw(rng, runs, windows, truth, **noise))
+            wrong = np.mean(said["decided"] & (said["above"] != (side > 0)))
+            assert wrong <= bound, (line, side, wrong)
+
+
+def test_early_looks_demand_large_effects_and_the_last_is_near_nominal():
+    d = Judge(ValidateConfig(), 39).design
+    assert d.looks == (4, 8, 16, 32, 39)
+    crit = [d.critical(n) for n in d.looks]
+    assert crit[0] > 3 * scipy.stats.t.ppf(0.975, 3) and crit == sorted(crit, reverse=True)
+    assert crit[-1] < 1.15 * scipy.stats.t.ppf(0.975, 38)
+
+
+def test_all_windows_is_one_look_at_the_nominal_level():
     judge = Judge(ValidateConfig(sequential=False), 39)
-    assert judge.schedule == [39] and judge.confidence == pytest.approx(0.95)
+    assert judge.looks == (39,)
+    assert abs(judge.design.critical(39) - scipy.stats.t.ppf(0.975, 38)) < 1e-9
+
+
+def test_the_zone_decides_early_and_says_when_the_line_is_inside():
+    judge = Judge(ValidateConfig(), 39)
+    line = judge.mild
+    at_line = Effect([line + d for d in (0.02, -0.02, 0.01, -0.01) * 4])  # 16 windows, tight, on the line
+    s = judge.side(at_line, line)
+    assert s.decided and s.near  # inside the zone: either side is right, and the estimate says it is at the line
+    est = judge.estimate(at_line, (line,))
+    assert est.near == pytest.approx(1.5) and est.decided
+    spread = Effect([line + d for d in (1.5, -1.5, 1.0, -1.0) * 10][:39])  # too noisy for the zone on 39
+    s = judge.side(spread, line)
+    assert not s.decided and s.near
+    assert judge.side(Effect([line + d for d in (1.5, -1.5, 1.0, -1.0)]), line) is None  # 4 windows: look again
 
 
 def test_windows_are_whole_round_robin_and_start_with_bos():
@@ -84,11 +149,3 @@ def test_dialogue_uses_the_chat_template_when_there_is_one():
     assert a.sha256 != b.sha256  # the stored hash follows the texts
 
 
-def test_futility_stops_only_what_the_whole_set_could_not_decide():
-    noise = (-1.3, 1.1, -0.4, 0.9, -1.0, 1.2, -0.2, -0.3)  # mean 0, sd 0.96
-    on_threshold = Effect(deltas=[0.05 + d for d in noise])
-    far = Effect(deltas=[0.6 + d for d in noise])  # undecided on 8 windows, decidable on 39
-    judge = Judge(ValidateConfig(futility=True), 39)
-    assert judge.side(on_threshold, 0.0) == 0 and judge.futile(on_threshold, 0.0)
-    assert judge.side(far, 0.0) == 0 and not judge.futile(far, 0.0)
-    assert not Judge(ValidateConfig(), 39).futile(on_threshold, 0.0)  # off by default
