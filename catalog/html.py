@@ -5,6 +5,7 @@ from html import escape
 
 from words import COORDINATES, verdicts
 
+from .lineage import change_cell
 from .render import cross_cell, families
 
 STYLE = """
@@ -80,10 +81,12 @@ def _family(root: str, members: list[dict]) -> str:
         rows.append(f"<tr><td><a href=\"#{escape(m['scan_id'])}\">{escape(m['model'])}</a></td>"
                     f"<td>{escape(f['base_model'] or '(root)')}</td><td>{escape(f['base_model_from'] or '')}</td>"
                     f"<td>{counts}</td><td class=num>{escape(cross_cell(f, 'a_in_b'))}</td>"
-                    f"<td class=num>{escape(cross_cell(f, 'b_in_a'))}</td></tr>")
+                    f"<td class=num>{escape(cross_cell(f, 'b_in_a'))}</td>"
+                    f"<td class=num>{escape(change_cell(f, 'a_set_change') if f.get('a_set_change') else '-')}</td></tr>")
     return (f"<section class=family data-root=\"{escape(root)}\"><h3>{escape(root)}</h3><table><tr><th>Model</th>"
             "<th>Base</th><th>Declared by</th><th>Kept / moved / lost / new</th><th>Base's set zeroed in it</th>"
-            f"<th>Its set zeroed in the base</th></tr>{''.join(rows)}</table></section>")
+            f"<th>Its set zeroed in the base</th><th>Base's set: here over in the base</th></tr>{''.join(rows)}"
+            "</table></section>")
 
 
 def render_html(models: list[dict], failed: list[dict], changes: dict, published: str) -> str:

@@ -85,6 +85,13 @@ def _num(v, fmt: str = ".4g") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def change_cell(row: dict, prefix: str) -> str:
+    """A paired change as "unchanged x1.08 [0.93, 1.25]" (or "unpaired")."""
+    r = row.get(f"{prefix}_ratio")
+    label = row.get(prefix) or "-"
+    return label if r is None else f"{label} x{r:.3g} [{row[f'{prefix}_ratio_lo']:.3g}, {row[f'{prefix}_ratio_hi']:.3g}]"
+
+
 def render(row: dict) -> str:
     """A `lineage` row as text: the coordinates side by side, then the cross-ablations."""
     lines = [f"A: {row['a_model']}  (scan {row['a_scan_id']})", f"B: {row['b_model']}  (scan {row['b_scan_id']})"
@@ -92,7 +99,8 @@ def render(row: dict) -> str:
     if row.get("status") == "failed":
         return "\n".join(lines + [f"failed: {row['error_type']}: {row['error']}"])
     lines.append(", ".join(f"{s} {row[s]}" for s in STATUSES))
-    head = ("status", "A [layer: row, col]", "B [layer: row, col]", "value A -> B", "spike A -> B", "verdict A / B")
+    head = ("status", "A [layer: row, col]", "B [layer: row, col]", "value A -> B", "spike A -> B", "verdict A / B",
+            "effect B / A [95%]")
     table = []
     for c in row["coordinates"]:
         a_at = "-" if c["status"] == "new" else f"{c['layer']}: {c['row']}, {c['col']}"
@@ -102,7 +110,7 @@ def render(row: dict) -> str:
         table.append((c["status"], a_at, b_at,
                       f"{_num(c['a_value'], '.6g')} -> {_num(c['b_value'], '.6g')}",
                       f"{_num(c['a_spike'], '.0f')} -> {_num(c['b_spike'], '.0f')}",
-                      f"{c['a_verdict'] or '-'} / {c['b_verdict'] or '-'}"))
+                      f"{c['a_verdict'] or '-'} / {c['b_verdict'] or '-'}", change_cell(c, "change")))
     if table:
         widths = [max(len(r[i]) for r in [head, *table]) for i in range(len(head))]
         lines += [""] + ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *table]]
@@ -117,4 +125,7 @@ def render(row: dict) -> str:
                 continue
             lines.append(f"  {what}: ppl x{r:.3g} [{row[f'{k}_ppl_ratio_lo']:.3g}, {row[f'{k}_ppl_ratio_hi']:.3g}] on "
                          f"{row[f'{k}_windows']} windows: {row[f'{k}_verdict']}")
+        for side, what in (("a_set", "A's set, in B over in A"), ("b_set", "B's set, in A over in B")):
+            if row.get(f"{side}_change"):
+                lines.append(f"  {what}: {change_cell(row, f'{side}_change')}")
     return "\n".join(lines)

@@ -78,7 +78,8 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
         SELECT f.model, f.root, f.base_model, f.base_model_from, f.generation, l.kept, l.moved, l.lost, l.new,
                l.a_in_b_ppl_ratio, l.a_in_b_ppl_ratio_lo, l.a_in_b_ppl_ratio_hi, l.a_in_b_verdict,
                l.b_in_a_ppl_ratio, l.b_in_a_ppl_ratio_lo, l.b_in_a_ppl_ratio_hi, l.b_in_a_verdict,
-               l.b_in_b_ppl_ratio, l.b_in_b_verdict
+               l.b_in_b_ppl_ratio, l.b_in_b_verdict, l.a_set_change, l.a_set_change_ratio,
+               l.a_set_change_ratio_lo, l.a_set_change_ratio_hi
         FROM {views.FAMILY_LINEAGE}
         WHERE f.root IN (SELECT root FROM families WHERE generation > 0)""")
     return scans, coords, profiles, quant, families

@@ -8,6 +8,8 @@ import io
 
 from words import COORDINATES, verdicts
 
+from .lineage import change_cell
+
 CSV_COLUMNS = ("model", "revision", "architecture", "layer", "module", "expert", "row", "col", "value",
                "spike_ratio", "ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi", "windows", "group_ppl_ratio",
                "group_ppl_ratio_lo", "group_ppl_ratio_hi", "verdict", "finding", "published", "dtype", "validated",
@@ -125,17 +127,20 @@ def families_markdown(models: list[dict]) -> list[str]:
     lines = ["", "## Families", "",
              "Models grouped by the base they were made from (model card, GGUF metadata, models file or --base). "
              "Each derivative against its base (`superweights diff`): where the base's weights that matter are "
-             "(kept / moved / lost / new), and cross-ablations with 95% intervals: the base's catastrophic set "
-             "zeroed in the derivative, and the derivative's in the base."]
+             "(kept / moved / lost / new), and cross-ablations with their intervals: the base's catastrophic set "
+             "zeroed in the derivative, and the derivative's in the base; then how the base's set changed, its effect "
+             "in the derivative over its effect in the base, paired on the same windows (a change only where the "
+             "interval lies outside the zone)."]
     for root, members in groups.items():
         lines += ["", f"### {_md_cell(root)}", "",
                   "| Model | Base | Declared by | Kept / moved / lost / new | Base's set zeroed in it | "
-                  "Its set zeroed in the base |", "|---|---|---|---|---|---|"]
+                  "Its set zeroed in the base | Base's set: here over in the base |", "|---|---|---|---|---|---|---|"]
         for m in members:
             f = m["family"]
             counts = "-" if f.get("kept") is None else f"{f['kept']} / {f['moved']} / {f['lost']} / {f['new']}"
             lines.append(f"| {_name(m)} | {_md_cell(f['base_model'] or '(root)')} | {_md_cell(f['base_model_from'] or '')}"
-                         f" | {counts} | {cross_cell(f, 'a_in_b')} | {cross_cell(f, 'b_in_a')} |")
+                         f" | {counts} | {cross_cell(f, 'a_in_b')} | {cross_cell(f, 'b_in_a')} | "
+                         f"{change_cell(f, 'a_set_change') if f.get('a_set_change') else '-'} |")
     return lines
 
 

@@ -21,9 +21,10 @@ from words.tables import LINEAGE
 from .errors import BadOption
 
 log = logging.getLogger("superweights")
-SCAN = ("SELECT scan_id, model, spec, revision, validated, base_model, base_model_from FROM scans_all "
+SCAN = ("SELECT scan_id, model, spec, revision, validated, base_model, base_model_from, eval_ids_sha256 FROM scans_all "
         "WHERE status = 'ok' AND (scan_id = $1 OR (latest AND (model = $1 OR spec = $1)))")
-WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, output_ratio, verdict, ppl_ratio FROM candidates_all "
+WEIGHTS = ("SELECT layer, module, expert, \"row\", col, value, output_ratio, verdict, ppl_ratio, window_deltas "
+           "FROM candidates_all "
            "WHERE scan_id = $1 ORDER BY layer, expert NULLS FIRST, \"row\", col")
 
 
@@ -39,6 +40,7 @@ class Side:
     validated: bool
     base_model: str | None = None  # the base its scan recorded
     base_model_from: str | None = None
+    eval_ids_sha256: str | None = None  # its evaluation windows: effects pair with another side's when equal
 
     @property
     def catastrophic(self) -> list[Coord]:
@@ -69,13 +71,13 @@ def find(catalog, ident: str) -> Side | None:
     scan = scans[0]
     return Side(scan["model"], scan["spec"], scan["revision"], scan["scan_id"],
                 tuple(query.dicts(catalog, WEIGHTS, [scan["scan_id"]])), bool(scan["validated"]), scan["base_model"],
-                scan["base_model_from"])
+                scan["base_model_from"], scan["eval_ids_sha256"])
 
 
 def from_row(row: dict) -> Side:
     """A side from a scan's catalog row (`catalog.rows.ok_row`)."""
     return Side(row["model"], row["spec"], row["revision"], row["scan_id"], tuple(row["candidates"]),
-                bool(row["validated"]), row.get("base_model"), row.get("base_model_from"))
+                bool(row["validated"]), row.get("base_model"), row.get("base_model_from"), row.get("eval_ids_sha256"))
 
 
 def _source(side_or_spec):
@@ -99,6 +101,7 @@ class Measured:
     in_a: dict
     eval_text_sha256: str
     scanned: list
+    paired: bool  # both loads evaluated the same windows: effects in A and in B pair window by window
 
 
 def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = False) -> Measured:
@@ -127,10 +130,12 @@ def measure(a: Side | str, b: Side | str, cfg: ScanConfig, progress: bool = Fals
     oa = cross_source(_source(a), cfg, sets, read=b.mattering, progress=progress)
     crosses.update(ob.crosses)
     crosses.update(oa.crosses)
-    return Measured(a, b, crosses, ob.values, oa.values, ob.eval_text_sha256, scanned)
+    return Measured(a, b, crosses, ob.values, oa.values, ob.eval_text_sha256, scanned,
+                    ob.eval_ids_sha256 == oa.eval_ids_sha256)
 
 
-def lineage_row(a: Side, b: Side, m: Measured | None = None, declared: str | None = None) -> dict:
+def lineage_row(a: Side, b: Side, m: Measured | None = None, declared: str | None = None,
+                cfg: ScanConfig | None = None) -> dict:
     """The `lineage` row of A against B, with the cross-ablations and values of `m` when measured."""
     if declared is None and b.base_model == a.model:
         declared = b.base_model_from  # B's own scan names A as its base
@@ -146,7 +151,33 @@ def lineage_row(a: Side, b: Side, m: Measured | None = None, declared: str | Non
            "status": "ok", "coordinates": coords}
     for name, cross in (m.crosses if m else {}).items():
         row.update(cross.to_dict(name))
+    _changes(row, a, b, m, cfg or ScanConfig())
     return row
+
+
+def _changes(row: dict, a: Side, b: Side, m: Measured | None, cfg: ScanConfig) -> None:
+    """Each coordinate's change from A to B, and each set's (in the other model over in its own), from the
+    paired per-window effects: a change only where the interval lies outside the zone."""
+    from scanner.study.cross import change
+
+    paired = a.eval_ids_sha256 is not None and a.eval_ids_sha256 == b.eval_ids_sha256
+    deltas_a = {_wkey(w): w.get("window_deltas") for w in a.weights}
+    deltas_b = {_wkey(w): w.get("window_deltas") for w in b.weights}
+    for c in row["coordinates"]:
+        at_b = (c["b_layer"], c["module"], c["expert"], c["b_row"], c["b_col"])
+        before = deltas_a.get((c["layer"], c["module"], c["expert"], c["row"], c["col"])) if paired else None
+        c.update(change(before, deltas_b.get(at_b) if paired else None, cfg).to_dict("change"))
+    if m is None:
+        return
+    for side, own, other in (("a_set", "a_in_a", "a_in_b"), ("b_set", "b_in_b", "b_in_a")):
+        x, y = m.crosses.get(own), m.crosses.get(other)
+        ok = m.paired and x is not None and y is not None and x.estimate is not None and y.estimate is not None
+        row.update(change(x.estimate.deltas if ok else None, y.estimate.deltas if ok else None, cfg).to_dict(
+            f"{side}_change"))
+
+
+def _wkey(w: dict) -> tuple:
+    return (w["layer"], w["module"], w["expert"], w["row"], w["col"])
 
 
 def failed_lineage(a_model: str, b_model: str, error: BaseException | str, declared: str | None = None,
@@ -171,7 +202,7 @@ def compare_sides(a: Side, b: Side, cfg: ScanConfig, declared: str | None = None
         m = measure(a, b, cfg)
     except Exception as e:  # noqa: BLE001  recorded as a row, as failed scans are
         return failed_lineage(a.model, b.model, e, declared, a.scan_id, b.scan_id)
-    return lineage_row(m.a, m.b, m, declared)
+    return lineage_row(m.a, m.b, m, declared, cfg)
 
 
 def diff(catalog, a_ident: str, b_ident: str, cfg: ScanConfig, ablate: bool = True, declared: str | None = None,
@@ -194,10 +225,10 @@ def diff(catalog, a_ident: str, b_ident: str, cfg: ScanConfig, ablate: bool = Tr
                 scanned.append(row)
                 side = from_row(row)
             sides.append(side)
-        row = lineage_row(*sides, declared=declared)
+        row = lineage_row(*sides, declared=declared, cfg=cfg)
     else:
         m = measure(a or a_ident, b or b_ident, cfg, progress)
-        scanned, row = m.scanned, lineage_row(m.a, m.b, m, declared)
+        scanned, row = m.scanned, lineage_row(m.a, m.b, m, declared, cfg)
     if catalog is not None:
         for s in scanned:
             catalog.write_scan(s)

@@ -124,6 +124,9 @@ class ScanResult:
             lines.append(f"perplexity {d['ppl_base']:.3f} on {d['eval_windows']} windows of {d['window_tokens']} "
                          f"tokens; {self.rounds} detection round(s); spikes measured against the median layer "
                          f"maximum {self.baseline.value:.3g}")
+            lines.append("ablations decided at " + ", ".join(f"{n} windows: {k}" for n, k in d["decided_at"].items())
+                         + f" ({d['window_evaluations']} window evaluations"
+                         + (f", {d['screened']} screened in bfloat16)" if d.get("screened") else ")"))
         lines.append(f"finding: {verdicts.FINDINGS[self.finding]}")
         head = ("layer", "module", "[row, col]", "weight", "spike", "ppl ratio [95% interval]", "windows", "verdict")
         rows = []
@@ -131,7 +134,9 @@ class ScanResult:
         for s in shown:
             module = s["module"] + (f"[{s['expert']}]" if s["expert"] is not None else "")
             ratio = "-" if s["ppl_ratio"] is None else \
-                f"{s['ppl_ratio']:.3g} [{s['ppl_ratio_lo']:.3g}, {s['ppl_ratio_hi']:.3g}]"
+                f"{s['ppl_ratio']:.3g} [{s['ppl_ratio_lo']:.3g}, {s['ppl_ratio_hi']:.3g}]" + \
+                (f" at the x{s['near_threshold']:g} line" if s["near_threshold"] else "") + \
+                ("" if s["decided"] is not False else " undecided")
             rows.append((str(s["layer"]), module, f"[{s['row']}, {s['col']}]", f"{s['value']:.4g}",
                          f"{s['output_ratio']:.0f}x", ratio, str(s["windows"] or "-"), s["verdict"]))
         if rows:

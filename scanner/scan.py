@@ -79,10 +79,12 @@ def scan_loaded(loaded: Loaded, cfg: ScanConfig, started: float | None = None, p
         n = max([len(ev.base_nll)] + [e.windows for e in ev.effects.values()])
         evaluation = {"ppl_base": ev.base_ppl(n), "stopword_mass": ev.base_stopword(n), "eval_windows": n,
                       "window_tokens": ev.windows.ids.shape[1], "eval_tokens": n * ev.windows.ids.shape[1],
-                      "eval_text_sha256": ev.windows.sha256, "eval_passes": ev.passes,
+                      "eval_text_sha256": ev.windows.sha256, "eval_ids_sha256": ev.windows.ids_sha256,
+                      "eval_passes": ev.passes,
                       "eval_ablations": len(ev.effects),
-                      "window_evaluations": sum(e.windows for e in ev.effects.values()),
+                      "window_evaluations": ev.window_evaluations,
                       "decided_at": dict(sorted(Counter(e.windows for e in ev.effects.values()).items())),
+                      "screened": len(ev.screen.effects) if ev.screen else 0,
                       "base_ppl_by_windows": {k: ev.base_ppl(k) for k in {e.windows for e in ev.effects.values()}
                                               if k}}
     else:
@@ -153,6 +155,6 @@ def _bar(enabled: bool):
                 seen.add(frozenset(v))
             bar.total = len(seen)
             bar.n = len(seen) - len(pending)
-            bar.set_postfix_str(f"{sum(e.windows for e in ev.effects.values())} window evaluations")
+            bar.set_postfix_str(f"{ev.window_evaluations} window evaluations")
             bar.refresh()
         yield update

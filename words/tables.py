@@ -86,6 +86,7 @@ SCAN_FIELDS = [
     ("status", _str),           # ok | failed
     ("error_type", _str), ("error", _str),
     ("ppl_base", _f64), ("stopword_mass", _f64), ("eval_tokens", _i32), ("eval_text_sha256", _str),
+    ("eval_ids_sha256", _str),  # of the windows' token ids: scans with the same one can be compared window by window
     ("eval_windows", _i32), ("window_tokens", _i32), ("eval_passes", _i32), ("eval_ablations", _i32),
     ("rounds", _i32), ("n_candidates", _i32), ("n_super_weights", _i32),  # n_super_weights: super_weight + super_set
     ("validated", _bool),       # its candidates were judged by ablation
@@ -141,10 +142,17 @@ LINEAGE_COORD = pa.struct([
     ("a_value", _f64), ("b_value", _f64),  # W there in each model
     ("a_spike", _f64), ("b_spike", _f64),  # its spike's output ratio in each scan
     ("a_verdict", _str), ("b_verdict", _str), ("a_ppl_ratio", _f64), ("b_ppl_ratio", _f64),
+    # zeroed alone, B's effect over A's on the windows both were measured on: stronger | weaker | unchanged
+    # (its interval not wholly outside the zone) | unpaired (other windows, or not measured)
+    ("change", _str), ("change_ratio", _f64), ("change_ratio_lo", _f64), ("change_ratio_hi", _f64),
 ])
 _CROSS = [(f"{side}_{k}", t) for side in ("a_in_b", "b_in_a", "a_in_a", "b_in_b")
           for k, t in (("ppl_ratio", _f64), ("ppl_ratio_lo", _f64), ("ppl_ratio_hi", _f64), ("windows", _i32),
                        ("decided", _bool), ("verdict", _str))]
+# how a set's effect changed from its own model to the other (a_set: in B over in A; b_set: in A over in B),
+# paired on the windows both were measured on: stronger | weaker | unchanged (within the zone) | unpaired
+_CHANGES = [(f"{side}_change{k}", t) for side in ("a_set", "b_set")
+            for k, t in (("", _str), ("_ratio", _f64), ("_ratio_lo", _f64), ("_ratio_hi", _f64))]
 LINEAGE = pa.schema([
     ("diff_id", _str), ("started", pa.timestamp("us", tz="UTC")), ("scanner_version", _str),
     ("a_model", _str), ("a_scan_id", _str), ("a_revision", _str),  # A: the base, when B declares one
@@ -153,6 +161,7 @@ LINEAGE = pa.schema([
     ("kept", _i32), ("moved", _i32), ("lost", _i32), ("new", _i32),
     ("a_set", pa.list_(_str)), ("b_set", pa.list_(_str)),  # each scan's catastrophic weights, as labels
     *_CROSS,                    # verdicts: super_weight | super_set | mild | negligible; null: not measured
+    *_CHANGES,
     ("eval_text_sha256", _str),
     ("status", _str),           # ok | failed (the comparison could not be made; `error` says why)
     ("error_type", _str), ("error", _str),

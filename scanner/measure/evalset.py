@@ -26,6 +26,12 @@ class Windows:
     sha256: str  # of the texts the windows were cut from (before tokenizing)
 
     @property
+    def ids_sha256(self) -> str:
+        """Of the windows' token ids: two scans with the same one evaluated the same windows (their per-window
+        effects can be paired)."""
+        return hashlib.sha256(self.ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:16]
+
+    @property
     def count(self) -> int:
         return self.ids.shape[0]
 

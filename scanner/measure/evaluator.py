@@ -183,6 +183,11 @@ class Evaluator:
         return self.full.runner.passes + (self.screen.runner.passes if self.screen else 0)
 
     @property
+    def window_evaluations(self) -> int:
+        """Ablated windows evaluated, in every precision."""
+        return sum(e.windows for p in (self.full, self.screen) if p for e in p.effects.values())
+
+    @property
     def base_nll(self) -> list[torch.Tensor]:
         return self.full.base_nll
 

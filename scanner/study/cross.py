@@ -9,15 +9,16 @@ this one): `super_weight` (one weight) or `super_set` (several) when catastrophi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from words import verdicts
 
-from ..measure.ablation import values_at
 from ..adapters import Coord
 from ..config import ScanConfig
-from ..measure.evaluator import Evaluator
 from ..load.loading import Loaded
+from ..measure.ablation import values_at
+from ..measure.evaluator import Effect, Evaluator, ratio
 from ..measure.judge import Estimate, Judge, Question, sequential
 
 
@@ -66,6 +67,35 @@ class CrossOutcome:
     crosses: dict[str, Cross]
     values: dict[Coord, float]  # W at each coordinate asked to be read
     eval_text_sha256: str
+    eval_ids_sha256: str  # of the windows' token ids: another load's effects pair with these when it is equal
+
+
+@dataclass(frozen=True)
+class Change:
+    """How an effect changed from one model to another: `after`'s over `before`'s, paired on the windows both
+    were measured on, with its interval."""
+
+    label: str  # stronger | weaker | unchanged | unpaired
+    ratio: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    def to_dict(self, prefix: str) -> dict:
+        return {prefix: self.label, f"{prefix}_ratio": self.ratio, f"{prefix}_ratio_lo": self.lo,
+                f"{prefix}_ratio_hi": self.hi}
+
+
+def change(before: list | None, after: list | None, cfg: ScanConfig) -> Change:
+    """A change only when the interval (t, at the configured confidence) lies wholly outside the zone
+    [1 / zone, zone]: a difference the interval does not place there is reported unchanged, never as a change.
+    The windows must be the same ones (the caller checks their ids); fewer than two: unpaired."""
+    if not before or not after or min(len(before), len(after)) < 2:
+        return Change("unpaired")
+    e = Effect(list(after)).minus(Effect(list(before)))
+    lo, hi = e.interval(cfg.validate.confidence)
+    z = math.log(cfg.validate.zone)
+    label = "stronger" if lo > z else "weaker" if hi < -z else "unchanged"
+    return Change(label, ratio(e.mean), ratio(lo), ratio(hi))
 
 
 def cross_source(source, cfg: ScanConfig, sets: dict[str, list[Coord]], read: list[Coord] = (),
@@ -94,6 +124,6 @@ def cross_source(source, cfg: ScanConfig, sets: dict[str, list[Coord]], read: li
                 bar.n = bar.total - len(pending)
                 bar.refresh()
             crosses = cross_ablate(loaded, ev, cfg, sets, update)  # empty sets: no verdict, nothing evaluated
-        return CrossOutcome(result, crosses, values, ev.windows.sha256)
+        return CrossOutcome(result, crosses, values, ev.windows.sha256, ev.windows.ids_sha256)
     finally:
         loaded.close()

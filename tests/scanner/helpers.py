@@ -42,3 +42,25 @@ def hub_cache(home: Path) -> Path:
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(HUB_SHA)
     return home / "hub"
+
+
+def agree_outside_zones(a: dict, b: dict, every: dict | None = None) -> int:
+    """Scan results `a` and `b` (one sequential, one on every window; or screened and not) list the same
+    candidates, and give the same verdict to each whose interval in `every` (default b) lies outside every
+    threshold's zone, for its own effect and, for members of sets, for what it carries; inside a zone either
+    verdict is right. Returns how many were compared."""
+    every = every or b
+    cfg = json.loads(every["config"]) if isinstance(every["config"], str) else every["config"]
+    v = cfg["validate"]
+    zone, lines = v["zone"], (v["min_ppl_ratio"], v["catastrophic_ratio"])
+    assert [(s["layer"], s["row"], s["col"]) for s in a["candidates"]] == \
+        [(s["layer"], s["row"], s["col"]) for s in b["candidates"]]
+    compared = 0
+    for x, y, e in zip(a["candidates"], b["candidates"], every["candidates"]):
+        spans = [(e["ppl_ratio_lo"], e["ppl_ratio_hi"])] if e["ppl_ratio_lo"] is not None else []
+        if e.get("carried_ratio_lo") is not None:
+            spans.append((e["carried_ratio_lo"], e["carried_ratio_hi"]))
+        if all(hi < t / zone or lo > t * zone for lo, hi in spans for t in lines):
+            assert x["verdict"] == y["verdict"], (x["layer"], x["row"], x["col"], x["verdict"], y["verdict"])
+            compared += 1
+    return compared

@@ -10,6 +10,8 @@ from scanner.scan import scan_loaded, tokenize
 from scanner.load.sources import resolve
 from scanner.texts import PAPER_PROMPT
 
+from .helpers import agree_outside_zones
+
 pytestmark = pytest.mark.real
 
 PROMPTS = [PAPER_PROMPT, "The quick brown fox jumps over the lazy dog.", "In 1492, Columbus sailed the ocean blue."]
@@ -39,13 +41,15 @@ def test_smollm2_same_candidates_for_three_prompts(smollm2, prompt):
 
 
 def test_smollm2_validated(smollm2):
-    """The layer-11 pair is a catastrophic set, each weight needed; layer 2's weights are not catastrophic."""
+    """The layer-11 pair is a catastrophic set, each weight carrying at least the catastrophic factor of it
+    (the set over the set without it); layer 2's weights are not catastrophic."""
     result = scan_loaded(smollm2, ScanConfig()).to_dict()
     assert result["revision"].startswith("local-") and result["architecture"] == "llama"
     assert result["finding"] == "super_weights" and result["eval_windows"] >= 32
     verdicts = {(s["layer"], s["row"], s["col"]): s for s in result["candidates"]}
     assert verdicts[(11, 507, 1229)]["verdict"] == verdicts[(11, 507, 1487)]["verdict"] == "super_set"
     assert verdicts[(11, 507, 1229)]["ppl_ratio"] > 2  # matters alone too, but is not enough alone
+    assert all(verdicts[c]["carried_ratio_lo"] > 10 / 1.3 for c in ((11, 507, 1229), (11, 507, 1487)))
     group = next(g for g in result["groups"] if g["id"] == "L11R507")
     assert group["ppl_ratio_lo"] > 10 and group["verdict"] == "super_activation"
     assert all(c["ppl_ratio_hi"] < 1.1 for c in group["controls"]) and len(group["controls"]) == 4
@@ -68,12 +72,12 @@ def test_smollm2_same_verdicts_for_other_prompts(smollm2, prompt):
 
 
 def test_smollm2_sequential_verdicts_equal_every_window(smollm2):
-    """Stopping each ablation when its interval decides gives the verdicts of evaluating every window."""
-    cfg = ScanConfig().replace(validate={"eval_tokens": 2048}, detect={"max_candidates": 4})
+    """Stopping each ablation when its interval decides at a zone's edge gives the verdicts of evaluating
+    every window, wherever the every-window interval lies outside the zones."""
+    cfg = ScanConfig().replace(validate={"eval_tokens": 2048, "screen": "off"}, detect={"max_candidates": 4})
     sequential = scan_loaded(smollm2, cfg).to_dict()
     every = scan_loaded(smollm2, cfg.replace(validate={"sequential": False})).to_dict()
-    assert [(s["row"], s["col"], s["verdict"]) for s in sequential["candidates"]] == \
-        [(s["row"], s["col"], s["verdict"]) for s in every["candidates"]]
+    assert agree_outside_zones(sequential, every) >= 2  # the layer-11 pair, at least
     assert sequential["window_evaluations"] < every["window_evaluations"]
 
 
