@@ -6,7 +6,7 @@ from html import escape
 from words import COORDINATES, verdicts
 
 from .lineage import change_cell
-from .render import cross_cell, families
+from .render import ci, cross_cell, families, verdict_ci
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
@@ -30,18 +30,12 @@ def _num(v, spec=".3g") -> str:
     return "" if v is None else format(v, spec)
 
 
-def _interval(w: dict, prefix: str = "ppl_ratio") -> str:
-    if w.get(prefix) is None:
-        return ""
-    return f"{_num(w[prefix])} [{_num(w.get(prefix + '_lo'))}, {_num(w.get(prefix + '_hi'))}]"
-
-
 def _row(i: int, w: dict) -> str:
     module = w["module"] + ("" if w["expert"] is None else f"[{w['expert']}]")
     return (f"<tr class=\"{'sw' if verdicts.is_catastrophic(w['verdict']) else ''}\"><td class=num>{i + 1}</td>"
             f"<td class=num>{w['layer']}</td><td>{escape(module)}</td><td>[{w['row']}, {w['col']}]</td>"
             f"<td class=num>{_num(w['value'], '.4g')}</td><td class=num>{_num(w['spike_ratio'], '.0f')}x</td>"
-            f"<td class=num>{_interval(w)}</td><td class=num>{_interval(w, 'group_ppl_ratio')}</td>"
+            f"<td class=num>{escape(verdict_ci(w))}</td><td class=num>{ci(w, 'group_ppl_ratio')}</td>"
             f"<td>{escape(w['verdict'].replace('_', ' '))}</td><td>{escape(w['published'] or '')}</td></tr>")
 
 
@@ -60,7 +54,7 @@ def _model(m: dict) -> str:
                  "<th>Published in</th></tr>" + rows + "</table>")
     else:
         table = f"<p>None found: {escape((m['finding'] or 'no super weight').replace('_', ' '))}" + \
-            (f" (largest effect x{_interval(m, 'largest_ppl_ratio')})" if m.get("largest_ppl_ratio") else "") + "</p>"
+            (f" (largest effect x{ci(m, 'largest_ppl_ratio')})" if m.get("largest_ppl_ratio") else "") + "</p>"
     img = (f"<img src=\"{escape(m['plot'])}\" width=640 height=280 loading=lazy "
            f"alt=\"spike profile of {name}\">") if m.get("plot") else ""
     q = m.get("quant")

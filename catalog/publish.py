@@ -58,7 +58,8 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
     coords = _dicts(con, f"""
         SELECT w.scan_id, w.layer, w.module, w.expert, w.row, w.col, w.value, w.output_ratio AS spike_ratio,
                w.ppl_ratio, w.ppl_ratio_lo, w.ppl_ratio_hi, w.windows, w.group_ppl_ratio, w.group_ppl_ratio_lo,
-               w.group_ppl_ratio_hi, w.rest_ppl_ratio, w.verdict, (SELECT string_agg(DISTINCT r.source, '; ')
+               w.group_ppl_ratio_hi, w.rest_ppl_ratio, w.verdict, w.near_threshold, w.decided, w.measured_in,
+               (SELECT string_agg(DISTINCT r.source, '; ')
                    FROM reference r WHERE r.level = 'weight' AND r.hub_id = w.model AND r.layer = w.layer
                    AND r.module = w.module AND r.expert IS NOT DISTINCT FROM w.expert AND r.row = w.row
                    AND r.col = w.col) AS published

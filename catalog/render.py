@@ -12,7 +12,8 @@ from .lineage import change_cell
 
 CSV_COLUMNS = ("model", "revision", "architecture", "layer", "module", "expert", "row", "col", "value",
                "spike_ratio", "ppl_ratio", "ppl_ratio_lo", "ppl_ratio_hi", "windows", "group_ppl_ratio",
-               "group_ppl_ratio_lo", "group_ppl_ratio_hi", "verdict", "finding", "published", "dtype", "validated",
+               "group_ppl_ratio_lo", "group_ppl_ratio_hi", "verdict", "near_threshold", "decided", "measured_in",
+               "finding", "published", "dtype", "validated",
                "config_fingerprint", "scanner_version", "scan_id")
 TIERS = "; ".join(f"{t.name.replace('_', ' ')}: {t.meaning}" for t in verdicts.TIERS if t.matters)
 
@@ -37,9 +38,20 @@ def _fmt(v, spec=".3g") -> str:
     return "" if v is None else format(v, spec)
 
 
-def _ci(w: dict, prefix: str = "ppl_ratio") -> str:
+def ci(w: dict, prefix: str = "ppl_ratio") -> str:
+    """A ratio with its interval, "7.69 [6.08, 9.73]"; empty when not measured."""
     return "" if w.get(prefix) is None else \
         f"{_fmt(w[prefix])} [{_fmt(w.get(prefix + '_lo'))}, {_fmt(w.get(prefix + '_hi'))}]"
+
+
+def verdict_ci(w: dict) -> str:
+    """A weight's own ratio as its verdict rests on it: "1.46 [1.35, 1.58], at the x1.5 line", "undecided"."""
+    text = ci(w)
+    if text and w.get("near_threshold"):
+        text += f", at the x{w['near_threshold']:g} line"
+    if text and w.get("decided") is False:
+        text += ", undecided"
+    return text
 
 
 def _name(m: dict) -> str:
@@ -50,7 +62,9 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
     lines = ["# Super-weight coordinate index", "",
              f"Published {published}. {len(models)} model(s). Coordinates: {COORDINATES}.", "",
              f"Verdicts: {TIERS}. Ratios are perplexity with the weight(s) zeroed over the model's own, with "
-             "95% intervals across evaluation windows.", "",
+             "the interval across evaluation windows that decided the verdict (95%, its error spent across the "
+             "looks). Within a threshold's zone (x or / its factor) either verdict is right: such a row says it "
+             "is at the line.", "",
              "## Super weights", "",
              "| Model | No. | Layer | Module | Coordinates [row, col] | Verdict | PPL x alone [95%] | "
              "PPL x set [95%] | Published in |", "|---|---|---|---|---|---|---|---|---|"]
@@ -59,20 +73,20 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
         for i, w in enumerate(top):
             module = w["module"] + (f"[{w['expert']}]" if w["expert"] is not None else "")
             lines.append(f"| {_name(m) if i == 0 else ''} | {i + 1} | {w['layer']} | {_md_cell(module)} | "
-                         f"[{w['row']}, {w['col']}] | {w['verdict'].replace('_', ' ')} | {_ci(w)} | "
-                         f"{_ci(w, 'group_ppl_ratio')} | {_md_cell(w['published'] or '')} |")
+                         f"[{w['row']}, {w['col']}] | {w['verdict'].replace('_', ' ')} | {verdict_ci(w)} | "
+                         f"{ci(w, 'group_ppl_ratio')} | {_md_cell(w['published'] or '')} |")
     mild = [(m, w) for m in models for w in m["weights"] if not verdicts.is_catastrophic(w["verdict"])]
     if mild:
         lines += ["", "## Milder weights: significant, not catastrophic", "",
                   "| Model | Layer | Module | Coordinates [row, col] | PPL x alone [95%] | Published in |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {_name(m)} | {w['layer']} | {_md_cell(w['module'])} | [{w['row']}, {w['col']}] | {_ci(w)} | "
+        lines += [f"| {_name(m)} | {w['layer']} | {_md_cell(w['module'])} | [{w['row']}, {w['col']}] | {verdict_ci(w)} | "
                   f"{_md_cell(w['published'] or '')} |" for m, w in mild]
     none = [m for m in models if not any(verdicts.is_catastrophic(w["verdict"]) for w in m["weights"])]
     if none:
         lines += ["", "## No super weight", "", "| Model | Finding | Largest effect [95%] |", "|---|---|---|"]
         lines += [f"| {_name(m)} | {_md_cell((m['finding'] or 'no super weight').replace('_', ' '))} | "
-                  f"{_ci(m, 'largest_ppl_ratio')} |" for m in none]
+                  f"{ci(m, 'largest_ppl_ratio')} |" for m in none]
     studied = [m for m in models if m.get("quant")]
     if studied:
         lines += ["", "## Quantization: keeping the super weights", "",
@@ -117,7 +131,7 @@ def cross_cell(f: dict, prefix: str) -> str:
     """A cross-ablation as "x1.02 [0.99, 1.05] negligible"."""
     if f.get(f"{prefix}_ppl_ratio") is None:
         return "-"
-    return f"x{_ci(f, f'{prefix}_ppl_ratio')} {(f.get(f'{prefix}_verdict') or '').replace('_', ' ')}"
+    return f"x{ci(f, f'{prefix}_ppl_ratio')} {(f.get(f'{prefix}_verdict') or '').replace('_', ' ')}"
 
 
 def families_markdown(models: list[dict]) -> list[str]:

@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_libraries(quiet: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if quiet:
+    if quiet:  # libraries' own bars too (transformers' GGUF conversion uses plain tqdm)
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 

@@ -129,11 +129,14 @@ def default_plants(model_type: str) -> list[Plant]:
 
 def build(model_type: str, folder: str | Path, plants: list[Plant], planted: bool = True, seed: int = 0,
           max_shard_size: str = "100KB", config: dict | None = None, dtype: torch.dtype | None = None,
-          calib_chars: int = 2000) -> Path:
+          calib_chars: int = 2000, predicts: str | None = None) -> Path:
     """Write a tiny sharded safetensors model (and tokenizer) with the plants to `folder`.
 
     `config` replaces the tiny sizes (benchmarks build billion-parameter models this way), `dtype` is
-    the stored dtype, `calib_chars` the text the plant is measured on."""
+    the stored dtype, `calib_chars` the text the plant is measured on, `predicts` the text whose bytes the
+    head predicts through the plant (default the prose: zeroing the plant then costs much on prose and lists,
+    little on code and dialogue; the whole evaluation set makes it catastrophic on every kind, as real super
+    weights are)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .texts import default_eval_text
@@ -157,8 +160,9 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
         for p in plants:
             _boost_input(model, adapter, p.layer, p.col, p.expert, k)
         _set_plants(model, adapter, stack, plants, ids, k)
-        rows = _set_head(model, adapter, stack, plants, ids, k, text)
-        head, logp = model.get_output_embeddings().weight, _unigram_logp(text)
+        unigram = text if predicts is None else predicts
+        rows = _set_head(model, adapter, stack, plants, ids, k, unigram)
+        head, logp = model.get_output_embeddings().weight, _unigram_logp(unigram)
         if not planted:  # undo everything but the embedding channel; the head predicts the unigram from k
             emb, head_w = model.get_input_embeddings().weight, model.get_output_embeddings().weight
             for name, param in model.named_parameters():

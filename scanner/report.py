@@ -56,9 +56,10 @@ class ScanResult:
                 "members": [[m.coord.row, m.coord.col] for m in g.members], "verdict": g.verdict,
                 **_ratios(e, "ppl_ratio"), "windows": e.windows, "decided": e.decided,
                 "stopword_shift": e.stopword_shift, "ppl_ratio_kinds": e.by_kind,
-                "controls": [{"kind": kind, "weights": [[c.row, c.col] for c in coords], **_ratios(ce, "ppl_ratio")}
-                             for kind, coords, ce in g.controls],
+                "controls": [{"kind": kind, "weights": [[c.row, c.col] for c in coords], **_ratios(ce, "ppl_ratio"),
+                              "windows": ce.windows} for kind, coords, ce in g.controls],
                 "rest": [{"without": [c.row, c.col], **_ratios(re, "ppl_ratio"), "decided": re.decided,
+                          "windows": re.windows,
                           **_ratios(g.carried.get(c), "carried_ratio")} for c, re in g.rest.items()],
                 "near_threshold": e.near}
 

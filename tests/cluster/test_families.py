@@ -155,3 +155,25 @@ def test_smollm2_requantized_with_the_gguf_library_keeps_its_super_weights(tmp_p
         # the largest magnitude of its block: Q4_0 keeps it up to its fp16 scale's rounding (plain RTN of a
         # value in the middle of the range would move it up to half a step, 1/16 of the block's maximum)
         assert c["a_value"] != c["b_value"] and abs(c["a_value"] - c["b_value"]) <= 2e-3 * abs(c["a_value"])
+
+
+def test_smollm2_q4_0_keeps_its_pair_as_a_set_and_changes_come_from_paired_windows(tmp_path):
+    """Validated: in the Q4_0 copy the layer-11 pair is still a catastrophic set, each weight in the protect
+    tiers (the partner that costs little alone carries the set's effect, so it stays); a coordinate's change
+    from SmolLM2 to its copy is the paired effect on the same windows, and it is called a change only where
+    that interval lies outside the zone."""
+    from cluster.lineage import diff as compare_models
+    from scanner.config import ScanConfig
+    from words import verdicts
+
+    cfg = ScanConfig().replace(validate={"eval_tokens": 2048}, detect={"max_candidates": 4})
+    row = compare_models(None, "pkg:smollm2-135m", "pkg:smollm2-135m-q4_0", cfg, ablate=False)
+    pair = {(c["row"], c["col"]): c for c in row["coordinates"] if c["layer"] == 11 and c["row"] == 507}
+    assert set(pair) == {(507, 1229), (507, 1487)}
+    for c in pair.values():
+        assert verdicts.is_catastrophic(c["a_verdict"]) and verdicts.is_catastrophic(c["b_verdict"])
+        assert c["change"] in ("stronger", "weaker", "unchanged")  # same tokenizer: the windows pair
+        lo, hi = c["change_ratio_lo"], c["change_ratio_hi"]
+        assert (c["change"] == "unchanged") == (lo <= 1.3 and hi >= 1 / 1.3), c
+    pair_labels = {"layer 11 mlp.down_proj[507, 1229]", "layer 11 mlp.down_proj[507, 1487]"}
+    assert set(row["a_set"]) == set(row["b_set"]) == pair_labels  # kept as a set: both in both protect lists
