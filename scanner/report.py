@@ -66,8 +66,9 @@ class ScanResult:
     def _candidate(self, c, group: dict, g) -> dict:
         e = c.estimate
         controls = group.get("controls") or []
-        worst = {kind: max((x for x in controls if x["kind"] == kind), key=lambda x: x["ppl_ratio"], default=None)
-                 for kind in ("random", "largest")}
+        # controls zeroed together ("union": the random draws and the largest others at once) bound each of them
+        worst = {kind: max((x for x in controls if x["kind"] in (kind, "union")), key=lambda x: x["ppl_ratio"],
+                           default=None) for kind in ("random", "largest")}
         rest = g.rest.get(c.coord) if g else None
         base = self.evaluation.get("base_ppl_by_windows") or {}
         return {

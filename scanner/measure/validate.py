@@ -6,11 +6,13 @@ difference; its interval is a t interval across windows at the confidence its lo
 (catastrophic), each with an indifference zone: an ablation is evaluated on more windows only while its
 interval crosses both edges of a zone its verdict depends on (`scanner.measure.judge`).
 
-Stages, each its own sequential run: (A) every spike's group of candidates zeroed together; (B) for groups
-not decided harmless: each candidate alone, and controls of the group's size from the same matrix (several
-random draws, and its largest-magnitude other weights); (C) for catastrophic groups of several weights, each
-member left out: the member is needed when the set's effect over the rest's (paired, on the same windows) is
-at least the catastrophic factor, whether or not it is catastrophic alone.
+Stages, each its own sequential run: (A) every spike's group of candidates zeroed together; then, for groups
+not decided harmless, (B) controls of the group's size from the same matrix (several random draws, and its
+largest-magnitude other weights), zeroed all together first (harmless together: harmless each; else each on
+its own), and (C) for catastrophic groups of several weights, what each member carries: the set's effect over
+the effect of the set without it (paired, on the same windows); a member carrying at least the catastrophic
+factor is needed; (D) each candidate alone, but the members a set needs with others (`super_set`: their
+verdict is what they carry, whether or not they are catastrophic alone).
 
 Verdicts come from `words.verdicts.tier`. Groups: `super_activation` (catastrophic), `mild_activation`
 (significant), `spike_only`. Significant also means above `control_margin` times the larger of its controls'
@@ -80,21 +82,28 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
     def coords(g: GroupResult) -> tuple:
         return tuple(sorted(m.coord for m in g.members))
 
+    def ask(questions: list[Question]) -> None:
+        sequential(ev, judge, questions, progress)
+
     # (A) groups
-    sequential(ev, judge, [Question(coords(g), both) for g in groups], progress)
+    ask([Question(coords(g), both) for g in groups])
     live = [g for g in groups if not _harmless(judge, ev.effect(coords(g)))]
-    # (B) singles and controls of the groups that may matter
-    controls = {id(g): draw_controls(loaded, list(coords(g)), everything, cfg.control_draws, cfg.seed) for g in live}
-    sequential(ev, judge, [Question((m.coord,), both) for g in live for m in g.members]
-               + [Question(tuple(sorted(c)), (judge.mild,)) for g in live for _, c in controls[id(g)]], progress)
-    # (C) what each member of a catastrophic set carries: the set's effect over the rest's
-    rests = {}
-    for g in live:
-        if len(g.members) > 1 and judge.above(ev.effect(coords(g)), judge.catastrophic):
-            for m in g.members:
-                rests[(id(g), m.coord)] = Question(coords(g), (judge.catastrophic,),
-                                                   tuple(c for c in coords(g) if c != m.coord))
-    sequential(ev, judge, list(rests.values()), progress)
+    sets = [g for g in live if len(g.members) > 1 and judge.above(ev.effect(coords(g)), judge.catastrophic)]
+    # (B) each live group's controls zeroed together (harmless together: harmless each), and (C) what each member
+    # of a catastrophic set carries: the set's effect over the effect of the set without it
+    drawn = {id(g): draw_controls(loaded, list(coords(g)), everything, cfg.control_draws, cfg.seed) for g in live}
+    union = {id(g): tuple(sorted({c for _, cs in drawn[id(g)] for c in cs})) for g in live}
+    carried = {(id(g), m.coord): Question(coords(g), (judge.catastrophic,), tuple(c for c in coords(g) if c != m.coord))
+               for g in sets for m in g.members}
+    ask([Question(union[id(g)], (judge.mild,)) for g in live] + list(carried.values()))
+    controls = {id(g): [("union", list(union[id(g)]))] if _harmless(judge, ev.effect(union[id(g)])) else drawn[id(g)]
+                for g in live}
+    needed = [k for k, q in carried.items() if judge.above(q.effect(ev), judge.catastrophic)]
+    shared = {k for k in needed if sum(k2[0] == k[0] for k2 in needed) > 1}  # sets that need several weights
+    # (D) each weight alone (but those a set needs with others: their verdict is what they carry), and the
+    # controls that were not harmless together, each on its own
+    ask([Question((m.coord,), both) for g in live for m in g.members if (id(g), m.coord) not in shared]
+        + [Question(tuple(sorted(c)), (judge.mild,)) for g in live for kind, c in controls[id(g)] if kind != "union"])
 
     for g in groups:
         g.ablated = judge.estimate(ev.effect(coords(g)), both, ev.precision(coords(g)))
@@ -104,18 +113,22 @@ def validate(loaded: Loaded, ev: Evaluator, candidates: list[Candidate], cfg: Va
         cat = sig and judge.above(ev.effect(coords(g)), judge.catastrophic)
         g.verdict = "super_activation" if cat else "mild_activation" if sig else "spike_only"
         for m in g.members:
-            own = ev.effect([m.coord])
+            k, own = (id(g), m.coord), ev.effect([m.coord])
+            if k in carried:
+                g.rest[m.coord] = judge.estimate(ev.effect(carried[k].rest), (judge.catastrophic,))
+                g.carried[m.coord] = judge.estimate(carried[k].effect(ev), (judge.catastrophic,))
+            if k in shared:  # its verdict rests on what it carries; alone, it is reported as measured
+                m.estimate = judge.estimate(own, (), ev.precision([m.coord])) if own.windows else None
+                if m.estimate is not None:
+                    m.estimate.decided, m.estimate.near = g.carried[m.coord].decided, g.carried[m.coord].near
+                m.verdict = verdicts.tier(catastrophic_alone=False, significant=True, needed=True)
+                continue
             if own.windows == 0:  # a group decided harmless: its members were not measured alone
                 m.verdict, m.estimate = "negligible", None
                 continue
             m.estimate = judge.estimate(own, both, ev.precision([m.coord]))
-            carried = rests.get((id(g), m.coord))
-            if carried is not None:
-                g.rest[m.coord] = judge.estimate(ev.effect(carried.rest), (judge.catastrophic,))
-                g.carried[m.coord] = judge.estimate(carried.effect(ev), (judge.catastrophic,))
-            m.verdict = verdicts.tier(
-                catastrophic_alone=judge.above(own, judge.catastrophic), significant=_significant(judge, own, bar),
-                needed=cat and carried is not None and judge.above(carried.effect(ev), judge.catastrophic))
+            m.verdict = verdicts.tier(catastrophic_alone=judge.above(own, judge.catastrophic),
+                                      significant=_significant(judge, own, bar), needed=False)
     return groups
 
 

@@ -53,7 +53,7 @@ def test_round_trip_every_table(cat, planted_result):
     groups = {g["id"]: g for g in r["groups"]}
     assert sw["group_ppl_ratio"] == groups[sw["group"]]["ppl_ratio"]
     assert sw["random_ppl_ratio"] == max(c["ppl_ratio"] for c in groups[sw["group"]]["controls"]
-                                         if c["kind"] == "random")
+                                         if c["kind"] in ("random", "union"))  # union: all draws together
     assert sw["ppl_ratio_lo"] <= sw["ppl_ratio"] <= sw["ppl_ratio_hi"] and sw["windows"] >= 4 and sw["decided"]
     # positions and vocabulary ids are told apart: the planted byte tokenizer's id is the byte at that position
     prompt = r["prompts"][sw["prompt"]].encode()

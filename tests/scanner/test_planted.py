@@ -26,9 +26,10 @@ def test_planted_single(arch, tmp_path):
     group = next(g for g in result["groups"] if g["row"] == 10)
     assert group["verdict"] == "super_activation"
     assert group["ppl_ratio_lo"] > 10  # catastrophic, by the interval's lower end
-    kinds = {c["kind"] for c in group["controls"]}
-    assert kinds == {"random", "largest"} and len(group["controls"]) == 4  # three random draws
-    assert all(c["ppl_ratio_hi"] < 1.1 for c in group["controls"])
+    # the controls, three random draws and the largest other weights of the matrix, zeroed together: harmless
+    [union] = group["controls"]
+    assert union["kind"] == "union" and len(union["weights"]) == 4 and [10, 20] not in union["weights"]
+    assert union["ppl_ratio_hi"] < 1.1
     twin = scan_dict(planted(arch, tmp_path / "twin", planted=False))
     assert twin["ppl_base"] < 100  # a reasonable model: uniform over its 260 tokens would be 260
 

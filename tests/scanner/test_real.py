@@ -52,7 +52,8 @@ def test_smollm2_validated(smollm2):
     assert all(verdicts[c]["carried_ratio_lo"] > 10 / 1.3 for c in ((11, 507, 1229), (11, 507, 1487)))
     group = next(g for g in result["groups"] if g["id"] == "L11R507")
     assert group["ppl_ratio_lo"] > 10 and group["verdict"] == "super_activation"
-    assert all(c["ppl_ratio_hi"] < 1.1 for c in group["controls"]) and len(group["controls"]) == 4
+    assert all(c["ppl_ratio_hi"] < 1.1 for c in group["controls"])  # zeroed together: 3 draws and the largest
+    assert sum(len(c["weights"]) for c in group["controls"]) >= 4 * 2
     assert group["stopword_shift"] is not None and set(group["ppl_ratio_kinds"]) == {"prose", "dialogue", "code",
                                                                                      "lists"}
     for coord in ((2, 507, 90), (2, 507, 430)):  # mild at most: their intervals are far below catastrophic
