@@ -23,7 +23,7 @@ log = logging.getLogger("superweights")
 def _scan_parser(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
-    from scanner.load.sources import DEFAULT_MODEL, DERIVED, PACKAGED
+    from scanner.load.shipped import DEFAULT_MODEL, DERIVED, PACKAGED
 
     p = sub.add_parser(
         "scan", help="find, validate and report the super weights of one model",

@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
     from scanner.config import QUANT_BLOCKS as BLOCKS, QUANT_VARIANTS as VARIANTS
-    from scanner.load.sources import DEFAULT_MODEL
+    from scanner.load.shipped import DEFAULT_MODEL
 
     p = sub.add_parser(
         "quantize-eval", help="perplexity under RTN quantization, with and without the super weights kept",
