@@ -3,4 +3,4 @@
 Import the pieces from their modules (`scanner.scan`, `scanner.load.sources`, ...): this package
 file stays free of torch so that light commands start fast.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
