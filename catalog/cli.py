@@ -46,6 +46,10 @@ def add_commands(sub) -> None:
     q.add_argument("sql", nargs="?", metavar="SQL", help="one or more read-only statements; the last one's rows")
     catalog_option(q)
     q.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
+    q.add_argument("--memory-limit", metavar="SIZE", type=size,
+                   help="memory the query may take (default: a quarter of this machine's, at most 4GiB)")
+    q.add_argument("--time-limit", metavar="SECONDS", type=seconds, default=300.0,
+                   help="stop the query after this long (default 300)")
     q.add_argument("--model", help="the super weights (catastrophic tiers) of this model's latest scan")
     q.add_argument("--layer", type=int, help="models with a super weight in this layer")
     q.add_argument("--architecture", help="models of this architecture (model_type) with a super weight")
@@ -101,12 +105,35 @@ def add_commands(sub) -> None:
     k.set_defaults(func=_run_compact)
 
 
+def size(text: str) -> int:
+    """'500MB', '2GiB' -> bytes (argparse turns the ValueError into a one-line usage error)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?)b?\s*", text, re.I)
+    if not m:
+        raise ValueError(text)
+    size = float(m.group(1)) * (1024 if m.group(3) else 1000) ** " kmgt".index((m.group(2) or " ").lower())
+    if not 1 << 20 <= size < 1 << 50:
+        raise ValueError(text)
+    return int(size)
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1e7:
+        raise ValueError(text)
+    return value
+
+
 def _open(args):
     from .store import Catalog
 
+    import os
+
     cat = Catalog(args.catalog)
     if cat.local and not cat.exists():
-        log.warning("warning: catalog %s does not exist yet; it is empty", cat.location)
+        state = "holds no catalog tables" if os.path.isdir(cat.root) else "does not exist yet"
+        log.warning("warning: catalog %s %s; it is empty", cat.location, state)
     return cat
 
 
@@ -129,7 +156,9 @@ def _run_query(args) -> int:
     else:
         sql = args.sql
     query.check_read_only(sql)  # a refused statement is the error, before any note about the catalog
-    columns, rows = query.run(_open(args), sql, params)
+    limits = query.Limits(**({"memory_bytes": args.memory_limit} if args.memory_limit else {}),
+                          seconds=args.time_limit)
+    columns, rows = query.run(_open(args), sql, params, limits)
     print(query.render(columns, rows, args.format))
     return 0
 

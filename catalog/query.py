@@ -9,6 +9,9 @@ import csv
 import io
 import json
 import math
+import os
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from typing import TYPE_CHECKING
@@ -28,10 +31,27 @@ USER_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogExc
                duckdb.ConversionException, duckdb.OutOfRangeException)
 
 
-def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB with the snapshot's tables and the catalog's views, sealed."""
+@dataclass(frozen=True)
+class Limits:
+    """What one query may take: memory (DuckDB's own limit; its default is 80% of the machine) and time."""
+
+    memory_bytes: int = field(default_factory=lambda: min(4 << 30, _physical_memory() // 4))
+    seconds: float = 300.0
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def connect(snapshot: Snapshot, limits: Limits | None = None) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB with the snapshot's tables and the catalog's views, bounded and sealed."""
+    limits = limits or Limits()
     con = duckdb.connect(":memory:", config={"temp_directory": "", "autoinstall_known_extensions": False,
-                                              "autoload_known_extensions": False})
+                                              "autoload_known_extensions": False,
+                                              "memory_limit": f"{max(1, limits.memory_bytes >> 20)}MiB"})
     for name, data in snapshot.data.items():
         con.register(f"_{name}", data)
     for name, sql in views().items():
@@ -41,16 +61,25 @@ def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def answer(catalog: Catalog, fn):
-    """`fn(connection)` over a snapshot of the catalog. A failure reading the tables' files makes one pass over
-    every file: those that cannot be read are left out, named in a warning, and `fn` runs again."""
+def answer(catalog: Catalog, fn, limits: Limits | None = None):
+    """`fn(connection)` over a snapshot of the catalog, within `limits`. A failure reading the tables' files
+    makes one pass over every file: those that cannot be read are left out, named in a warning, and `fn` runs
+    again."""
     from .snapshot import Snapshot
 
+    limits = limits or Limits()
     snapshot = Snapshot(catalog)
     for attempt in range(2):
-        con = connect(snapshot)
+        con = connect(snapshot, limits)
+        timer = threading.Timer(limits.seconds, con.interrupt)
+        timer.start()
         try:
             return fn(con)
+        except duckdb.InterruptException:
+            raise QueryError(f"the query ran past its time limit of {limits.seconds:g} s (--time-limit)") from None
+        except duckdb.OutOfMemoryException:
+            raise QueryError(f"the query needs more than its memory limit of {limits.memory_bytes / 2**20:.0f} MiB "
+                             "(--memory-limit)") from None
         except USER_ERRORS as e:
             raise QueryError(" ".join(str(e).split())[:300]) from None
         except (duckdb.Error, pa.ArrowException, OSError) as e:
@@ -58,6 +87,7 @@ def answer(catalog: Catalog, fn):
                 continue
             raise QueryError(" ".join(str(e).split())[:300]) from None
         finally:
+            timer.cancel()
             con.close()
 
 
@@ -74,7 +104,8 @@ def check_read_only(sql: str) -> None:
                              f"statement ({' '.join(s.query.split())[:60]})")
 
 
-def run(catalog: Catalog, sql: str, params: list | dict | None = None) -> tuple[list[str], list[tuple]]:
+def run(catalog: Catalog, sql: str, params: list | dict | None = None, limits: Limits | None = None
+        ) -> tuple[list[str], list[tuple]]:
     """Columns and rows of a read-only query over the catalog's views."""
     check_read_only(sql)
 
@@ -83,7 +114,7 @@ def run(catalog: Catalog, sql: str, params: list | dict | None = None) -> tuple[
         if cur.description is None:
             return [], []
         return [d[0] for d in cur.description], cur.fetchall()
-    return answer(catalog, query)
+    return answer(catalog, query, limits)
 
 
 def dicts(catalog: Catalog, sql: str, params: list | dict | None = None) -> list[dict]:

@@ -52,14 +52,19 @@ class Catalog:
     def __init__(self, location: str | os.PathLike | None = None, storage_options: dict | None = None):
         """`location`: a folder or a URI; `storage_options`: delta-rs's object store options (default: the
         environment's)."""
-        loc = str(location or default_location())
+        if location is not None and not str(location).strip():
+            raise CatalogUnavailable("the catalog location is empty; give a folder or a URI")
+        loc = str(location if location is not None else default_location())
         loc = loc.removeprefix("file://") if loc.startswith("file:///") else loc
         self.local = "://" not in loc
         self.location = loc
         self.root = str(Path(loc).expanduser().absolute()) if self.local else loc.rstrip("/")
-        if self.local and ("[" in self.root or "]" in self.root):  # delta-rs reads them as a URL's host part
-            raise CatalogUnavailable(f"cannot use {loc} as a catalog: delta-rs cannot open paths with [ or ]; "
-                                     "choose a folder without them")
+        # delta-rs reads a local path as a URL: [ and ] as its host part, %XX decoded (so 'dd%42' would be
+        # 'ddB', another folder's catalog): such a path is refused, never taken for another
+        bad = sorted(set("[]%") & set(self.root)) if self.local else []
+        if bad:
+            raise CatalogUnavailable(f"cannot use {loc} as a catalog: delta-rs would not take its {' '.join(bad)} "
+                                     "literally; choose a folder without them")
         self.options = storage_options
         self.warnings: list[str] = []
         self._open: dict = {}  # name -> DeltaTable, kept between appends (no log replay per write)

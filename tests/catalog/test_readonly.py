@@ -90,7 +90,23 @@ def test_no_folder_but_the_catalog(tmp_path):
     other = Catalog(tmp_path / "cat1")
     other.write_scan(ok_row(result("org/other", 1)))
     proc = run_cli("query", "SELECT model FROM scans", "--catalog", str(tmp_path / "cat[1]"))
-    assert_clean_error(proc, "cannot use", "[ or ]")  # never another folder's scans
+    assert_clean_error(proc, "cannot use", "[ ]")  # never another folder's scans
+
+
+def test_catalog_paths_are_taken_literally_or_refused(tmp_path):
+    """A '%42' in a path is not 'B' (delta-rs would decode it, and read or write the folder next to it); an
+    empty location is not the default catalog; '/' holds no tables, and says so."""
+    beside = Catalog(tmp_path / "pct" / "ddB")
+    beside.write_scan(ok_row(result("org/beside", 1)))
+    before = sorted(p.name for p in (tmp_path / "pct" / "ddB" / "scans" / "_delta_log").iterdir())
+    for argv in (("query", "SELECT model FROM scans"), ("scan", "planted:llama", "--no-validate")):
+        proc = run_cli(*argv, "--catalog", str(tmp_path / "pct" / "dd%42"))
+        assert_clean_error(proc, "cannot use", "%")
+    assert sorted(p.name for p in (tmp_path / "pct" / "ddB" / "scans" / "_delta_log").iterdir()) == before
+    assert not (tmp_path / "pct" / "dd%42").exists()
+    assert_clean_error(run_cli("query", "SELECT 1", "--catalog", ""), "catalog location is empty")
+    q = run_cli("query", "SELECT count(*) AS n FROM scans", "--catalog", "/", "--format", "csv")
+    assert "holds no catalog tables" in q.stderr and "does not exist" not in q.stderr
 
 
 WRAPPERS = [

@@ -71,3 +71,16 @@ def test_scan_refuses_an_unwritable_catalog_before_scanning(tmp_path):
     blocker.write_text("x")
     folder = planted("llama", tmp_path / "m")
     assert_clean_error(run_cli("scan", "-q", str(folder), "--catalog", str(blocker / "cat")), "cannot write")
+
+
+def test_queries_are_bounded_in_memory_and_time(tmp_path):
+    """DuckDB's default memory limit is 80% of the machine and it has no time limit: a query here has both,
+    as flags with safe defaults, and passing either is a one-line error."""
+    Catalog(tmp_path / "c").write_scan(ok_row(result("org/a", 1)))
+    slow = run_cli("query", "SELECT count(*) FROM range(20000000000)", "--catalog", str(tmp_path / "c"),
+                   "--time-limit", "1")
+    assert_clean_error(slow, "time limit of 1 s")
+    big = run_cli("query", "SELECT list(range) AS l FROM range(300000000)", "--catalog", str(tmp_path / "c"),
+                  "--memory-limit", "50MB")
+    assert_clean_error(big, "memory limit of 48 MiB")
+    assert run_cli("query", "SELECT 1", "--memory-limit", "5KB").returncode == 2  # refused as it is typed
