@@ -101,7 +101,9 @@ def add_commands(sub) -> None:
                                    "too). Writers do it by themselves every 100 scans.")
     catalog_option(k)
     k.add_argument("--retention-hours", type=float, default=168.0,
-                   help="keep files a snapshot this recent may read (default 168: a week)")
+                   help="keep files a snapshot this recent may read (default 168: a week; below 1, --force)")
+    k.add_argument("--force", action="store_true",
+                   help="allow a retention below 1 hour: only when no writer or query is at work")
     k.set_defaults(func=_run_compact)
 
 
@@ -211,7 +213,7 @@ def _run_compact(args) -> int:
 
     if not 0 <= args.retention_hours < math.inf:
         raise BadOption(f"--retention-hours must be a number of hours, got {args.retention_hours}")
-    removed = Catalog(args.catalog).compact(args.retention_hours)
+    removed = Catalog(args.catalog).compact(args.retention_hours, force=args.force)
     print("compacted " + ", ".join(f"{t} ({n} file(s) deleted)" for t, n in removed.items()) if removed
           else "nothing to compact: the catalog has no tables")
     return 0

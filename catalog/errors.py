@@ -31,3 +31,9 @@ class BadOption(CatalogError):
     """A catalog command's option has a value it cannot take."""
 
     exit_code = 2
+
+
+class UnsafeCompaction(CatalogError):
+    """A compaction that could delete files a writer or a reader is about to need."""
+
+    exit_code = 2

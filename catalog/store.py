@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,16 +27,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import legacy, reference
-from .errors import BadReference, CatalogUnavailable
+from .errors import BadReference, CatalogUnavailable, UnsafeCompaction
 from words.tables import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE, SCHEMA_VERSION, SCHEMAS, TABLES
 
 log = logging.getLogger("superweights")
 
 WRITE_ORDER = (*NESTED, "scans")  # a scan's tables, scans last: it makes the rest visible
-COMPACT_EVERY = 100  # scans commits between automatic compactions
 COMMIT_TRIES = 5  # delta-rs retries plain conflicts itself; these are for commits it cannot rebase
 ROW_GROUP = 64 * 1024  # rows
 RETENTION_HOURS = 7 * 24  # files no snapshot needs are deleted after this long (readers of older snapshots)
+# Below this, vacuum may delete the data file of a commit a writer is about to make (written, not yet in the
+# log), or a file a running query reads: a scan acknowledged to one process and lost (seen: 1 of 356, with
+# writers at work and a retention of 0). Queries stop after 300 s by default; a write takes seconds.
+SAFE_RETENTION_HOURS = 1.0
 DESCRIPTION = "superweights catalog, schema {}"
 
 
@@ -181,11 +185,6 @@ class Catalog:
         for name in WRITE_ORDER:
             if len(parts[name]):
                 self._append(name, parts[name])
-        if self._open["scans"].version() % COMPACT_EVERY == 0:  # the append left it at its new version
-            try:
-                self.compact()
-            except CatalogUnavailable as e:  # compaction is an optimisation; the scans are already safe
-                log.warning("catalog: could not compact: %s", e)
         return len(scans)
 
     def write(self, name: str, rows: pa.Table | list[dict]) -> int:
@@ -221,23 +220,48 @@ class Catalog:
                 raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(e)}") from None
         raise CatalogUnavailable(f"cannot write to catalog {self.location}: {_line(error)}")
 
-    def compact(self, retention_hours: float = RETENTION_HOURS) -> dict[str, int]:
+    def compact(self, retention_hours: float = RETENTION_HOURS, force: bool = False) -> dict[str, int]:
         """Small files merged, a checkpoint of the log, and files no snapshot younger than `retention_hours`
-        needs deleted (those of killed writers too). Returns files removed per table."""
+        needs deleted (those of killed writers too). Returns files removed per table. A retention below
+        SAFE_RETENTION_HOURS is refused unless forced (no writer or reader may be at work then)."""
+        if retention_hours < SAFE_RETENTION_HOURS and not force:
+            raise UnsafeCompaction(f"a retention of {retention_hours:g} h may delete files that a writer is about "
+                                   f"to commit or a query is reading (at least {SAFE_RETENTION_HOURS:g} h is safe); "
+                                   "with no writer or reader at work, --force")
         removed = {}
-        for name in TABLES:
-            dt = self.table(name)
-            if dt is None:
-                continue
-            try:
-                dt.optimize.compact(writer_properties=_zstd())
-                dt.create_checkpoint()
-                removed[name] = len(dt.vacuum(retention_hours=int(retention_hours), dry_run=False,
-                                              enforce_retention_duration=False, full=True))
-            except BaseException as e:  # noqa: BLE001
-                _reraise_interrupts(e)
-                raise CatalogUnavailable(f"cannot compact {self.uri(name)}: {_line(e)}") from None
+        with self._one_compaction():
+            for name in TABLES:
+                dt = self.table(name)
+                if dt is None:
+                    continue
+                try:
+                    dt.optimize.compact(writer_properties=_zstd())
+                    dt.create_checkpoint()
+                    removed[name] = len(dt.vacuum(retention_hours=int(retention_hours), dry_run=False,
+                                                  enforce_retention_duration=False, full=True))
+                except BaseException as e:  # noqa: BLE001
+                    _reraise_interrupts(e)
+                    raise CatalogUnavailable(f"cannot compact {self.uri(name)}: {_line(e)}") from None
         return removed
+
+    @contextmanager
+    def _one_compaction(self):
+        """One compaction at a time: two at once may both rewrite the same files and both commit (delta-rs
+        lets removes by commits that only rearrange data pass its conflict check), and every row of those
+        files is then there twice (seen here, with writers compacting by themselves). Writers therefore never
+        compact; batches compact when they end, and `catalog compact` by hand. Compactions of a local catalog
+        wait for each other on a lock file in the temporary folder; on an object store, compact from one
+        place at a time."""
+        if not self.local:
+            yield
+            return
+        import fcntl
+        import tempfile
+
+        key = hashlib.sha256(self.root.encode()).hexdigest()[:16]
+        with open(Path(tempfile.gettempdir()) / f"superweights-compact-{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     # ---- reference rows ------------------------------------------------------------------------------
     def import_reference(self, csv_path: str | os.PathLike, origin: str | None = None) -> tuple[int, str]:

@@ -77,8 +77,21 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
     jobs, pending, family = _plan(entries, catalog, cfg, summary)
     if jobs:
         _Loop(catalog, cfg, summary, jobs, pending, family).run()
+    if summary.done or summary.failed or summary.compared:
+        _compact(catalog)
     summary.seconds = time.time() - t0
     return summary
+
+
+def _compact(catalog: Catalog) -> None:
+    """Writers never compact (two compactions at once duplicate rows: Catalog.compact); a batch does, at its
+    end, with the safe retention. A failure is a warning: the scans are already safe."""
+    from catalog.errors import CatalogUnavailable
+
+    try:
+        catalog.compact()
+    except CatalogUnavailable as e:
+        log.warning("catalog: could not compact: %s", e)
 
 
 def _plan(entries: list[Entry], catalog: Catalog, cfg: BatchConfig, summary: Summary):

@@ -67,7 +67,7 @@ def test_writers_killed_mid_commit_leave_nothing_visible_and_compaction_clears_t
     n = query.run(cat, "SELECT count(*) FROM scans_all")[1][0][0]
     assert n > 0
     assert query.run(cat, "SELECT count(*) FROM candidates_all")[1][0][0] == 10 * n  # no half scan shown
-    cat.compact(retention_hours=0)
+    cat.compact(retention_hours=0, force=True)  # no writer at work any more
     from deltalake import DeltaTable
 
     for name in ("scans", "candidates", "spikes", "layer_profiles"):
@@ -76,3 +76,42 @@ def test_writers_killed_mid_commit_leave_nothing_visible_and_compaction_clears_t
         assert on_disk == listed, name  # the killed writers' files are gone; none the log names is missing
     assert not [p for p in Path(location).rglob("*") if p.name.startswith(".") and p.is_file()]
     assert query.run(cat, "SELECT count(*) FROM scans_all")[1][0][0] == n
+
+
+def _compact_for(location: str, seconds: float, retention: float) -> None:
+    cat, end = Catalog(location), time.time() + seconds
+    while time.time() < end:
+        cat.compact(retention_hours=retention)
+
+
+def test_compaction_at_the_shortest_allowed_retention_while_two_writers_write(tmp_path):
+    """Two compactions (merge, checkpoint, vacuum) looping at the shortest retention allowed, from two
+    processes, while two writers append: every acknowledged scan is there once and whole (two compactions at
+    once would both rewrite the same files and duplicate their rows: they take turns); below that retention
+    compaction refuses, in one line."""
+    from catalog.errors import UnsafeCompaction
+    from catalog.store import SAFE_RETENTION_HOURS
+
+    location = str(tmp_path / "catalog")
+    Catalog(location).write_scan(ok_row(result("org/first", 0)))
+    done = SPAWN.Queue()
+    writers = [SPAWN.Process(target=_write_for, args=(location, w, 10.0, done)) for w in range(2)]
+    other = SPAWN.Process(target=_compact_for, args=(location, 10.0, SAFE_RETENTION_HOURS))
+    for w in [*writers, other]:
+        w.start()
+    cat, compactions = Catalog(location), 0
+    while any(w.is_alive() for w in writers):
+        cat.compact(retention_hours=SAFE_RETENTION_HOURS)
+        compactions += 1
+    for w in [*writers, other]:
+        w.join()
+    assert other.exitcode == 0
+    acknowledged = 1 + done.get() + done.get()
+    got = query.run(Catalog(location), "SELECT (SELECT count(*) FROM scans_all), (SELECT count(DISTINCT scan_id) "
+                                       "FROM scans_all), (SELECT count(*) FROM candidates_all)")[1][0]
+    assert compactions >= 2 and got == (acknowledged, acknowledged, 10 * acknowledged)
+    try:
+        cat.compact(retention_hours=0)
+        raise AssertionError("a retention of 0 was not refused")
+    except UnsafeCompaction as e:
+        assert "--force" in str(e)

@@ -166,14 +166,15 @@ def test_rescan_supersedes_without_deleting(cat):
 def test_compaction_keeps_every_scan_and_bounds_files(cat, monkeypatch):
     from deltalake import DeltaTable
 
-    monkeypatch.setattr(store, "COMPACT_EVERY", 8)  # writers compact by themselves every 8 scans here
     n = 12
     ids = [cat.write_scan(ok_row(result("org/same", i))) for i in range(n)]
-    assert len(DeltaTable(cat.uri("scans")).file_uris()) <= n - 8 + 1  # the first 8 are one file now
+    assert len(DeltaTable(cat.uri("scans")).file_uris()) == n  # writers never compact (see Catalog.compact)
+    cat.compact()  # a week's retention: merged, nothing a recent snapshot reads deleted
+    assert len(DeltaTable(cat.uri("scans")).file_uris()) == 1
     got = rows(cat, "SELECT count(*) AS n, count(DISTINCT scan_id) AS d FROM scans_all")[0]
     assert got == {"n": n, "d": n} and len(set(ids)) == n
     assert rows(cat, "SELECT count(*) AS n FROM candidates_all")[0]["n"] == 10 * n
-    cat.compact(retention_hours=0)  # and by hand: one file per table, the replaced ones deleted
+    cat.compact(retention_hours=0, force=True)  # and by hand (nothing else at work): one file per table
     assert len(DeltaTable(cat.uri("scans")).file_uris()) == 1
     assert len(list(Path(cat.uri("scans")).glob("*.parquet"))) == 1
     assert rows(cat, "SELECT count(*) AS n FROM candidates_all")[0]["n"] == 10 * n
