@@ -186,7 +186,7 @@ def _from_pretrained(source: Source, path: str, opts: LoadOptions, kw: dict):
     tokenizer = _tokenizer(source, opts)
     log.info("loading %s (%s, %s)", source.spec, source.model_type, kw["dtype"])
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kw)
     except ValueError as e:
         if "trust_remote_code" in str(e):
             raise UnsafeCheckpoint(f"{source.spec} needs custom code; pass --trust-remote-code "
@@ -194,6 +194,12 @@ def _from_pretrained(source: Source, path: str, opts: LoadOptions, kw: dict):
         raise CorruptCheckpoint(f"cannot load {source.spec}: {_first_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - a checkpoint that fails to load is a user-facing error
         raise CorruptCheckpoint(f"cannot load {source.spec}: {_first_line(e)}") from None
+    for key, what in (("missing_keys", "lacks {n} weight(s) its config asks for, which would be random"),
+                      ("unexpected_keys", "holds {n} weight(s) its config has no place for")):
+        names = sorted(info.get(key) or ())
+        if names:  # transformers initialises missing weights at random and drops unexpected ones: never scan that
+            raise CorruptCheckpoint(f"cannot load {source.spec}: the checkpoint {what.format(n=len(names))} "
+                                    f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
     return tokenizer, model
 
 

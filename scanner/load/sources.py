@@ -175,6 +175,9 @@ SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_
                      "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
+INTEGER_DTYPES = {"I64", "I32", "I16", "I8", "U8", "BOOL"}
+
+
 def check_safetensors(path: Path) -> None:
     """A safetensors file is an 8-byte header length, a JSON header, then the data it describes: every
     tensor's bytes exactly its shape times its dtype's size, inside the data, none overlapping another (the
@@ -192,8 +195,11 @@ def check_safetensors(path: Path) -> None:
                 continue
             start, end = t["data_offsets"]
             shape, dtype = t["shape"], t["dtype"]
-            if not all(isinstance(v, int) and v >= 0 for v in (start, end, *shape)) or dtype not in SAFETENSORS_BYTES:
+            if not all(type(v) is int and v >= 0 for v in (start, end, *shape)) or dtype not in SAFETENSORS_BYTES:
                 raise CorruptCheckpoint(f"{path}: tensor {k} has a bad dtype, shape or offsets")
+            if k.endswith(".weight") and dtype in INTEGER_DTYPES:
+                raise CorruptCheckpoint(f"{path}: tensor {k} is stored as {dtype}, where a float weight is due "
+                                        "(integer-quantized checkpoints are not read; a GGUF file of it is)")
             elements = 1
             for d in shape:
                 elements *= d

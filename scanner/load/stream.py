@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adapters import Adapter, layers
-from ..errors import CannotStream
+from ..errors import CannotStream, CorruptCheckpoint
 from .sources import SAFETENSORS_BYTES
 
 
@@ -67,6 +67,7 @@ class Streamer:
         if missing:
             raise CannotStream(f"cannot stream this checkpoint: its tensor names differ from the model's "
                             f"(e.g. {missing[0]}); load it without --stream")
+        _check_against(model, self.where)
         self.stack = layers(model, adapter)
         self.prefix = adapter.layers
         self.layer_entries: list[dict] = [{} for _ in self.stack]
@@ -203,6 +204,23 @@ class Entry:
     dtype: torch.dtype
     shape: tuple
     decode: Callable | None = None
+
+
+def _check_against(model: nn.Module, where: dict[str, Entry]) -> None:
+    """Every stored tensor (of a safetensors checkpoint: GGUF ones are dequantized to their shape) has the
+    shape of the model's, and a float dtype where the model's is float: a header that lies (transposed,
+    its dtype relabelled, two tensors swapped) is refused before any byte is read, never scanned."""
+    state = model.state_dict()
+    for name, e in where.items():
+        if e.decode is not None or name not in state:
+            continue
+        want = state[name]
+        if tuple(want.shape) != tuple(e.shape):
+            raise CorruptCheckpoint(f"tensor {name} is stored with shape {list(e.shape)}; the model's config "
+                                    f"makes it {list(want.shape)}")
+        if want.is_floating_point() and not e.dtype.is_floating_point:
+            raise CorruptCheckpoint(f"tensor {name} is stored as {str(e.dtype).removeprefix('torch.')}, where "
+                                    "a float weight is due")
 
 
 def _aligned(n: int) -> int:

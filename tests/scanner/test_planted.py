@@ -28,7 +28,8 @@ def test_planted_single(arch, tmp_path):
     assert group["ppl_ratio_lo"] > 10  # catastrophic, by the interval's lower end
     # the controls, three random draws and the largest other weights of the matrix, zeroed together: harmless
     [union] = group["controls"]
-    assert union["kind"] == "union" and len(union["weights"]) == 4 and [10, 20] not in union["weights"]
+    assert union["kind"] == "union" and len(union["weights"]) == 4 * len(group["members"])  # 3 draws, the largest
+    assert [10, 20] not in union["weights"]
     assert union["ppl_ratio_hi"] < 1.1
     twin = scan_dict(planted(arch, tmp_path / "twin", planted=False))
     assert twin["ppl_base"] < 100  # a reasonable model: uniform over its 260 tokens would be 260
