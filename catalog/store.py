@@ -87,13 +87,17 @@ class Catalog:
 
     def _has_log(self, folder: str) -> bool:
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         if self.local:
             return os.path.isdir(f"{self.root}/{folder}/_delta_log")
-        try:
-            return DeltaTable.is_deltatable(f"{self.root}/{folder}", storage_options=self.options)
+        try:  # opening answers at once; is_deltatable waits on the object store's retries
+            DeltaTable(f"{self.root}/{folder}", storage_options=self.options)
+        except TableNotFoundError:
+            return False
         except Exception:  # noqa: BLE001  unreachable store: open() names it
             return False
+        return True
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
