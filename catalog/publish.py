@@ -54,7 +54,11 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
         SELECT scan_id, model, revision, architecture, num_layers, num_parameters, scanner_version, started,
                ppl_base, finding, largest_ppl_ratio, largest_ppl_ratio_lo, largest_ppl_ratio_hi, dtype,
                coalesce(validated, ppl_base IS NOT NULL) AS validated, config_fingerprint, eval_windows,
-               status, error_type, error FROM latest_scans ORDER BY model""")
+               status, error_type, error,
+               -- a scan some of whose candidate rows could not be read (a file skipped) is incomplete: its
+               -- index entry says so, never a verdict of what could be read
+               n_candidates > (SELECT count(*) FROM candidates_all c WHERE c.scan_id = s.scan_id) AS incomplete
+        FROM latest_scans s ORDER BY model""")
     coords = _dicts(con, f"""
         SELECT w.scan_id, w.layer, w.module, w.expert, w.row, w.col, w.value, w.output_ratio AS spike_ratio,
                w.ppl_ratio, w.ppl_ratio_lo, w.ppl_ratio_hi, w.windows, w.group_ppl_ratio, w.group_ppl_ratio_lo,
@@ -173,7 +177,7 @@ def _rows(models: list[dict]) -> list[dict]:
         base = {k: m[k] for k in ("model", "revision", "architecture", "finding", "dtype", "validated",
                                   "config_fingerprint", "scanner_version", "scan_id")}
         if not m["weights"]:
-            rows.append({**dict.fromkeys(CSV_COLUMNS), **base, "verdict": "none"})
+            rows.append({**dict.fromkeys(CSV_COLUMNS), **base, "verdict": "incomplete" if m["incomplete"] else "none"})
         for w in m["weights"]:
             rows.append({**dict.fromkeys(CSV_COLUMNS), **base, **w})
     return rows

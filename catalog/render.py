@@ -82,7 +82,14 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {_name(m)} | {w['layer']} | {_md_cell(w['module'])} | [{w['row']}, {w['col']}] | {verdict_ci(w)} | "
                   f"{_md_cell(w['published'] or '')} |" for m, w in mild]
-    none = [m for m in models if not any(verdicts.is_catastrophic(w["verdict"]) for w in m["weights"])]
+    incomplete = [m for m in models if m.get("incomplete")]
+    if incomplete:
+        lines += ["", "## Incomplete: rows of these scans could not be read", "",
+                  "A file of the catalog was skipped (named in the warnings of `publish`): what is listed for "
+                  "these models may be missing weights; no verdict is drawn from the absence.", ""]
+        lines += [f"- {_name(m)}" for m in incomplete]
+    none = [m for m in models if not m.get("incomplete")
+            and not any(verdicts.is_catastrophic(w["verdict"]) for w in m["weights"])]
     if none:
         lines += ["", "## No super weight", "", "| Model | Finding | Largest effect [95%] |", "|---|---|---|"]
         lines += [f"| {_name(m)} | {_md_cell((m['finding'] or 'no super weight').replace('_', ' '))} | "

@@ -65,17 +65,18 @@ class Snapshot:
         return pads.FileSystemDataset(keep, ds.schema, ds.format, ds.filesystem)
 
     def drop_unreadable(self) -> bool:
-        """Read every file whole; leave out, and name, those that fail (a corrupt page, a file gone).
-        Called only when a query failed reading: it costs one read of the catalog. True if any was left out."""
+        """Read every file whole, in the table's schema; leave out, and name, those that fail (a corrupt page, a
+        file gone, columns of other types than the table's). Called only when a query failed reading: it costs
+        one read of the catalog. True if any was left out."""
         found = False
         for name, ds in self.data.items():
             if not isinstance(ds, pads.Dataset):
                 continue
             bad = set()
             for frag in ds.get_fragments():
-                try:
-                    frag.to_table()
-                except (OSError, pa.ArrowException, ValueError) as e:
+                try:  # as the table reads it: cast to its schema
+                    pads.FileSystemDataset([frag], ds.schema, ds.format, ds.filesystem).to_table()
+                except (OSError, pa.ArrowException, ValueError, NotImplementedError) as e:
                     bad.add(frag.path)
                     self.catalog.warn(f"skipping unreadable catalog file {self.where[name]}/{frag.path}: "
                                       f"{(str(e).splitlines() or [type(e).__name__])[0][:200]}")

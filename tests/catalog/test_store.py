@@ -251,3 +251,31 @@ def test_a_catalog_of_schema_4_is_read_under_schema_5_names_and_keeps_its_folder
     assert rows(again, "SELECT count(DISTINCT scan_id) AS n FROM candidates")[0]["n"] == 2
     assert {r["model"] for r in rows(again, "SELECT model FROM super_weights")} == {"org/v4-model", planted_result["model"]}
     assert {r["kind"] for r in rows(again, "SELECT DISTINCT kind FROM spikes_all")} <= {"massive", "cancellation"}
+
+
+def test_a_file_of_other_column_types_is_skipped_named_and_its_scan_marked_incomplete(cat, caplog, tmp_path):
+    """A commit naming a data file whose columns have other types than the table's (a list where text is
+    due) failed every query and publish; now it is skipped and named like an unreadable one, and the index
+    calls its scan incomplete rather than drawing a verdict (`none`) from the rows that are missing."""
+    import json
+
+    for model in ("org/kept", "org/victim"):
+        cat.write_scan(ok_row(result(model, 1, coords=[(1, 2, 3, "super_weight"), (4, 5, 6, "negligible")])))
+    victim = _data_file(cat, "candidates", "org/victim")
+    t = pq.read_table(victim)
+    t = t.set_column(t.schema.get_field_index("module"), "module", pa.array([[1, 2]] * len(t), pa.list_(pa.int64())))
+    pq.write_table(t, victim)
+    with caplog.at_level(logging.WARNING, logger="superweights"):
+        got = rows(cat, "SELECT model, count(module) AS n FROM candidates GROUP BY model")
+    assert got == [{"model": "org/kept", "n": 2}] and str(victim) in caplog.text
+    from catalog.publish import publish
+
+    publish(cat, tmp_path / "index")
+    index = json.loads((tmp_path / "index" / "index.json").read_text())
+    by_model = {m["model"]: m for m in index["models"]}
+    assert by_model["org/victim"]["incomplete"] is True and by_model["org/kept"]["incomplete"] is False
+    csv_rows = (tmp_path / "index" / "index.csv").read_text().splitlines()
+    assert any(r.startswith("org/victim,") and ",incomplete," in r for r in csv_rows)
+    assert not any(r.startswith("org/victim,") and ",none," in r for r in csv_rows)
+    md = (tmp_path / "index" / "index.md").read_text()
+    assert "## Incomplete" in md and "org/victim" in md.split("## Incomplete")[1].split("##")[0]
