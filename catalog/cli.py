@@ -85,7 +85,7 @@ def add_commands(sub) -> None:
     catalog_option(r)
     r.set_defaults(func=_run_import)
 
-    c = sub.add_parser("catalog", help="look after a catalog: migrate an old one, compact",
+    c = sub.add_parser("catalog", help="look after a catalog: migrate an old one, compact, check and repair",
                        description="Look after a catalog's Delta tables.")
     ops = c.add_subparsers(dest="operation", required=True, metavar="OPERATION")
     m = ops.add_parser("migrate", help="copy a catalog of superweights 0.1 (Parquet files) into a new location",
@@ -98,13 +98,23 @@ def add_commands(sub) -> None:
     k = ops.add_parser("compact", help="merge small files, checkpoint the logs, delete files no snapshot needs",
                        description="Merge the tables' small files, write a checkpoint of each log, and delete files "
                                    "that no snapshot younger than --retention-hours needs (those of killed writers "
-                                   "too). Writers do it by themselves every 100 scans.")
+                                   "too). A batch does it when it ends; writers never do (two compactions at once "
+                                   "duplicate rows).")
     catalog_option(k)
     k.add_argument("--retention-hours", type=float, default=168.0,
                    help="keep files a snapshot this recent may read (default 168: a week; below 1, --force)")
     k.add_argument("--force", action="store_true",
                    help="allow a retention below 1 hour: only when no writer or query is at work")
     k.set_defaults(func=_run_compact)
+    h = ops.add_parser("check", help="verify the logs, checkpoints and data files; --repair what can be",
+                       description="Verify every table's log entries, checkpoints and data files (readable, in "
+                                   "the table's schema, named by the log). With --repair: a bad checkpoint is "
+                                   "written anew, a bad log entry is set aside with the entries after it and their "
+                                   "readable rows appended again; nothing is deleted (_set_aside/ beside the "
+                                   "tables). Exit status 1 when a problem remains.")
+    catalog_option(h)
+    h.add_argument("--repair", action="store_true", help="repair what can be repaired, saying what was done")
+    h.set_defaults(func=_run_check)
 
 
 def size(text: str) -> int:
@@ -194,6 +204,19 @@ def _run_import(args) -> int:
     return 0
 
 
+
+
+def _run_check(args) -> int:
+    from .repair import check
+    from .store import Catalog
+
+    catalog = Catalog(args.catalog)
+    report = check(catalog, repair=args.repair)
+    print(report.render())
+    if args.repair and report.repairs:
+        report = check(Catalog(args.catalog))
+        print(report.render())
+    return 1 if report.findings else 0
 
 
 def _run_migrate(args) -> int:

@@ -14,6 +14,7 @@ import pyarrow.fs as pafs
 
 from words.tables import SCHEMAS
 
+from . import log
 from .errors import CatalogUnavailable
 from .store import Catalog, _line, _reraise_interrupts
 
@@ -26,7 +27,13 @@ class Snapshot:
         self.data: dict[str, pads.Dataset | pa.Table] = {}
         self.where: dict[str, str] = {}  # table -> its folder or URI, for naming files
         for name in SCHEMAS:  # `scans` first (words.tables)
-            dt = catalog.table(name)
+            try:
+                dt = catalog.table(name)
+            except CatalogUnavailable:
+                if not catalog.local or (ds := self._replayed(name)) is None:
+                    raise
+                self.data[name] = ds
+                continue
             if dt is None:
                 self.data[name] = SCHEMAS[name].empty_table()
                 continue
@@ -35,9 +42,8 @@ class Snapshot:
             try:
                 # read as this version's schema: columns a table of an older one lacks are empty
                 if catalog.local:
-                    ds = dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(catalog.uri(name),
-                                                                                  pafs.LocalFileSystem()),
-                                               schema=SCHEMAS[name])
+                    self._empty_entries(name)
+                    ds = dt.to_pyarrow_dataset(filesystem=self._fs(name), schema=SCHEMAS[name])
                     ds = self._without(name, ds, self._outside(name, ds))
                 else:
                     ds = dt.to_pyarrow_dataset(schema=SCHEMAS[name])
@@ -45,6 +51,31 @@ class Snapshot:
                 _reraise_interrupts(e)
                 raise CatalogUnavailable(f"cannot read catalog table {catalog.uri(name)}: {_line(e)}") from None
             self.data[name] = ds
+
+    def _fs(self, name: str) -> pafs.FileSystem:
+        return pafs.SubTreeFileSystem(self.catalog.uri(name), pafs.LocalFileSystem())
+
+    def _replayed(self, name: str) -> pads.Dataset | None:
+        """A table whose log delta-rs cannot read, at its newest readable state (its JSON entries up to the
+        first bad one), what was left out named; None when that cannot be said either."""
+        state = log.replay(self.catalog.uri(name))
+        if state is None:
+            return None
+        self.versions[name] = state.version
+        self.where[name] = self.catalog.uri(name)
+        problems = state.problems + log.checkpoints(self.catalog.uri(name))
+        self.catalog.warn(f"catalog table {self.catalog.uri(name)} read at version {state.version}, its newest "
+                          f"readable state ({'; '.join(problems)[:300]}); superweights catalog check --repair")
+        ds = pads.dataset(state.files, schema=SCHEMAS[name], format="parquet", filesystem=self._fs(name))
+        return self._without(name, ds, self._outside(name, ds))
+
+    def _empty_entries(self, name: str) -> None:
+        """delta-rs reads an emptied log entry as a commit of nothing: its rows vanish without a word."""
+        found = log.entries(self.catalog.uri(name))
+        empty = [v for v, p in found.items() if v > max(found) - 10 and os.path.getsize(p) == 0]
+        for v in empty:
+            self.catalog.warn(f"catalog table {self.catalog.uri(name)}: log entry {v} is empty, its rows lost "
+                              "from view; superweights catalog check --repair")
 
     def _outside(self, name: str, ds: pads.Dataset) -> set[str]:
         """Local files that are links, or not inside the table's folder: never read (a catalog is shared,
