@@ -11,6 +11,10 @@ class CatalogUnavailable(CatalogError):
     """The catalog location cannot be opened or written."""
 
 
+class UnreadableLog(CatalogUnavailable):
+    """A table's log delta-rs cannot read (readers fall back to its newest readable state)."""
+
+
 class QueryError(CatalogError):
     """The SQL is invalid, refers to something that does not exist, or would write."""
 

@@ -18,6 +18,7 @@ from words.tables import REFERENCE_FILE, SCAN_FILE
 
 log = logging.getLogger("superweights")
 VERSIONS = (1, 2)
+CHUNK = 5000  # scans per commit of a migration
 
 
 def is_legacy(fs: pafs.FileSystem, root: str) -> bool:
@@ -74,7 +75,9 @@ def _dedupe(table: pa.Table) -> pa.Table:
 
 def migrate(source: str, target) -> tuple[int, int, list[str]]:
     """Every scan and reference row of the old catalog at `source` into `target` (a new `store.Catalog`):
-    (scans, reference rows, files left out with why). `source` is only read."""
+    (scans, reference rows, files left out with why). `source` is only read. Resumable: a marker in `target`
+    names the source while the migration runs (each commit holds whole scans), and a run that finds its own
+    marker there writes only what is missing."""
     from pathlib import Path
 
     from .errors import CatalogUnavailable
@@ -88,17 +91,49 @@ def migrate(source: str, target) -> tuple[int, int, list[str]]:
         raise CatalogUnavailable(f"cannot open catalog {source}: {str(e).splitlines()[0]}") from None
     if not is_legacy(fs, root):
         raise CatalogUnavailable(f"{source} is not a catalog of superweights 0.1 (no scans/bucket=* folders)")
-    if target.exists():
+    tfs, marker = _marker(target)
+    resuming = target.exists()
+    if resuming and _read(tfs, marker) != root:
         raise CatalogUnavailable(f"{target.location} already holds a catalog; migrate into a new location")
     old = read(fs, root)
     for why in old.skipped:
         target.warn(f"not migrated: {why}")
     target.ensure_writable()
-    for start in range(0, len(old.scans), 5000):
-        target.write_scans(old.scans.slice(start, 5000))
+    with tfs.open_output_stream(marker) as f:
+        f.write(root.encode())
+    scans = old.scans
+    if resuming:  # a migration killed half way: the scans it wrote are whole; write the others
+        from . import query
+
+        done = {r[0] for r in query.run(target, "SELECT scan_id FROM scans_all")[1]}
+        scans = scans.filter(pc.invert(pc.is_in(scans["scan_id"], pa.array(sorted(done), pa.string()))))
+        if query.run(target, "SELECT count(*) FROM reference")[1][0][0]:
+            old.reference = old.reference.slice(0, 0)  # written, before the run was killed
+    for start in range(0, len(scans), CHUNK):
+        target.write_scans(scans.slice(start, CHUNK))
     if len(old.reference):
         target.write("reference", old.reference)
+    tfs.delete_file(marker)
     return len(old.scans), len(old.reference), old.skipped
+
+
+def _marker(target) -> tuple[pafs.FileSystem, str]:
+    """Where a migration into `target` says what it is migrating from, while it runs."""
+    if target.local:
+        import os
+
+        os.makedirs(target.root, exist_ok=True)
+        return pafs.LocalFileSystem(), f"{target.root}/_migrating_from"
+    fs, root = pafs.FileSystem.from_uri(target.root)
+    return fs, f"{root}/_migrating_from"
+
+
+def _read(fs: pafs.FileSystem, path: str) -> str | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except (OSError, pa.ArrowException):
+        return None
 
 
 # What version-1 columns hold under version 2's names (`None`: new in version 2). In version 1,

@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 from words.tables import SCHEMAS
 
 from . import log
-from .errors import CatalogUnavailable
+from .errors import CatalogUnavailable, UnreadableLog
 from .store import Catalog, _line, _reraise_interrupts
 
 
@@ -29,7 +29,7 @@ class Snapshot:
         for name in SCHEMAS:  # `scans` first (words.tables)
             try:
                 dt = catalog.table(name)
-            except CatalogUnavailable:
+            except UnreadableLog:
                 if not catalog.local or (ds := self._replayed(name)) is None:
                     raise
                 self.data[name] = ds

@@ -3,14 +3,14 @@ a consistent snapshot, compaction and vacuum, any object store delta-rs reaches,
 engine that reads Delta (DuckDB, Polars, Spark, pandas).
 
 Layout under the catalog root (a folder, or a URI: s3://bucket/path, gs://..., az://..., file://...): one
-folder per table of `words.tables.TABLES` (`candidates/` is `super_weights/` in catalogs begun before schema 5):
-    candidates/  spikes/  layer_profiles/      one row per candidate, spike, layer of a scan (its scan_id)
-    scans/                                     one row per scan: appended last, it makes the scan's rows visible
+folder per table of `words.tables.TABLES` that is not part of a scan's row:
+    scans/                                     one row per scan, its candidates, spikes and profiles as lists
     reference/  quant_results/  lineage/       one row per published claim / quantization setting / comparison
-A scan's four appends are four commits; readers see a scan's rows only through its `scans` row (the
-views join on it), and take the `scans` snapshot before the others, so a scan is in the catalog whole or
-not at all. A writer killed between commits leaves rows no view shows; one killed inside a commit leaves
-a data file the log never names, which no reader sees and `compact` removes after the retention period.
+A scan is one append, one commit: every reader, of any engine, sees it whole or not at all; a writer killed
+inside a commit leaves a data file the log never names, which no reader sees and `compact` removes after the
+retention period. Catalogs begun before schema 5 also hold `super_weights/` (the candidates), `spikes/` and
+`layer_profiles/`, one row per item of a scan written before: they are read (the views join them to their
+scans, so rows a killed writer left there are never shown) and never written.
 Credentials for object stores come from the environment (AWS_*, GOOGLE_*, AZURE_*), never from here.
 """
 from __future__ import annotations
@@ -27,12 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import legacy, reference
-from .errors import BadReference, CatalogUnavailable, UnsafeCompaction
-from words.tables import NESTED, REFERENCE_FILE, SCAN_COLUMNS, SCAN_FILE, SCHEMA_VERSION, SCHEMAS, TABLES
+from .errors import BadReference, CatalogUnavailable, UnreadableLog, UnsafeCompaction
+from words.tables import REFERENCE_FILE, SCAN_FILE, SCHEMA_VERSION, SCHEMAS, TABLES
 
 log = logging.getLogger("superweights")
 
-WRITE_ORDER = (*NESTED, "scans")  # a scan's tables, scans last: it makes the rest visible
 COMMIT_TRIES = 5  # delta-rs retries plain conflicts itself; these are for commits it cannot rebase
 ROW_GROUP = 64 * 1024  # rows
 RETENTION_HOURS = 7 * 24  # files no snapshot needs are deleted after this long (readers of older snapshots)
@@ -131,7 +130,8 @@ class Catalog:
             return None
         except BaseException as e:  # noqa: BLE001  delta-rs raises its own and the object store's errors
             _reraise_interrupts(e)
-            raise CatalogUnavailable(f"cannot open catalog table {self.uri(name)}: {_line(e)}") from None
+            raise UnreadableLog(f"cannot open catalog table {self.uri(name)}: {_line(e)}; superweights catalog "
+                                "check --repair") from None
         version = table_version(dt.metadata().description)
         if version is not None and version > SCHEMA_VERSION:
             raise CatalogUnavailable(f"catalog table {self.uri(name)} was written by a newer superweights "
@@ -156,7 +156,7 @@ class Catalog:
                 if not os.access(self.root, os.W_OK):
                     raise PermissionError(f"{self.root} is not writable")
             for name, schema in SCHEMAS.items():
-                if name in self._open or self.table(name) is not None:
+                if TABLES[name].of_scan or name in self._open or self.table(name) is not None:
                     continue
                 try:
                     DeltaTable.create(self.uri(name), schema=schema, mode="ignore", name=name,
@@ -181,21 +181,20 @@ class Catalog:
         return row["scan_id"]
 
     def write_scans(self, scans: pa.Table | list[dict]) -> int:
-        """Scans (rows of SCAN_FILE, nested lists included), appended table by table, `scans` last."""
+        """Scans (rows of SCAN_FILE, their candidates, spikes and profiles in them), appended in one commit: no
+        reader, ours or any other engine's, ever sees part of a scan."""
         if not isinstance(scans, pa.Table):
             scans = pa.Table.from_pylist(scans, schema=SCAN_FILE)
         self.ensure_writable()
-        parts = split(scans)
-        for name in WRITE_ORDER:
-            if len(parts[name]):
-                self._append(name, parts[name])
+        if len(scans):
+            self._append("scans", scans)
         return len(scans)
 
     def write(self, name: str, rows: pa.Table | list[dict]) -> int:
         """Rows of table `name` (its columns), appended in one commit. A scan's own tables go through
         `write_scans`, which keeps a scan whole."""
         if TABLES[name].of_scan or name == "scans":
-            raise ValueError(f"{name} rows are written with their scan (write_scans)")
+            raise ValueError(f"{name} rows are written in their scan's row (write_scans)")
         if not isinstance(rows, pa.Table):
             rows = pa.Table.from_pylist(rows, schema=SCHEMAS[name])
         if len(rows):
@@ -287,17 +286,6 @@ class Catalog:
             r.update(origin=origin, set_id=set_id, imported=now)
         self.write("reference", pa.Table.from_pylist(rows, schema=REFERENCE_FILE))
         return len(rows), self.uri("reference")
-
-
-def split(scans: pa.Table) -> dict[str, pa.Table]:
-    """Rows of SCAN_FILE -> the `scans` table and one flat table per nested list, keyed by scan_id."""
-    out = {"scans": scans.select(SCAN_COLUMNS)}
-    for name in NESTED:
-        lists = scans[name].combine_chunks() if len(scans) else pa.array([], SCAN_FILE.field(name).type)
-        flat = pa.Table.from_struct_array(pc.list_flatten(lists))
-        ids = pc.take(scans["scan_id"], pc.list_parent_indices(lists)) if len(scans) else pa.array([], pa.string())
-        out[name] = flat.add_column(0, "scan_id", ids)
-    return out
 
 
 def _zstd():

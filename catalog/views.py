@@ -43,16 +43,20 @@ BEST = ("status = 'ok' DESC, coalesce(validated, ppl_base IS NOT NULL) DESC, dty
 RENAMED = {"spikes": " REPLACE (CASE t.kind " + " ".join(f"WHEN '{a}' THEN '{n}'" for a, n in
                                                            verdicts.SPIKE_ALIASES.items()) + " ELSE t.kind END AS kind)"}
 
+SCAN_KEYS = "s.scan_id, s.model, s.revision, s.architecture, s.scanner_version, s.started, s.current, s.latest"
+
 VIEWS = {
     # a model's latest scan is also current in its own key (scans of one key share their quality), so
     # `latest` needs no pass over `current`; a query that uses one flag computes only that window
-    "scans_all": f"SELECT *, {CURRENT} AS current, "
+    "scans_all": f"SELECT * EXCLUDE ({', '.join(NESTED)}), {CURRENT} AS current, "
                  f"row_number() OVER (PARTITION BY model ORDER BY {BEST}) = 1 AS latest FROM _scans",
     "scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE current",
     "latest_scans": "SELECT * EXCLUDE (current, latest) FROM scans_all WHERE latest",
-    **{f"{t}_all": f"SELECT s.scan_id, s.model, s.revision, s.architecture, s.scanner_version, s.started, "
-                   f"s.current, s.latest, t.* EXCLUDE (scan_id){RENAMED.get(t, '')} FROM _{t} t "
-                   "JOIN scans_all s USING (scan_id)"
+    # the lists in each scan's row, and the tables catalogs before schema 5 kept them in (joined to their scans:
+    # rows a writer killed between its commits left there are never shown)
+    **{f"{t}_all": f"SELECT {SCAN_KEYS}, unnest(r.item) FROM (SELECT scan_id, unnest({t}) AS item FROM _scans) r "
+                   f"JOIN scans_all s USING (scan_id) UNION ALL BY NAME SELECT {SCAN_KEYS}, t.* EXCLUDE (scan_id)"
+                   f"{RENAMED.get(t, '')} FROM _{t} t JOIN scans_all s USING (scan_id)"
        for t in NESTED},
     **{t: f"SELECT * EXCLUDE (current, latest) FROM {t}_all WHERE current" for t in NESTED},
     "super_weights_all": f"SELECT * FROM candidates_all WHERE verdict IN {FOUND}",

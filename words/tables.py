@@ -2,11 +2,13 @@
 called and hold. Adding a table is an entry of TABLES: the store writes it (`Catalog.write`), snapshots read
 it, and queries see it as a view of its name.
 
-A scan is one row of `scans`, and one row per candidate, spike and layer in `candidates`, `spikes` and
-`layer_profiles` (each with the scan's `scan_id`). In memory, a scan row carries those three as nested lists
-(`SCAN_FILE`); the store splits it. Tokens: `token_pos` is a position in a calibration prompt, `token_id` the
-token's id in the model's vocabulary. Schema 5 renamed the table of every candidate `candidates` (schema 4:
-`super_weights`, now the view of the catastrophic tiers) and the spike kind `super_activation` `massive`.
+A scan is one row of `scans`, which carries its candidates, spikes and layer profiles as lists (`SCAN_FILE`):
+one commit, so that every engine reading the table sees a scan whole or not at all. The catalog's views show
+them as tables of their own (`candidates`, `spikes`, `layer_profiles`, each with the scan's `scan_id`), as
+catalogs before schema 5 stored them (and are still read so). Tokens: `token_pos` is a position in a
+calibration prompt, `token_id` the token's id in the model's vocabulary. Schema 5 also renamed the candidates
+`candidates` (schema 4: `super_weights`, now the view of the catastrophic tiers) and the spike kind
+`super_activation` `massive`.
 """
 from __future__ import annotations
 
@@ -175,15 +177,17 @@ SCAN_COLUMNS = [name for name, _ in SCAN_FIELDS]
 class Table:
     schema: pa.Schema
     per: str  # one row per ...
-    of_scan: bool = False  # written with each scan, keyed by scan_id, visible only through its `scans` row
-    stored_as: tuple = ()  # folder names of older schemas, read (and appended to) where a catalog has them
+    # a list in each scan's row of `scans` (a scan is one row: one commit, whole or absent for every engine that
+    # reads the table), shown as a table of its own by the catalog's views; `schema` is that table's
+    of_scan: bool = False
+    stored_as: tuple = ()  # the folders older schemas kept it in, as a table of its own: read where present
 
 
-# `scans` first: a reader loads it before the others, and a writer appends it after them (catalog.store)
+# `scans` first: a reader loads it before the others (catalog.snapshot)
 TABLES = {
-    "scans": Table(pa.schema(SCAN_FIELDS), "scan"),
+    "scans": Table(SCAN_FILE, "scan"),
     **{name: Table(pa.schema([("scan_id", _str), *[(f.name, f.type) for f in struct]]), per, of_scan=True,
-                   stored_as=("super_weights",) if name == "candidates" else ())
+                   stored_as=("super_weights",) if name == "candidates" else (name,))
        for (name, struct), per in zip(NESTED.items(), ("candidate", "detected spike", "layer of a scan"))},
     "reference": Table(REFERENCE_FILE, "published claim"),
     "quant_results": Table(QUANT_RESULT, "setting of a quantization study"),

@@ -74,3 +74,40 @@ def test_the_old_layout_is_named_and_migrated_from_the_command_line(tmp_path):
     q = run_cli("query", "SELECT count(*) AS n FROM scans_all", "--catalog", str(tmp_path / "new"), "--format", "json")
     assert json.loads(q.stdout) == [{"n": 8}]
     assert_clean_error(run_cli("catalog", "migrate", str(tmp_path / "new"), str(tmp_path / "x")), "not a catalog of")
+
+
+def test_a_killed_migration_is_resumed(tmp_path, monkeypatch):
+    """A migration killed after its first commit leaves whole scans only (a scan is one row) and its marker;
+    run again, it writes only the missing scans and the reference, and every scan is there once. Another
+    catalog's contents are still refused."""
+    import catalog.legacy as legacy
+    import catalog.store as store
+
+    old = _old_catalog(tmp_path)
+    target = Catalog(tmp_path / "new")
+    real, calls = store.Catalog.write_scans, []
+
+    def dies_after_one(self, scans):
+        if calls:
+            raise KeyboardInterrupt  # killed
+        calls.append(len(scans))
+        return real(self, scans)  # the first commit: three whole scans
+
+    monkeypatch.setattr(legacy, "CHUNK", 3)
+    monkeypatch.setattr(store.Catalog, "write_scans", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        migrate(str(old), target)
+    monkeypatch.undo()
+    half = Catalog(tmp_path / "new")
+    assert rows(half, "SELECT count(*) AS n FROM scans_all") == [{"n": 3}]
+    assert (tmp_path / "new" / "_migrating_from").exists()
+    scans, refs, _ = migrate(str(old), Catalog(tmp_path / "new"))
+    done = Catalog(tmp_path / "new")
+    assert rows(done, "SELECT count(*) AS n, count(DISTINCT scan_id) AS d FROM scans_all") == [{"n": 8, "d": 8}]
+    migrate(str(old), Catalog(tmp_path / "clean"))  # the same migration, never killed
+    assert rows(done, "SELECT count(*) AS n FROM reference") == rows(Catalog(tmp_path / "clean"),
+                                                                  "SELECT count(*) AS n FROM reference")
+    assert refs > 0
+    assert not (tmp_path / "new" / "_migrating_from").exists()
+    with pytest.raises(CatalogUnavailable, match="already holds a catalog"):
+        migrate(str(old), Catalog(tmp_path / "new"))

@@ -74,10 +74,12 @@ def test_empty_catalog_queries_empty(cat):
         assert rows(cat, f"SELECT * FROM {view}") == []
 
 
-def test_seven_delta_tables_and_nothing_else(cat):
+def test_four_delta_tables_and_nothing_else(cat):
+    """A scan is one row of `scans` (its candidates, spikes and profiles in it); the other three tables hold
+    claims, studies and comparisons."""
     from deltalake import DeltaTable
 
-    names = {"scans", "candidates", "spikes", "layer_profiles", "reference", "quant_results", "lineage"}
+    names = {"scans", "reference", "quant_results", "lineage"}
     cat.write_scan(ok_row(result("org/a", 1)))
     for name in names:
         dt = DeltaTable(cat.uri(name))
@@ -90,7 +92,8 @@ def test_seven_delta_tables_and_nothing_else(cat):
 
 
 def _data_file(cat, table: str, model: str) -> Path:
-    """The data file of `table` that holds `model`'s rows (each write appends its own file)."""
+    """The data file of `table` that holds `model`'s rows (each write appends its own file; a scan's
+    candidates are in its row of `scans`)."""
     import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
@@ -107,12 +110,12 @@ def test_a_corrupt_page_a_link_and_a_foreign_file_block_nothing(cat, caplog, tmp
     catalog, and a foreign file in a table's folder: queries skip them, name them, and answer."""
     for model in ("org/m0", "org/m1", "org/victim", "org/linked"):
         cat.write_scan(ok_row(result(model, 1, coords=[(1, 2, 3, "super_weight"), (4, 5, 6, "negligible")])))
-    rotten = _data_file(cat, "candidates", "org/victim")
+    rotten = _data_file(cat, "scans", "org/victim")
     data = bytearray(rotten.read_bytes())
     for k in range(8, len(data) // 2, 7):  # the data pages, not the footer at the end
         data[k] ^= 0x5A
     rotten.write_bytes(bytes(data))
-    linked = _data_file(cat, "candidates", "org/linked")
+    linked = _data_file(cat, "scans", "org/linked")
     secret = tmp_path / "secret.parquet"
     secret.write_bytes(linked.read_bytes())
     linked.unlink()
@@ -120,23 +123,24 @@ def test_a_corrupt_page_a_link_and_a_foreign_file_block_nothing(cat, caplog, tmp
     pq.write_table(pa.table({"x": [1]}).replace_schema_metadata({"superweights.schema_version": "3"}),
                    Path(cat.uri("scans")) / "part-00000-forged.parquet")
     with caplog.at_level(logging.WARNING, logger="superweights"):
-        assert rows(cat, "SELECT count(*) AS n FROM scans")[0]["n"] == 4  # the foreign file is not in the log
+        # the two scans in the bad files are skipped whole (a scan is one row); the foreign file is not in the log
+        assert rows(cat, "SELECT count(*) AS n FROM scans")[0]["n"] == 2
         got = rows(cat, "SELECT model, count(*) AS n FROM candidates GROUP BY model ORDER BY model")
     assert got == [{"model": "org/m0", "n": 2}, {"model": "org/m1", "n": 2}]
     assert str(rotten) in caplog.text and str(linked) in caplog.text and "forged" not in caplog.text
     from catalog.publish import publish
 
-    assert publish(cat, tmp_path / "index").models == 4  # publish too: the index of what could be read
+    assert publish(cat, tmp_path / "index").models == 2  # publish too: the index of what could be read
 
 
 def test_a_table_of_a_newer_schema_is_refused_in_one_line(cat):
     from deltalake import DeltaTable
 
     cat.write_scan(ok_row(result("org/a", 1)))
-    DeltaTable.create(cat.uri("spikes") + "-new", schema=pa.schema([("x", pa.int64())]),
+    DeltaTable.create(cat.uri("lineage") + "-new", schema=pa.schema([("x", pa.int64())]),
                       description="superweights catalog, schema 99")
-    os.rename(cat.uri("spikes"), cat.uri("spikes") + "-old")
-    os.rename(cat.uri("spikes") + "-new", cat.uri("spikes"))
+    os.rename(cat.uri("lineage"), cat.uri("lineage") + "-old")
+    os.rename(cat.uri("lineage") + "-new", cat.uri("lineage"))
     with pytest.raises(CatalogUnavailable, match="newer superweights"):
         rows(Catalog(cat.root), "SELECT 1")
 
@@ -244,27 +248,33 @@ def test_a_catalog_of_schema_4_is_read_under_schema_5_names_and_keeps_its_folder
     assert {r["kind"] for r in rows(cat, "SELECT DISTINCT kind FROM spikes")} == {"massive"}
     assert rows(cat, "SELECT model, status FROM scans WHERE status = 'failed'") == \
         [{"model": "org/v4-broken", "status": "failed"}]
-    cat.write_scan(ok_row(planted_result))
-    assert not (tmp_path / "cat" / "candidates").exists()  # the catalog's own folder took the rows
-    assert DeltaTable(cat.uri("candidates")).metadata().description == f"superweights catalog, schema {SCHEMA_VERSION}"
+    cat.write_scan(ok_row(planted_result))  # one row of `scans`, its lists in it; the old tables only read
+    assert not (tmp_path / "cat" / "candidates").exists()
+    assert DeltaTable(cat.uri("scans")).metadata().description == f"superweights catalog, schema {SCHEMA_VERSION}"
     again = Catalog(tmp_path / "cat")
     assert rows(again, "SELECT count(DISTINCT scan_id) AS n FROM candidates")[0]["n"] == 2
     assert {r["model"] for r in rows(again, "SELECT model FROM super_weights")} == {"org/v4-model", planted_result["model"]}
     assert {r["kind"] for r in rows(again, "SELECT DISTINCT kind FROM spikes_all")} <= {"massive", "cancellation"}
 
 
-def test_a_file_of_other_column_types_is_skipped_named_and_its_scan_marked_incomplete(cat, caplog, tmp_path):
+def test_a_file_of_other_column_types_is_skipped_named_and_its_scan_marked_incomplete(tmp_path, caplog):
     """A commit naming a data file whose columns have other types than the table's (a list where text is
-    due) failed every query and publish; now it is skipped and named like an unreadable one, and the index
-    calls its scan incomplete rather than drawing a verdict (`none`) from the rows that are missing."""
+    due) failed every query and publish; now it is skipped and named like an unreadable one. In a catalog of
+    schema 4, whose candidates are a table of their own, the scan is then incomplete: the index says so rather
+    than drawing a verdict (`none`) from the rows that are missing. In schema 5 a scan is one row: skipped
+    whole."""
     import json
+    import shutil
 
-    for model in ("org/kept", "org/victim"):
-        cat.write_scan(ok_row(result(model, 1, coords=[(1, 2, 3, "super_weight"), (4, 5, 6, "negligible")])))
-    victim = _data_file(cat, "candidates", "org/victim")
+    shutil.copytree(Path(__file__).parent / "data" / "v4-catalog", tmp_path / "cat")
+    cat = Catalog(tmp_path / "cat")
+    from deltalake import DeltaTable
+
+    [victim] = [Path(u.removeprefix("file://")) for u in DeltaTable(cat.uri("candidates")).file_uris()]
     t = pq.read_table(victim)
     t = t.set_column(t.schema.get_field_index("module"), "module", pa.array([[1, 2]] * len(t), pa.list_(pa.int64())))
     pq.write_table(t, victim)
+    cat.write_scan(ok_row(result("org/kept", 1, coords=[(1, 2, 3, "super_weight"), (4, 5, 6, "negligible")])))
     with caplog.at_level(logging.WARNING, logger="superweights"):
         got = rows(cat, "SELECT model, count(module) AS n FROM candidates GROUP BY model")
     assert got == [{"model": "org/kept", "n": 2}] and str(victim) in caplog.text
@@ -273,9 +283,18 @@ def test_a_file_of_other_column_types_is_skipped_named_and_its_scan_marked_incom
     publish(cat, tmp_path / "index")
     index = json.loads((tmp_path / "index" / "index.json").read_text())
     by_model = {m["model"]: m for m in index["models"]}
-    assert by_model["org/victim"]["incomplete"] is True and by_model["org/kept"]["incomplete"] is False
+    assert by_model["org/v4-model"]["incomplete"] is True and by_model["org/kept"]["incomplete"] is False
     csv_rows = (tmp_path / "index" / "index.csv").read_text().splitlines()
-    assert any(r.startswith("org/victim,") and ",incomplete," in r for r in csv_rows)
-    assert not any(r.startswith("org/victim,") and ",none," in r for r in csv_rows)
+    assert any(r.startswith("org/v4-model,") and ",incomplete," in r for r in csv_rows)
+    assert not any(r.startswith("org/v4-model,") and ",none," in r for r in csv_rows)
     md = (tmp_path / "index" / "index.md").read_text()
-    assert "## Incomplete" in md and "org/victim" in md.split("## Incomplete")[1].split("##")[0]
+    assert "## Incomplete" in md and "org/v4-model" in md.split("## Incomplete")[1].split("##")[0]
+    # schema 5: the new scan's row, with a list where its architecture's text is due, is skipped whole and named
+    newer = _data_file(cat, "scans", "org/kept")
+    t = pq.read_table(newer)
+    t = t.set_column(t.schema.get_field_index("architecture"), "architecture", pa.array([[1]] * len(t)))
+    pq.write_table(t, newer)
+    again = Catalog(tmp_path / "cat")
+    assert {r["model"] for r in rows(again, "SELECT model, architecture FROM scans")} == {"org/v4-model",
+                                                                                      "org/v4-broken"}
+    assert any(str(newer) in w for w in again.warnings)
