@@ -51,7 +51,8 @@ def _outside(lo: float | None, hi: float | None) -> bool:
     from scanner.config import ValidateConfig
 
     v = ValidateConfig()
-    return lo is not None and all(hi < t / v.zone or lo > t * v.zone for t in (v.min_ppl_ratio, v.catastrophic_ratio))
+    return lo is not None and all(hi < t / z or lo > t * z for t, z in ((v.min_ppl_ratio, v.mild_zone),
+                                                                       (v.catastrophic_ratio, v.zone)))
 
 
 def main() -> None:

@@ -165,10 +165,12 @@ class ValidateConfig(Checked):
     min_windows: int = option(4, "windows every ablation is evaluated on first", low=2, verdicts=True)
     confidence: float = option(0.95, "confidence of each verdict: its error, 1 - this, is split between the two "
                                      "sides and spent across the looks", low=0.5, high=0.9999, verdicts=True)
-    zone: float = option(1.3, "indifference zone of each threshold: a true ratio beyond threshold x or / this is "
-                               "judged on its side with the stated confidence; within it, either answer is "
+    zone: float = option(1.3, "indifference zone of the catastrophic threshold: a true ratio beyond it x or / this "
+                               "is judged on its side with the stated confidence; within it, either answer is "
                                "acceptable and the row says the verdict is at the line", low=1.01, high=10.0,
                          verdicts=True)
+    mild_zone: float = option(1.4, "indifference zone of the significant threshold (--min-ppl-ratio), as --zone",
+                              low=1.01, high=10.0, verdicts=True)
     spending: float = option(-2.0, "how the error is spent across looks (Hwang-Shih-DeCani gamma): -4 keeps almost "
                                    "all for the last look (O'Brien-Fleming), 1 spends much early (Pocock)",
                              low=-10.0, high=5.0, verdicts=True)

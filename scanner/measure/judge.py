@@ -40,8 +40,12 @@ class Judge:
     def __init__(self, cfg: ValidateConfig, windows: int):
         self.cfg = cfg
         self.design = Design(schedule(windows, cfg.min_windows, cfg.sequential), 1 - cfg.confidence, cfg.spending)
-        self.zone = math.log(cfg.zone)
         self.mild, self.catastrophic = math.log(cfg.min_ppl_ratio), math.log(cfg.catastrophic_ratio)
+        self.zones = (math.log(cfg.mild_zone), math.log(cfg.zone))
+
+    def zone(self, t: float) -> float:
+        """ln of the zone factor of threshold t: the catastrophic line's, or the significant one's (below it)."""
+        return self.zones[t >= self.catastrophic]
 
     @property
     def looks(self) -> tuple[int, ...]:
@@ -57,12 +61,12 @@ class Judge:
     def side(self, e: Effect, t: float) -> Side | None:
         """The side of threshold t (ln ratio); None while it is undecided and more windows may come."""
         lo, hi = self.interval(e)
-        return decide(e.mean, (hi - lo) / 2, t, self.zone, last=e.windows >= self.looks[-1])
+        return decide(e.mean, (hi - lo) / 2, t, self.zone(t), last=e.windows >= self.looks[-1])
 
     def touches(self, e: Effect, thresholds: tuple[float, ...]) -> bool:
         """Whether the interval reaches into the zone of any of the thresholds."""
         lo, hi = self.interval(e)
-        return any(lo < t + self.zone and hi > t - self.zone for t in thresholds)
+        return any(lo < t + self.zone(t) and hi > t - self.zone(t) for t in thresholds)
 
     def above(self, e: Effect, t: float) -> bool:
         s = self.side(e, t)

@@ -59,9 +59,9 @@ def test_diff_says_kept_moved_and_how_much_each_set_still_matters(family, tmp_pa
     heavy = diff(family, cat, "base", "heavy")  # kept in place, but its effect fell from x2e4 to a few
     assert [c["status"] for c in heavy["coordinates"]] == ["kept"]
     assert heavy["coordinates"][0]["b_verdict"] == "mild"
-    # mild: decided above x1.5 and below x10 at the zones' edges (x1.5 / 1.3 and x10 x 1.3)
+    # mild: decided above x1.5 and below x10 at the zones' edges (x1.5 / 1.4 and x10 x 1.3)
     assert heavy["a_in_b_verdict"] == "mild"
-    assert 1.5 / 1.3 < heavy["a_in_b_ppl_ratio_lo"] < heavy["a_in_b_ppl_ratio_hi"] < 10 * 1.3
+    assert 1.5 / 1.4 < heavy["a_in_b_ppl_ratio_lo"] < heavy["a_in_b_ppl_ratio_hi"] < 10 * 1.3
     assert heavy["b_set"] == [] and heavy["b_in_a_ppl_ratio"] is None  # nothing catastrophic in B to zero in A
     # the catastrophic threshold moved below the effect flips the cross verdict
     low = diff(family, cat, "base", "heavy", "--catastrophic-ratio", "2")

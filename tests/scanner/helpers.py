@@ -52,7 +52,7 @@ def agree_outside_zones(a: dict, b: dict, every: dict | None = None) -> int:
     every = every or b
     cfg = json.loads(every["config"]) if isinstance(every["config"], str) else every["config"]
     v = cfg["validate"]
-    zone, lines = v["zone"], (v["min_ppl_ratio"], v["catastrophic_ratio"])
+    lines = ((v["min_ppl_ratio"], v["mild_zone"]), (v["catastrophic_ratio"], v["zone"]))
     assert [(s["layer"], s["row"], s["col"]) for s in a["candidates"]] == \
         [(s["layer"], s["row"], s["col"]) for s in b["candidates"]]
     compared = 0
@@ -60,7 +60,7 @@ def agree_outside_zones(a: dict, b: dict, every: dict | None = None) -> int:
         spans = [(e["ppl_ratio_lo"], e["ppl_ratio_hi"])] if e["ppl_ratio_lo"] is not None else []
         if e.get("carried_ratio_lo") is not None:
             spans.append((e["carried_ratio_lo"], e["carried_ratio_hi"]))
-        if all(hi < t / zone or lo > t * zone for lo, hi in spans for t in lines):
+        if all(hi < t / zone or lo > t * zone for lo, hi in spans for t, zone in lines):
             assert x["verdict"] == y["verdict"], (x["layer"], x["row"], x["col"], x["verdict"], y["verdict"])
             compared += 1
     return compared

@@ -69,7 +69,7 @@ def test_the_vectorised_rule_is_the_judges():
     judge = Judge(cfg, 39)
     rng = np.random.default_rng(3)
     x = draw(rng, 300, 39, mean=math.log(1.5) + 0.05, sd=0.3, kinds=0.2)
-    got = fast(judge.design, judge.zone, judge.mild, x)
+    got = fast(judge.design, judge.zone(judge.mild), judge.mild, x)
     for i in range(300):
         for n in judge.looks:
             side = judge.side(Effect(list(x[i, :n])), judge.mild)
@@ -91,8 +91,8 @@ def test_outside_the_zone_each_side_errs_at_most_half_the_error(windows, noise):
     bound = (1 - cfg.confidence) / 2 + 3 * math.sqrt(0.025 / runs)
     for line in (judge.mild, judge.catastrophic):
         for side in (+1, -1):
-            truth = line + side * (judge.zone + 0.01)
-            said = fast(judge.design, judge.zone, line, draw(rng, runs, windows, truth, **noise))
+            truth = line + side * (judge.zone(line) + 0.01)
+            said = fast(judge.design, judge.zone(line), line, draw(rng, runs, windows, truth, **noise))
             wrong = np.mean(said["decided"] & (said["above"] != (side > 0)))
             assert wrong <= bound, (line, side, wrong)
 
