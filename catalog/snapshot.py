@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from words.tables import SCHEMAS
+from words.tables import SCHEMAS, TABLES
 
 from . import log
 from .errors import CatalogUnavailable, UnreadableLog
@@ -26,6 +27,7 @@ class Snapshot:
         self.versions: dict[str, int] = {}
         self.data: dict[str, pads.Dataset | pa.Table] = {}
         self.where: dict[str, str] = {}  # table -> its folder or URI, for naming files
+        self.unfiltered: dict[str, pads.Dataset] = {}  # the old per-item tables before `_whole_only`
         for name in SCHEMAS:  # `scans` first (words.tables)
             try:
                 dt = catalog.table(name)
@@ -51,6 +53,21 @@ class Snapshot:
                 _reraise_interrupts(e)
                 raise CatalogUnavailable(f"cannot read catalog table {catalog.uri(name)}: {_line(e)}") from None
             self.data[name] = ds
+        self._whole_only()
+
+    def _whole_only(self) -> None:
+        """The tables catalogs before schema 5 kept a scan's items in, cut to the rows of committed scans: a
+        writer killed between its commits left rows there, which no relation of a query holds, raw or not."""
+        old = [n for n in self.data if TABLES[n].of_scan and isinstance(self.data[n], pads.Dataset)]
+        self.unfiltered.update({n: self.unfiltered.get(n, self.data[n]) for n in old})
+        if not old:
+            return
+        try:
+            ids = pa.array(self.data["scans"].to_table(columns=["scan_id"])["scan_id"].unique())
+        except (OSError, pa.ArrowException, ValueError):
+            return  # a scans file that cannot be read: the views still show only whole scans
+        for n in old:
+            self.data[n] = self.unfiltered[n].filter(pc.field("scan_id").isin(ids))
 
     def _fs(self, name: str) -> pafs.FileSystem:
         return pafs.SubTreeFileSystem(self.catalog.uri(name), pafs.LocalFileSystem())
@@ -100,9 +117,10 @@ class Snapshot:
         file gone, columns of other types than the table's). Called only when a query failed reading: it costs
         one read of the catalog. True if any was left out."""
         found = False
-        for name, ds in self.data.items():
+        for name, ds in list(self.data.items()):
             if not isinstance(ds, pads.Dataset):
                 continue
+            ds = self.unfiltered.get(name, ds)
             bad = set()
             for frag in ds.get_fragments():
                 try:  # as the table reads it: cast to its schema
@@ -114,4 +132,7 @@ class Snapshot:
             if bad:
                 found = True
                 self.data[name] = self._without(name, ds, bad)
+                self.unfiltered.pop(name, None)
+        if found:
+            self._whole_only()
         return found

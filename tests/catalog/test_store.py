@@ -233,13 +233,19 @@ def test_a_catalog_of_schema_3_is_read_and_takes_schema_4_rows(tmp_path, planted
 def test_a_catalog_of_schema_4_is_read_under_schema_5_names_and_keeps_its_folders(tmp_path, planted_result):
     """Delta tables written by the release before the vocabulary (tests/catalog/data/v4-catalog: every candidate
     in `super_weights/`, spikes of kind `super_activation`): read as `candidates`, `super_weights` is the
-    catastrophic view, spike kinds shown with today's name; a new scan goes to the folders the catalog has."""
+    catastrophic view, spike kinds shown with today's name; rows a killed writer left there are in no relation a
+    query holds, raw or not; a new scan is one row of `scans`, the old tables only read."""
     import shutil
 
-    from deltalake import DeltaTable
+    from deltalake import DeltaTable, write_deltalake
 
     shutil.copytree(Path(__file__).parent / "data" / "v4-catalog", tmp_path / "cat")
     cat = Catalog(tmp_path / "cat")
+    # a writer of schema 4 killed between its commits: candidate rows whose scan never came
+    orphan = DeltaTable(cat.uri("candidates")).to_pyarrow_table().slice(0, 1)
+    write_deltalake(cat.uri("candidates"), orphan.set_column(0, "scan_id", pa.array(["never-committed"])),
+                    mode="append")
+    assert query.run(cat, "SELECT count(*) FROM _candidates WHERE scan_id = 'never-committed'")[1] == [(0,)]
     every = rows(cat, "SELECT verdict FROM candidates WHERE model = 'org/v4-model' ORDER BY layer, col")
     assert [r["verdict"] for r in every] == ["super_weight", "super_set", "mild", "negligible", "unvalidated"]
     top = rows(cat, "SELECT layer, row, col, verdict FROM super_weights ORDER BY col")
