@@ -103,11 +103,9 @@ def migrate(source: str, target) -> tuple[int, int, list[str]]:
         f.write(root.encode())
     scans = old.scans
     if resuming:  # a migration killed half way: the scans it wrote are whole; write the others
-        from . import query
-
-        done = {r[0] for r in query.run(target, "SELECT scan_id FROM scans_all")[1]}
-        scans = scans.filter(pc.invert(pc.is_in(scans["scan_id"], pa.array(sorted(done), pa.string()))))
-        if query.run(target, "SELECT count(*) FROM reference")[1][0][0]:
+        done = target.table("scans").to_pyarrow_table(columns=["scan_id"])["scan_id"]
+        scans = scans.filter(pc.invert(pc.is_in(scans["scan_id"], done.combine_chunks())))
+        if target.table("reference").to_pyarrow_table(columns=["origin"]).num_rows:
             old.reference = old.reference.slice(0, 0)  # written, before the run was killed
     for start in range(0, len(scans), CHUNK):
         target.write_scans(scans.slice(start, CHUNK))

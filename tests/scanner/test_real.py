@@ -45,7 +45,7 @@ def test_smollm2_validated(smollm2):
     (the set over the set without it); layer 2's weights are not catastrophic."""
     result = scan_loaded(smollm2, ScanConfig()).to_dict()
     assert result["revision"].startswith("local-") and result["architecture"] == "llama"
-    assert result["finding"] == "super_weights" and result["eval_windows"] >= 32
+    assert result["finding"] == "super_weights" and result["eval_windows"] >= 8
     verdicts = {(s["layer"], s["row"], s["col"]): s for s in result["candidates"]}
     assert verdicts[(11, 507, 1229)]["verdict"] == verdicts[(11, 507, 1487)]["verdict"] == "super_set"
     assert verdicts[(11, 507, 1229)]["ppl_ratio"] > 2  # matters alone too, but is not enough alone
