@@ -5,9 +5,11 @@ read; `check` says so).
 Repairs: a checkpoint that cannot be read (or a `_last_checkpoint` naming one that is gone) is set aside and
 written anew from the log; a log entry that cannot be read (garbage, truncated, emptied, deleted from the
 middle) is set aside with every entry after it, and the rows of those later entries that can be read are
-appended again (new commits: they come back). Nothing is deleted: what is set aside goes to
-`_set_aside/<time>/<table>/` beside the tables. Data files no readable entry names (a killed writer's, or an
-emptied entry's) are reported; compaction removes them after the retention.
+appended again (new commits: they come back); a live data file that cannot be read in the table's schema (bit
+rot, other column types, a link) is set aside and its entry removed from the table (delta-rs's FSCK commit);
+a data file no readable entry names (a killed writer's, or an emptied entry's) is set aside once older than
+SAFE_RETENTION_HOURS (a writer at work writes its files before its commit). Nothing is deleted: what is set
+aside goes to `_set_aside/<time>/<table>/` beside the tables.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from words.tables import SCHEMAS
 
 from . import log
 from .errors import CatalogUnavailable
-from .store import Catalog, _line
+from .store import SAFE_RETENTION_HOURS, Catalog, _line
 
 
 @dataclass
@@ -54,10 +56,12 @@ def check(catalog: Catalog, repair: bool = False) -> Report:
             state.problems, state.first_bad, state.after = [], None, {}  # gaps a checkpoint covers: log cleanup
         problems = (state.problems if state else []) + bad_checkpoints
         report.findings += [f"{name}: {p}" for p in problems]
-        _data_files(name, uri, state, report)
+        unreadable, orphans = _data_files(name, uri, state, report)
+        aside = os.path.join(catalog.root, "_set_aside", stamp, name)
         if repair and problems and state is not None:
-            _repair(catalog, name, uri, state, bool(bad_checkpoints), os.path.join(catalog.root, "_set_aside",
-                                                                                   stamp, name), report)
+            _repair(catalog, name, uri, state, bool(bad_checkpoints), aside, report)
+        if repair and (unreadable or orphans):
+            _set_files_aside(catalog, name, uri, unreadable, orphans, aside, report)
     return report
 
 
@@ -71,22 +75,48 @@ def _delta_reads(uri: str) -> bool:
     return True
 
 
-def _data_files(name: str, uri: str, state: log.State | None, report: Report) -> None:
-    """Live files that cannot be read in the table's schema, and files no readable entry names."""
+def _data_files(name: str, uri: str, state: log.State | None, report: Report) -> tuple[list[str], list[str]]:
+    """Live files that cannot be read in the table's schema, and files no readable entry names that are old
+    enough to be no writer's work in progress (relative paths)."""
     if state is None:
-        return
+        return [], []
+    unreadable = []
     for f in sorted(state.files):
+        path = os.path.join(uri, f)
         try:
-            pads.dataset(os.path.join(uri, f), schema=SCHEMAS[name], format="parquet").to_table()
+            if os.path.islink(path):
+                raise OSError("a link, not a file the catalog wrote")
+            pads.dataset(path, schema=SCHEMAS[name], format="parquet").to_table()
         except (OSError, pa.ArrowException, ValueError, NotImplementedError) as e:
+            unreadable.append(f)
             report.findings.append(f"{name}: data file {f} cannot be read as the table's ({_line(e)[:120]}); "
                                    "queries skip it")
     on_disk = {os.path.relpath(os.path.join(d, n), uri) for d, _, ns in os.walk(uri) if "_delta_log" not in d
                for n in ns if n.endswith(".parquet")}
-    orphans = on_disk - state.named
+    orphans = sorted(on_disk - state.named)
+    old = [f for f in orphans if time.time() - os.lstat(os.path.join(uri, f)).st_mtime > SAFE_RETENTION_HOURS * 3600]
     if orphans:
         report.notes.append(f"{name}: {len(orphans)} data file(s) no readable log entry names (a killed "
-                               "writer's, or an unreadable entry's): compaction removes them after the retention")
+                            f"writer's, or an unreadable entry's), {len(old)} older than {SAFE_RETENTION_HOURS:g} h: "
+                            "`--repair` sets those aside, compaction removes them after the retention")
+    return unreadable, old
+
+
+def _set_files_aside(catalog: Catalog, name: str, uri: str, unreadable: list[str], orphans: list[str], aside: str,
+                     report: Report) -> None:
+    from deltalake import DeltaTable
+
+    for f in unreadable + orphans:
+        target = os.path.join(aside, "data", f)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(os.path.join(uri, f), target)
+    if unreadable:  # their add actions now name missing files: delta-rs's FSCK commits their removal
+        catalog._open.pop(name, None)
+        DeltaTable(uri).repair()
+        report.repairs.append(f"{name}: {len(unreadable)} unreadable data file(s) set aside in {aside}/data and "
+                              "removed from the table (the rows they held are lost to queries; they were already)")
+    if orphans:
+        report.repairs.append(f"{name}: {len(orphans)} data file(s) no entry names set aside in {aside}/data")
 
 
 def _repair(catalog: Catalog, name: str, uri: str, state: log.State, checkpoints: bool, aside: str,

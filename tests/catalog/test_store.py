@@ -18,6 +18,8 @@ from words.tables import NESTED, SCAN_COLUMNS, SCHEMA_VERSION
 from catalog.store import Catalog
 from tests.fixtures.synthetic import VERSION, result
 
+from tests.cluster.test_cli import run_cli
+
 from .writers import in_processes
 
 
@@ -131,6 +133,16 @@ def test_a_corrupt_page_a_link_and_a_foreign_file_block_nothing(cat, caplog, tmp
     from catalog.publish import publish
 
     assert publish(cat, tmp_path / "index").models == 2  # publish too: the index of what could be read
+    # `catalog check --repair` sets the two bad files aside and takes them out of the table; the foreign file,
+    # which no entry names, once it is older than a writer's work in progress
+    os.utime(Path(cat.uri("scans")) / "part-00000-forged.parquet", (0, 0))
+    fixed = run_cli("catalog", "check", "--repair", "--catalog", str(cat.root))
+    assert fixed.returncode == 0 and "2 unreadable data file(s) set aside" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert "1 data file(s) no entry names set aside" in fixed.stdout
+    assert fixed.stdout.rstrip().endswith("sound")
+    again = Catalog(cat.root)
+    assert rows(again, "SELECT count(*) AS n FROM scans")[0]["n"] == 2 and again.warnings == []
+    assert secret.exists() and len(list((Path(cat.root) / "_set_aside").rglob("*.parquet"))) == 3
 
 
 def test_a_table_of_a_newer_schema_is_refused_in_one_line(cat):
