@@ -50,7 +50,11 @@ def add_commands(sub) -> None:
                    help="memory the query may take (default: a quarter of this machine's, at most 4GiB)")
     q.add_argument("--time-limit", metavar="SECONDS", type=seconds, default=300.0,
                    help="stop the query after this long (default 300)")
-    q.add_argument("--model", help="the super weights (catastrophic tiers) of this model's latest scan")
+    q.add_argument("--model", help="the weights of this model's latest scan, every tier a measurement decided, "
+                                   "with intervals")
+    q.add_argument("--tier", action="append", choices=views.VALIDATED + ("unvalidated",), metavar="TIER",
+                   help="with --model: only this tier (repeat for more): " + ", ".join(views.VALIDATED)
+                        + ", unvalidated")
     q.add_argument("--layer", type=int, help="models with a super weight in this layer")
     q.add_argument("--architecture", help="models of this architecture (model_type) with a super weight")
     q.add_argument("--disagreements", action="store_true",
@@ -157,8 +161,10 @@ def _run_query(args) -> int:
     if sum(short) + (args.sql is not None) != 1:
         raise BadOption("give either SQL or one of --model, --layer/--architecture, --disagreements, --family")
     params = None
+    if args.tier and args.model is None:
+        raise BadOption("--tier goes with --model")
     if args.model is not None:
-        sql, params = views.model_sql(args.model)
+        sql, params = views.model_sql(args.model, tuple(args.tier or views.VALIDATED))
     elif short[1]:
         sql, params = views.where_sql(args.layer, args.architecture)
     elif args.disagreements:

@@ -132,10 +132,20 @@ SW_COLUMNS = ("model, revision, layer, module, expert, row, col, value, output_r
               "verdict, scanner_version")
 
 
-def model_sql(model: str) -> tuple[str, list]:
-    """The super weights (catastrophic tiers) of one model's latest scan (its hub id, path or pkg:name)."""
-    return (f"SELECT {SW_COLUMNS} FROM super_weights_all WHERE latest AND scan_id IN "
-            "(SELECT scan_id FROM latest_scans WHERE model = $1 OR spec = $1) ORDER BY layer, row, col", [model])
+VALIDATED = tuple(t.name for t in verdicts.TIERS if t.name != "unvalidated")  # tiers a measurement decided
+MODEL_COLUMNS = ("model, revision, layer, module, expert, row, col, value, output_ratio AS spike_ratio, verdict, "
+                 "ppl_ratio, ppl_ratio_lo, ppl_ratio_hi, windows, near_threshold, decided, group_ppl_ratio, "
+                 "group_ppl_ratio_lo, group_ppl_ratio_hi, scanner_version")
+
+
+def model_sql(model: str, tiers: tuple[str, ...] = VALIDATED) -> tuple[str, list]:
+    """The weights of one model's latest scan (its hub id, path or pkg:name) whose verdict is one of `tiers`
+    (default: every tier a measurement decided), each with its interval; catastrophic tiers first."""
+    stored = tuple(a for a, n in verdicts.ALIASES.items() if n in tiers) + tuple(tiers)
+    order = " ".join(f"WHEN '{t.name}' THEN {i}" for i, t in enumerate(verdicts.TIERS))
+    return (f"SELECT {MODEL_COLUMNS} FROM candidates_all WHERE latest AND verdict IN {verdicts.sql_list(stored)} "
+            "AND scan_id IN (SELECT scan_id FROM latest_scans WHERE model = $1 OR spec = $1) "
+            f"ORDER BY CASE verdict {order} ELSE 0 END, layer, row, col", [model])
 
 
 def where_sql(layer: int | None, architecture: str | None, tiers: str = FOUND) -> tuple[str, list]:

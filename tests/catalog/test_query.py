@@ -47,6 +47,11 @@ def test_short_forms(cat):
     got = [dict(zip(cols, r)) for r in data]
     assert [(g["layer"], g["row"], g["col"], g["verdict"]) for g in got] == [(2, 10, 20, "super_weight"),
                                                                             (2, 10, 21, "super_set")]
+    assert got[0]["ppl_ratio_lo"] < got[0]["ppl_ratio"] < got[0]["ppl_ratio_hi"]  # with its interval
+    # every tier a measurement decided, catastrophic first; --tier filters
+    got = query.run(cat, *views.model_sql("org/mistral"))[1]
+    assert [(r[2], r[9]) for r in got] == [(2, "super_weight"), (9, "negligible")]
+    assert [r[9] for r in query.run(cat, *views.model_sql("org/mistral", ("negligible",)))[1]] == ["negligible"]
     cols, data = query.run(cat, *views.where_sql(2, None))
     assert sorted({r[cols.index("model")] for r in data}) == ["org/llama-a", "org/mistral"]
     cols, data = query.run(cat, *views.where_sql(None, "llama"))
