@@ -21,7 +21,8 @@ def add_commands(sub) -> None:
     b = sub.add_parser(
         "batch", help="scan a list of models on Ray workers into the catalog",
         description="Scan every model of MODELS_FILE (one per line: MODEL[@REVISION] [timeout=S] "
-                    "[trust_remote_code=true], # comments) on Ray actors, writing each scan to the catalog as it "
+                    "[trust_remote_code=true] [base=MODEL], # comments; base= names the model this one was made "
+                    "from, scanned first and compared with it) on Ray actors, writing each scan to the catalog as it "
                     "finishes. Models already scanned at the same pinned revision by this scanner version with the "
                     "same configuration are skipped (--rescan: none), so a batch re-run resumes. Without --address "
                     "Ray starts in this process.")

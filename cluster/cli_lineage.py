@@ -17,7 +17,7 @@ def add_commands(sub) -> None:
         description="Compare A (say, a base model) and B (a fine-tune or quantization of it): for every weight "
                     "that matters in either, kept (same layer, row, col), moved (same layer and row, another col; "
                     "or the same row in a neighbouring layer), lost or new, with both values and spike sizes; and "
-                    "cross-ablations with 95%% intervals and verdicts: A's catastrophic set zeroed in B, B's in A, "
+                    "cross-ablations with 95% intervals and verdicts: A's catastrophic set zeroed in B, B's in A, "
                     "and each model's own set beside them. A and B are models (their latest scan in the catalog, "
                     "or scanned first) or scan ids. The comparison is written to the catalog's lineage table.")
     d.add_argument("a", metavar="A")
@@ -28,7 +28,7 @@ def add_commands(sub) -> None:
                    help="compare coordinates only (no model is loaded when both are in the catalog)")
     d.add_argument("--json", action="store_true", help="print the lineage row as JSON instead of the table")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    add_scan_options(d)
+    add_scan_options(d, brief=True, leave_out=("--no-validate",))
     d.set_defaults(func=run_diff)
 
 

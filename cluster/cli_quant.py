@@ -33,7 +33,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser(
         "quantize-eval", help="perplexity under RTN quantization, with and without the super weights kept",
-        description="Load MODEL once and measure its perplexity (with 95%% intervals across evaluation windows, "
+        description="Load MODEL once and measure its perplexity (with 95% intervals across evaluation windows, "
                     "against the unquantized model) under simulated round-to-nearest quantization: every decoder "
                     "Linear per block (plain; super weights kept; other outliers clipped with them kept; clipped "
                     "without keeping them), the down projections' inputs per tensor (plain; super activations held "
@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
     p.add_argument("--if-missing", action="store_true",
                    help="do nothing when the catalog already holds a study of MODEL's latest validated scan")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    add_scan_options(p)
+    add_scan_options(p, brief=True, leave_out=("--no-validate",))
     p.set_defaults(func=run)
 
     q = sub.add_parser(

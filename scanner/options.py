@@ -22,38 +22,45 @@ def _default(f):
     return f.default_factory() if callable(f.default_factory) else f.default
 
 
-def add_scan_options(parser: argparse.ArgumentParser, cls=ScanConfig) -> None:
-    g = parser.add_argument_group("scan options", "how each model is loaded, searched and validated")
+def add_scan_options(parser: argparse.ArgumentParser, cls=ScanConfig, brief: bool = False,
+                     leave_out: tuple[str, ...] = ()) -> None:
+    """The scan options on `parser`. `brief`: taken, but their help is `scan --help`'s (one line here instead of
+    thirty); `leave_out`: flags that make no sense for the command (their field keeps its default)."""
+    g = parser.add_argument_group(
+        "scan options", "how each model is loaded, searched and validated: every option of `superweights scan`"
+        + (f" but {', '.join(leave_out)}" if leave_out else "") + (" (see `superweights scan --help`)" if brief else ""))
+    hide = {"help": argparse.SUPPRESS} if brief else {}
     g.add_argument("--scan-config", metavar="FILE", type=Path, dest="scan_config_file", default=argparse.SUPPRESS,
                    help="a scan configuration as JSON (ScanConfig.to_dict()); flags given as well override it")
     inner = sections(cls)
     for section, scls in inner.items():
         for f in fields(scls):
-            _add(g, f, f"{section}.{f.name}")
+            if flag_of(f) not in leave_out:
+                _add(g, f, f"{section}.{f.name}", hide)
     for f in fields(cls):
-        if f.name not in inner:
-            _add(g, f, f.name)
+        if f.name not in inner and flag_of(f) not in leave_out:
+            _add(g, f, f.name, hide)
     g.add_argument("--prompts-file", type=Path, default=argparse.SUPPRESS,
-                   help="more calibration prompts, one per line")
+                   **{"help": "more calibration prompts, one per line", **hide})
 
 
-def _add(g, f, dest: str) -> None:
+def _add(g, f, dest: str, hide: dict) -> None:
     default, flag, meta = _default(f), flag_of(f), f.metadata
     common = dict(dest=dest, default=argparse.SUPPRESS)
     if isinstance(default, bool):
         action = "store_false" if default else "store_true"
-        g.add_argument(flag, action=action, help=meta["help"], **common)
+        g.add_argument(flag, action=action, **{"help": meta["help"], **common, **hide})
     elif isinstance(default, tuple):
-        g.add_argument(flag, action="append", metavar="TEXT", help=meta["help"], **common)
+        g.add_argument(flag, action="append", metavar="TEXT", **{"help": meta["help"], **common, **hide})
     elif meta.get("from_file"):
-        g.add_argument(flag, metavar="FILE", type=Path, help=meta["help"], **common)
+        g.add_argument(flag, metavar="FILE", type=Path, **{"help": meta["help"], **common, **hide})
     else:
         kind = type(default) if default is not None else str
         shown = "" if default is None else f" (default {default:g})" if isinstance(default, float) \
             else f" (default {default})"
         metavar = {int: "N", float: "X"}.get(kind) or {"max_memory": "SIZE", "offload_folder": "DIR"}.get(
             f.name, f.name.upper())
-        g.add_argument(flag, type=kind, metavar=metavar, help=meta["help"] + shown, **common)
+        g.add_argument(flag, type=kind, metavar=metavar, **{"help": meta["help"] + shown, **common, **hide})
 
 
 def scan_config(args: argparse.Namespace, cls=ScanConfig) -> ScanConfig:

@@ -30,7 +30,18 @@ def test_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0
-    assert "usage: superweights" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: superweights" in out
+    assert "%%" not in out  # argparse formats help strings, not descriptions: a doubled % shows as such
+    if argv[0] in ("diff", "quantize-eval"):  # scan's thirty options: taken, their help is scan's
+        assert "--eval-tokens" not in out and "superweights scan --help" in out
+
+
+@pytest.mark.parametrize("command", ["diff", "quantize-eval"])
+def test_commands_that_need_verdicts_refuse_no_validate(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "planted:llama", *(["planted:qwen2"] if command == "diff" else []), "--no-validate"])
+    assert exc.value.code == 2 and "--no-validate" in capsys.readouterr().err
 
 
 def assert_clean_error(proc, *needles):
