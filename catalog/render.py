@@ -28,7 +28,8 @@ def csv_text(rows: list[dict]) -> str:
 
 def _md_cell(v) -> str:
     text = " ".join(str(v).split())  # newlines and tabs: one line, one row
-    for a, b in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "\\`"), ("[", "\\["),
+    # `<` opens a tag, `&` an entity; `>` inside a cell is plain text ("z>4"), left as written
+    for a, b in (("&", "&amp;"), ("<", "&lt;"), ("|", "\\|"), ("`", "\\`"), ("[", "\\["),
                  ("]", "\\]")):
         text = text.replace(a, b)
     return text
@@ -212,6 +213,13 @@ def changelog_entry(ch: dict, published: str, first: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def card_verdicts() -> str:
+    """The verdicts index.csv holds, in the catalog's words (words.verdicts), and the two a model row may hold."""
+    tiers = [f"`{t.name}` ({t.meaning})" for t in verdicts.TIERS if t.matters]
+    return "; ".join(tiers + ["`none` (one row for a model whose scan found no weight that matters)",
+                              "`incomplete` (one row for a model some of whose rows could not be read)"])
+
+
 def dataset_card(models: list[dict], rows: int, published: str) -> str:
     n = rows
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M" \
@@ -246,8 +254,9 @@ Files: `index.csv` (one row per coordinate; a model with none has one row with v
 `index.json` (the same, grouped per model, with the scan ids), `index.md` (the paper's Table 1 form),
 `index.html` with a spike-profile plot per model (`plots/`), `CHANGELOG.md`.
 
-Verdicts: `super_weight` (zeroing it alone multiplies perplexity past the threshold, far above random and
-largest-magnitude controls), `partner` (harmless alone, part of a spike whose weights together are).
-`ppl_ratio` is the perplexity with the weight zeroed over the model's own; `published` names a paper that
-lists the same coordinate.
+Verdicts (`verdict`): {card_verdicts()}.
+`ppl_ratio` is the perplexity with the weight zeroed alone over the model's own, `ppl_ratio_lo`/`_hi` its 95%
+interval across the `windows` evaluation windows that decided the verdict; `near_threshold` names the line
+whose zone the interval cannot leave (either verdict is right there); `group_ppl_ratio` is the same for the
+weight's whole set; `published` names a paper that lists the same coordinate.
 """

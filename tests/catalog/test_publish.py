@@ -38,6 +38,13 @@ def test_publish_writes_every_file(cat, tmp_path):
     assert row.count("[") >= 3 and "paper Table 1" in row
     assert "## No super weight" in md and "| org/nothing @ `bbbbbbbbbbbb` | spikes harmless |" in md
     assert "## Scans" in md and "| bfloat16 | yes |" in md
+    # the card's vocabulary is the CSV's: every verdict the CSV holds is named there, none it does not hold
+    import re
+
+    card = (out / "README.md").read_text()
+    named = set(re.findall(r"`([a-z_]+)` \(", card.split("Verdicts (`verdict`):")[1].split("\n\n")[0]))
+    held = {r["verdict"] for r in csv.DictReader((out / "index.csv").open())}
+    assert held <= named and held == {"super_weight", "super_set", "none"} and "partner" not in card
     assert "org/broken" in md and "corrupt shard" in md
     rows = list(csv.DictReader((out / "index.csv").open()))
     assert [(r["model"], r["layer"], r["row"], r["col"], r["verdict"]) for r in rows] == [
@@ -124,7 +131,7 @@ def test_model_names_are_escaped_in_markdown(cat, tmp_path):
         cat.write_scan(ok_row(dict(result(name, 1, coords=[(1, 2, 3, "super_weight")]), source="local")))
     pub.publish(cat, tmp_path / "index")
     md = (tmp_path / "index" / "index.md").read_text()
-    assert "<script" not in md and "<img" not in md and "&lt;script&gt;" in md
+    assert "<script" not in md and "<img" not in md and "&lt;script>" in md
     table = md.split("## Super weights")[1].split("##")[0]
     rows = [ln for ln in table.splitlines() if ln.startswith("| /data/")]
     assert len(rows) == 3 and all(ln.count(" | ") == 8 for ln in rows)  # nine cells each, one line each
