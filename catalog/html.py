@@ -30,8 +30,12 @@ def _num(v, spec=".3g") -> str:
     return "" if v is None else format(v, spec)
 
 
+def _module(w: dict) -> str:
+    return w["module"] + ("" if w["expert"] is None else f"[{w['expert']}]")
+
+
 def _row(i: int, w: dict) -> str:
-    module = w["module"] + ("" if w["expert"] is None else f"[{w['expert']}]")
+    module = _module(w)
     return (f"<tr class=\"{'sw' if verdicts.is_catastrophic(w['verdict']) else ''}\"><td class=num>{i + 1}</td>"
             f"<td class=num>{w['layer']}</td><td>{escape(module)}</td><td>[{w['row']}, {w['col']}]</td>"
             f"<td class=num>{_num(w['value'], '.4g')}</td><td class=num>{_num(w['spike_ratio'], '.0f')}x</td>"
@@ -55,8 +59,10 @@ def _model(m: dict) -> str:
     else:
         table = f"<p>None found: {escape((m['finding'] or 'no super weight').replace('_', ' '))}" + \
             (f" (largest effect x{ci(m, 'largest_ppl_ratio')})" if m.get("largest_ppl_ratio") else "") + "</p>"
+    marked = sorted({w["layer"] for w in m["weights"] if verdicts.is_catastrophic(w["verdict"])})
+    red = f"; red: layer{'s' if len(marked) > 1 else ''} {', '.join(map(str, marked))}" if marked else ""
     img = (f"<img src=\"{escape(m['plot'])}\" width=640 height=280 loading=lazy "
-           f"alt=\"spike profile of {name}\">") if m.get("plot") else ""
+           f"alt=\"spike profile of {name}{red}\">") if m.get("plot") else ""
     q = m.get("quant")
     if q:
         img += (f"<p><b>Quantization:</b> {escape(q['finding'])} (kept: {escape(', '.join(q['kept']) or 'nothing')}; "
@@ -65,6 +71,26 @@ def _model(m: dict) -> str:
             img += (f"<img src=\"{escape(m['quant_plot'])}\" width=640 height=280 loading=lazy "
                     f"alt=\"perplexity under quantization of {name}\">")
     return f"<section class=model data-model=\"{name}\">{head}{table}{img}</section>"
+
+
+def _rank(w: dict) -> tuple:
+    """Within a model: by layer, a weight catastrophic alone before its set's members, then by coordinates."""
+    return w["layer"], verdicts.TIERS.index(verdicts.of(w["verdict"])), w["row"], w["col"]
+
+
+def _answer(models: list[dict]) -> str:
+    """The top of the page: every catastrophic coordinate across models, one row each."""
+    rows = [f"<tr class=sw><td><a href=\"#{escape(m['scan_id'])}\">{escape(m['model'])}</a></td>"
+            f"<td class=num>{w['layer']}</td><td>{escape(_module(w))}</td>"
+            f"<td>[{w['row']}, {w['col']}]</td><td>{escape(w['verdict'].replace('_', ' '))}</td>"
+            f"<td class=num>{escape(verdict_ci(w))}</td><td class=num>{escape(ci(w, 'group_ppl_ratio'))}</td>"
+            f"<td class=num>{w['windows'] or ''}</td></tr>"
+            for m in models for w in sorted(m["weights"], key=_rank) if verdicts.is_catastrophic(w["verdict"])]
+    if not rows:
+        return "<h2>Super weights</h2><p>None found in the models indexed.</p>"
+    return ("<h2>Super weights</h2><table id=answer><tr><th>Model</th><th>Layer</th><th>Module</th><th>[row, col]</th>"
+            "<th>Verdict</th><th>PPL x alone [95%]</th><th>PPL x set [95%]</th><th>Windows</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _family(root: str, members: list[dict]) -> str:
@@ -91,7 +117,11 @@ def render_html(models: list[dict], failed: list[dict], changes: dict, published
     change = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in changes.items() if v) or "no changes"
     groups = families(models)
     fam = "" if not groups else ("<h2>Families</h2><p class=muted>Each derivative against its base: where the base's "
-                                 "weights that matter are, and cross-ablations with 95% intervals.</p>"
+                                 "weights that matter are, and cross-ablations with 95% intervals. A comparison is "
+                                 "a measurement of its own: each set zeroed on the comparison's windows until a look "
+                                 "decides its question, where a model's own table shows the look that decided its "
+                                 "scan's verdict. One set may so show two intervals, resting on different windows; "
+                                 "each holds the effect with 95% confidence.</p>"
                                  + "".join(_family(r, ms) for r, ms in groups.items()) + "<h2>Models</h2>")
     grouped = [m for ms in groups.values() for m in ms]  # family members together, each family's root first
     ordered = grouped + [m for m in models if not m.get("family")]
@@ -108,6 +138,7 @@ def render_html(models: list[dict], failed: list[dict], changes: dict, published
 Download <a href="index.csv">CSV</a>, <a href="index.json">JSON</a>, <a href="index.md">Markdown</a>;
 <a href="CHANGELOG.md">changelog</a>.</p>
 <p class=muted>Coordinates: {escape(COORDINATES)}.</p>
+{_answer(models)}
 <p><input id=filter type=search placeholder="filter models" aria-label="filter models"></p>
 {fam}
 {"".join(_model(m) for m in ordered)}

@@ -68,14 +68,14 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
              "is at the line.", "",
              "## Super weights", "",
              "| Model | No. | Layer | Module | Coordinates [row, col] | Verdict | PPL x alone [95%] | "
-             "PPL x set [95%] | Published in |", "|---|---|---|---|---|---|---|---|---|"]
+             "PPL x set [95%] | Windows | Published in |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         top = [w for w in m["weights"] if verdicts.is_catastrophic(w["verdict"])]
         for i, w in enumerate(top):
             module = w["module"] + (f"[{w['expert']}]" if w["expert"] is not None else "")
             lines.append(f"| {_name(m) if i == 0 else ''} | {i + 1} | {w['layer']} | {_md_cell(module)} | "
                          f"[{w['row']}, {w['col']}] | {w['verdict'].replace('_', ' ')} | {verdict_ci(w)} | "
-                         f"{ci(w, 'group_ppl_ratio')} | {_md_cell(w['published'] or '')} |")
+                         f"{ci(w, 'group_ppl_ratio')} | {w['windows'] or ''} | {_md_cell(w['published'] or '')} |")
     mild = [(m, w) for m in models for w in m["weights"] if not verdicts.is_catastrophic(w["verdict"])]
     if mild:
         lines += ["", "## Milder weights: significant, not catastrophic", "",
@@ -152,7 +152,10 @@ def families_markdown(models: list[dict]) -> list[str]:
              "(kept / moved / lost / new), and cross-ablations with their intervals: the base's catastrophic set "
              "zeroed in the derivative, and the derivative's in the base; then how the base's set changed, its effect "
              "in the derivative over its effect in the base, paired on the same windows (a change only where the "
-             "interval lies outside the zone)."]
+             "interval lies outside the zone). A comparison is a measurement of its own: each set zeroed on the "
+             "comparison's windows until a look decides its question, where a model's own table shows the look that "
+             "decided its scan's verdict. One set may so show two intervals, resting on different windows; each "
+             "holds the effect with 95% confidence."]
     for root, members in groups.items():
         lines += ["", f"### {_md_cell(root)}", "",
                   "| Model | Base | Declared by | Kept / moved / lost / new | Base's set zeroed in it | "

@@ -134,7 +134,7 @@ def test_model_names_are_escaped_in_markdown(cat, tmp_path):
     assert "<script" not in md and "<img" not in md and "&lt;script>" in md
     table = md.split("## Super weights")[1].split("##")[0]
     rows = [ln for ln in table.splitlines() if ln.startswith("| /data/")]
-    assert len(rows) == 3 and all(ln.count(" | ") == 8 for ln in rows)  # nine cells each, one line each
+    assert len(rows) == 3 and all(ln.count(" | ") == 9 for ln in rows)  # ten cells each, one line each
 
 
 def test_push_to_hub_uploads_the_folder_as_a_dataset(cat, tmp_path, monkeypatch):
