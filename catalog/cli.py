@@ -40,7 +40,9 @@ QUERY_EXAMPLE = "example: superweights query \"SELECT model, layer, row, col FRO
                 "'super_weight'\""
 
 
-def add_commands(sub) -> None:
+def add_commands(sub, canonical=None) -> None:
+    """The catalog's commands on `sub`. `canonical(FILE or None)`: the scan configuration whose scans `publish`
+    shows (a catalog.canonical.Canonical; the service layer knows the scanner's); without it, the latest."""
     q = sub.add_parser("query", help="run read-only SQL over the catalog, or a common question", description=QUERY,
                        epilog=QUERY_EXAMPLE)
     q.add_argument("sql", nargs="?", metavar="SQL", help="one or more read-only statements; the last one's rows")
@@ -76,7 +78,11 @@ def add_commands(sub) -> None:
                         "login`, never written anywhere)")
     p.add_argument("--private", action="store_true", help="create the hub dataset private")
     p.add_argument("--workers", type=int, help="processes drawing plots (default: cores, at most 8)")
-    p.set_defaults(func=_run_publish)
+    if canonical is not None:
+        p.add_argument("--config", metavar="FILE",
+                       help="show each model's scan made with this scan configuration (JSON, as `--scan-config` "
+                            "takes; default: the default configuration); scans of others are listed apart")
+    p.set_defaults(func=_run_publish, canonical=canonical)
 
     r = sub.add_parser(
         "import-reference", help="import published coordinates and channel claims as reference rows",
@@ -186,7 +192,8 @@ def _run_publish(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise BadOption(f"--workers must be at least 1, got {args.workers}")
-    s = publish(_open(args), args.out_dir, args.workers)
+    canonical = args.canonical(getattr(args, "config", None)) if args.canonical else None
+    s = publish(_open(args), args.out_dir, args.workers, canonical)
     changes = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in s.changes.items() if v) or "no changes"
     print(f"published {s.models} model(s), {s.coordinates} coordinate(s)"
           + (f", {s.failed} failed scan(s) listed" if s.failed else "")

@@ -50,7 +50,14 @@ def _model(m: dict) -> str:
             f"{m['num_layers']} layers &middot; perplexity {_num(m['ppl_base'], '.4g')} &middot; scanner "
             f"{escape(m['scanner_version'] or '')}, {escape(m['dtype'] or '')}"
             f"{', validated' if m['validated'] else ', not validated'}, configuration "
-            f"<code>{escape(m['config_fingerprint'] or '-')}</code> &middot; scanned {escape(m['started'])}</p>")
+            f"<code>{escape(m['config_fingerprint'] or '-')}</code>"
+            f"{'' if m.get('canonical', True) else ' (not the canonical one: ' + escape('; '.join(m['differs'])) + ')'}"
+            f" &middot; scanned {escape(m['started'])}</p>")
+    for o in m.get("other_configurations", []):
+        head += (f"<p class=muted>Also scanned with configuration <code>{escape(o['config_fingerprint'] or '-')}</code>"
+                 f" ({escape('; '.join(o['differs']) or 'same settings')}): "
+                 f"{escape((o['finding'] or '').replace('_', ' '))}, {o['n_super_weights'] or 0} super weight(s); "
+                 "not shown.</p>")
     if m["weights"]:
         rows = "".join(_row(i, w) for i, w in enumerate(m["weights"]))
         table = ("<table class=coords><tr><th>No.</th><th>Layer</th><th>Module</th><th>[row, col]</th><th>Weight</th>"

@@ -21,6 +21,7 @@ from words import COORDINATES, verdicts
 from words.tables import SCHEMA_VERSION
 
 from . import query, views
+from .canonical import Canonical, differs, settings
 from .errors import PublishError
 from .html import render_html
 from .render import CSV_COLUMNS, changelog_entry, csv_text, dataset_card, diff, markdown
@@ -41,24 +42,39 @@ class Summary:
     seconds: float = 0.0
 
 
-def _dicts(con, sql: str) -> list[dict]:
-    cur = con.execute(sql)
+def _dicts(con, sql: str, params: list | None = None) -> list[dict]:
+    cur = con.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
-    """The latest scans, their weights that matter (catastrophic and mild), their layer profiles, and each
-    model's latest quantization study."""
-    scans = _dicts(con, """
+# per model, one current scan: a successful one before a failure, the canonical configuration's ($1) before
+# any other, then as `latest_scans` chooses
+PUBLISHED = (f"SELECT * EXCLUDE (current, latest) FROM scans_all WHERE current QUALIFY row_number() OVER "
+             f"(PARTITION BY model ORDER BY status = 'ok' DESC, coalesce(config_fingerprint = $1, false) DESC, "
+             f"{views.BEST}) = 1")
+SHOWN = "(SELECT unnest($1::VARCHAR[]))"  # the scan ids of the scans shown
+
+
+def _read_index(con, canonical: str | None) -> tuple[list[dict], ...]:
+    """The scans shown, their weights that matter (catastrophic and mild), their layer profiles, each model's
+    latest quantization study, its family, and its current scans of other configurations."""
+    scans = _dicts(con, f"""
         SELECT scan_id, model, revision, architecture, num_layers, num_parameters, scanner_version, started,
                ppl_base, finding, largest_ppl_ratio, largest_ppl_ratio_lo, largest_ppl_ratio_hi, dtype,
                coalesce(validated, ppl_base IS NOT NULL) AS validated, config_fingerprint, eval_windows,
                status, error_type, error,
                -- a scan some of whose candidate rows could not be read (a file skipped) is incomplete: its
                -- index entry says so, never a verdict of what could be read
-               n_candidates > (SELECT count(*) FROM candidates_all c WHERE c.scan_id = s.scan_id) AS incomplete
-        FROM latest_scans s ORDER BY model""")
+               n_candidates > (SELECT count(*) FROM candidates_all c WHERE c.scan_id = s.scan_id) AS incomplete,
+               config
+        FROM ({PUBLISHED}) s ORDER BY model""", [canonical])
+    shown = [s["scan_id"] for s in scans]
+    others = _dicts(con, f"""
+        SELECT model, config_fingerprint, config, finding, n_super_weights, largest_ppl_ratio, started
+        FROM scans WHERE status = 'ok' AND scan_id NOT IN {SHOWN}
+        QUALIFY row_number() OVER (PARTITION BY model, config_fingerprint ORDER BY started DESC) = 1
+        ORDER BY model, started DESC""", [shown])
     coords = _dicts(con, f"""
         SELECT w.scan_id, w.layer, w.module, w.expert, w.row, w.col, w.value, w.output_ratio AS spike_ratio,
                w.ppl_ratio, w.ppl_ratio_lo, w.ppl_ratio_hi, w.windows, w.group_ppl_ratio, w.group_ppl_ratio_lo,
@@ -67,13 +83,12 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
                    FROM reference r WHERE r.level = 'weight' AND r.hub_id = w.model AND r.layer = w.layer
                    AND r.module = w.module AND r.expert IS NOT DISTINCT FROM w.expert AND r.row = w.row
                    AND r.col = w.col) AS published
-        FROM candidates_all w WHERE w.latest AND w.verdict IN {views.MATTERING}
-        ORDER BY w.scan_id, w.layer, w.verdict NOT IN {views.FOUND}, w.row, w.col""")
-    profiles = _dicts(con, """
+        FROM candidates_all w WHERE w.scan_id IN {SHOWN} AND w.verdict IN {views.MATTERING}
+        ORDER BY w.scan_id, w.layer, w.verdict NOT IN {views.FOUND}, w.row, w.col""", [shown])
+    profiles = _dicts(con, f"""
         SELECT scan_id, list(abs(input_value) ORDER BY layer) AS inputs,
                list(abs(output_value) ORDER BY layer) AS outputs
-        FROM layer_profiles WHERE scan_id IN (SELECT scan_id FROM latest_scans WHERE status = 'ok')
-        GROUP BY scan_id""")
+        FROM layer_profiles_all WHERE scan_id IN {SHOWN} GROUP BY scan_id""", [shown])
     quant = _dicts(con, """
         SELECT model, study_id, started, study, bits, block, variant, ppl, ppl_lo, ppl_hi, ppl_ratio, ppl_base,
                windows, clip, kept, finding FROM quant_results
@@ -87,11 +102,16 @@ def _read_index(con) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
                l.a_set_change_ratio_lo, l.a_set_change_ratio_hi
         FROM {views.FAMILY_LINEAGE}
         WHERE f.root IN (SELECT root FROM families WHERE generation > 0)""")
-    return scans, coords, profiles, quant, families
+    return scans, coords, profiles, quant, families, others
 
 
-def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
-    scans, coords, profiles, quant, families = query.answer(catalog, _read_index)
+def _models(catalog: Catalog, canonical: Canonical | None) -> tuple[list[dict], list[dict]]:
+    scans, coords, profiles, quant, families, others = query.answer(
+        catalog, lambda con: _read_index(con, canonical and canonical.fingerprint))
+    flags = canonical.flags if canonical else {}
+    other: dict[str, list[dict]] = {}
+    for o in others:
+        other.setdefault(o.pop("model"), []).append(o)
     family = {f.pop("model"): f for f in families}
     studies: dict[str, list[dict]] = {}
     for q in quant:
@@ -118,6 +138,14 @@ def _models(catalog: Catalog) -> tuple[list[dict], list[dict]]:
             "rows": [{k: r[k] for k in ("study", "bits", "block", "variant", "ppl", "ppl_lo", "ppl_hi", "ppl_ratio",
                                         "windows")} for r in rows]}
         s["family"] = family.get(s["model"])  # None: no known base and no derivative
+        s["settings"] = settings(s.pop("config"), flags)
+        s["canonical"] = canonical is None or s["config_fingerprint"] == canonical.fingerprint
+        s["differs"] = [] if s["canonical"] else differs(settings(canonical.config, flags), s["settings"])
+        s["other_configurations"] = [
+            {**{k: o[k] for k in ("config_fingerprint", "finding", "n_super_weights", "largest_ppl_ratio")},
+             "started": o["started"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "differs": differs(s["settings"], settings(o["config"], flags))}
+            for o in other.get(s["model"], []) if o["config_fingerprint"] != s["config_fingerprint"]]
         ok.append(s)
     return ok, failed
 
@@ -218,7 +246,10 @@ def _previous(out: Path) -> dict | None:
     return previous
 
 
-def publish(catalog: Catalog, out_dir: str | os.PathLike, workers: int | None = None) -> Summary:
+def publish(catalog: Catalog, out_dir: str | os.PathLike, workers: int | None = None,
+            canonical: Canonical | None = None) -> Summary:
+    """The index of each model's scan made with the `canonical` configuration (or, where it has none, its best
+    other scan, marked so); without one, each model's latest scan (`latest_scans`)."""
     t0 = time.time()
     out = Path(out_dir)
     try:
@@ -226,7 +257,7 @@ def publish(catalog: Catalog, out_dir: str | os.PathLike, workers: int | None = 
         owned = _owned(out)
         previous = _previous(out) if "index.json" in owned else None
         published = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
-        models, failed = _models(catalog)
+        models, failed = _models(catalog, canonical)
         drawn = _plots(models, out, workers or min(8, os.cpu_count() or 1), owned)
         rows = _rows(models)
         ch = diff(previous, models)

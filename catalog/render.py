@@ -8,6 +8,7 @@ import io
 
 from words import COORDINATES, verdicts
 
+from .canonical import differs
 from .lineage import change_cell
 
 CSV_COLUMNS = ("model", "revision", "architecture", "layer", "module", "expert", "row", "col", "value",
@@ -115,11 +116,21 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
                       f"{(r['block'] or 'tensor') if r['study'] == 'weights' else '-'} | {r['variant']} | "
                       f"{r['ppl']:.4g} [{r['ppl_lo']:.4g}, {r['ppl_hi']:.4g}] | {r['windows']} |" for r in q["rows"]]
     lines += families_markdown(models)
-    lines += ["", "## Scans", "", "| Model | Precision | Validated | Windows | Configuration | Scanner |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Scans", "", "Each model's scan made with the canonical configuration; where a model has "
+              "none, its best other scan, with what its configuration changes.", "",
+              "| Model | Precision | Validated | Windows | Configuration | Scanner |", "|---|---|---|---|---|---|"]
     lines += [f"| {_name(m)} | {_md_cell(m['dtype'] or '')} | {'yes' if m['validated'] else 'no'} | "
-              f"{m['eval_windows'] or ''} | `{_md_cell(m['config_fingerprint'] or '-')}` | "
+              f"{m['eval_windows'] or ''} | `{_md_cell(m['config_fingerprint'] or '-')}`"
+              f"{'' if m.get('canonical', True) else ' not canonical: ' + _md_cell('; '.join(m['differs']))} | "
               f"{_md_cell(m['scanner_version'] or '')} |" for m in models]
+    other = [(m, o) for m in models for o in m.get("other_configurations", [])]
+    if other:
+        lines += ["", "## Other configurations", "", "Scans of the same models with other settings, not shown "
+                  "above: what each changes against the scan shown, and what it found.", "",
+                  "| Model | Configuration | Changes | Finding | Super weights |", "|---|---|---|---|---|"]
+        lines += [f"| {_name(m)} | `{_md_cell(o['config_fingerprint'] or '-')}` | {_md_cell('; '.join(o['differs']))}"
+                  f" | {_md_cell((o['finding'] or '').replace('_', ' '))} | {o['n_super_weights'] or 0} |"
+                  for m, o in other]
     if failed:
         lines += ["", "## Not indexed: scans that failed", "", "| Model | Error |", "|---|---|"]
         lines += [f"| {_md_cell(f['model'])} | {_md_cell(f['error_type'])}: {_md_cell(f['error'])} |" for f in failed]
@@ -178,11 +189,16 @@ def diff(previous: dict | None, models: list[dict]) -> dict:
     old = {m["model"]: m for m in (previous or {}).get("models", [])}
     new = {m["model"]: m for m in models}
     ch = {"models_added": sorted(set(new) - set(old)), "models_removed": sorted(set(old) - set(new)),
-          "coordinates_added": [], "coordinates_removed": [], "coordinates_changed": [], "revisions_changed": []}
+          "coordinates_added": [], "coordinates_removed": [], "coordinates_changed": [], "revisions_changed": [],
+          "configurations_changed": []}
     for name in sorted(set(new) & set(old)):
         a, b = coords(old[name]), coords(new[name])
         if old[name]["revision"] != new[name]["revision"]:
             ch["revisions_changed"].append({"model": name, "from": old[name]["revision"], "to": new[name]["revision"]})
+        if old[name].get("config_fingerprint") != new[name].get("config_fingerprint"):
+            ch["configurations_changed"].append({
+                "model": name, "from": old[name].get("config_fingerprint"), "to": new[name].get("config_fingerprint"),
+                "differs": differs(old[name].get("settings") or {}, new[name].get("settings") or {})})
         for k in sorted(set(b) - set(a), key=str):
             ch["coordinates_added"].append({"model": name, "layer": k[0], "row": k[3], "col": k[4], "verdict": b[k]})
         for k in sorted(set(a) - set(b), key=str):
@@ -208,11 +224,18 @@ def changelog_entry(ch: dict, published: str, first: bool) -> str:
         lines.append(f"- {len(ch['models_added'])} model(s) indexed.")
     for r in ch["revisions_changed"][:200]:
         lines.append(f"- {r['model']}: revision {r['from'][:12]} -> {r['to'][:12]}")
+    for r in ch["configurations_changed"][:200]:
+        lines.append(f"- {r['model']}: scan configuration {r['from']} -> {r['to']}"
+                     + (f" ({'; '.join(r['differs'])})" if r["differs"] else ""))
+    # a verdict that moved with its model's configuration is the configuration's doing, and says so
+    why = {r["model"]: " (with the configuration change)" for r in ch["configurations_changed"]}
     for key, title in (("coordinates_added", "added"), ("coordinates_removed", "removed")):
         for c in ch[key][:200]:
-            lines.append(f"- {c['model']}: layer {c['layer']} [{c['row']}, {c['col']}] {title} ({c['verdict']})")
+            lines.append(f"- {c['model']}: layer {c['layer']} [{c['row']}, {c['col']}] {title} ({c['verdict']})"
+                         + why.get(c["model"], ""))
     for c in ch["coordinates_changed"][:200]:
-        lines.append(f"- {c['model']}: layer {c['layer']} [{c['row']}, {c['col']}] {c['from']} -> {c['to']}")
+        lines.append(f"- {c['model']}: layer {c['layer']} [{c['row']}, {c['col']}] {c['from']} -> {c['to']}"
+                     + why.get(c["model"], ""))
     return "\n".join(lines) + "\n"
 
 

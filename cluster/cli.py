@@ -81,6 +81,12 @@ def check_base(model: str, base: str | None) -> None:
         raise BadInput(f"--base {base!r}: a model's base must name another model")
 
 
+def _canonical(file: str | None):
+    from .service import canonical
+
+    return canonical(file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from catalog.cli import add_commands as catalog_commands
     from scanner import __version__
@@ -94,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"superweights {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _scan_parser(sub)
-    catalog_commands(sub)
+    catalog_commands(sub, canonical=_canonical)
     batch_commands(sub)
     quant_commands(sub)
     lineage_commands(sub)

@@ -116,7 +116,9 @@ def _run_batch(args) -> int:
     if args.publish:
         from catalog.publish import publish
 
-        s = publish(catalog, args.publish)
+        from .service import canonical
+
+        s = publish(catalog, args.publish, canonical=canonical(cfg=scan))
         print(f"published {s.models} model(s), {s.coordinates} coordinate(s) to {s.out_dir}")
     return 0
 

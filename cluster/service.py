@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+from catalog.canonical import Canonical
 from catalog.rows import failed_row, ok_row
 from scanner import __version__ as SCANNER_VERSION
-from scanner.config import ScanConfig
+from scanner.config import ScanConfig, verdict_flags
 from scanner.errors import ScanError
 from scanner.load.sources import model_name
 
@@ -51,3 +53,20 @@ def failure(spec: str, error: BaseException | str, started: float, cfg: ScanConf
     if base is not None:
         row.update(base_model=base, base_model_from="models_file")
     return row
+
+
+def canonical(config_file: str | None = None, cfg: ScanConfig | None = None) -> Canonical:
+    """The configuration an index shows: `cfg`, else the one in `config_file` (JSON, as `--scan-config` takes),
+    else the default."""
+    if cfg is None and config_file is not None:
+        import json
+
+        from scanner.errors import BadInput
+        from scanner.options import read_text
+
+        try:
+            cfg = ScanConfig.from_dict(json.loads(read_text(Path(config_file))))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise BadInput(f"{config_file} is not a scan configuration: {e}") from None
+    cfg = cfg or ScanConfig()
+    return Canonical(cfg.fingerprint(), cfg.to_dict(), verdict_flags())

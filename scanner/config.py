@@ -241,6 +241,18 @@ def sections(cls) -> dict:
 SECTIONS = sections(ScanConfig)
 
 
+def verdict_flags(cls=ScanConfig) -> dict[str, str]:
+    """Every field that changes verdicts (those `fingerprint` hashes), as its path in `to_dict()`'s JSON
+    ("validate.zone") -> its flag ("--zone"): how an index names what another configuration changed."""
+    out = {}
+    for f in fields(cls):
+        if f.name in SECTIONS:
+            out |= {f"{f.name}.{g.name}": flag_of(g) for g in fields(SECTIONS[f.name]) if g.metadata.get("verdicts")}
+        elif f.metadata.get("verdicts"):
+            out[f.name] = flag_of(f)
+    return out
+
+
 def _build(cls, data, where: str):
     if not isinstance(data, dict):
         raise BadInput(f"scan configuration{where}: expected an object, got {type(data).__name__}")
