@@ -13,6 +13,8 @@ from catalog.store import Catalog
 from scanner import __version__ as SCANNER_VERSION
 from scanner.config import ScanConfig
 
+from .errors import BatchInterrupted
+from .jobs import PROGRESS
 from .models import Entry
 from .pin import Pinned, pin_all
 from .pool import Pool, gpus_for, init_ray
@@ -32,7 +34,8 @@ class BatchConfig:
     retries: int = 2  # when a worker process dies (not when a model fails by itself)
     scan: ScanConfig = field(default_factory=ScanConfig)  # sent whole with every model (per-model options applied)
     rescan: bool = False  # scan every model, even one already scanned with this configuration
-    progress: bool = True
+    progress: bool = True  # a bar on stderr
+    lines: bool = False  # a `progress:` line on stdout per finished model (a job's logs; `status` reads the last)
 
 
 @dataclass
@@ -46,11 +49,15 @@ class Summary:
     queue_s: list[float] = field(default_factory=list)  # per scan: submitted -> worker began
     scan_s: list[float] = field(default_factory=list)  # per scan: the scan itself
 
+    saved: int = 0  # scan rows written to the catalog by this run (failed ones included)
+    catalog: str = ""
+
     def render(self) -> str:
         lines = [f"batch finished in {self.seconds:.0f} s: {len(self.done)} scanned, {len(self.skipped)} skipped "
                  f"(already in the catalog), {len(self.failed)} failed"
                  + (f", {len(self.compared)} compared with their base" if self.compared else "")
-                 + (f", {self.retried} retried after a worker died" if self.retried else "")]
+                 + (f", {self.retried} retried after a worker died" if self.retried else "")
+                 + f"; {self.saved} scan(s) saved to {self.catalog}"]
         lines += [f"  failed: {m}: {why}" for m, why in self.failed]
         return "\n".join(lines)
 
@@ -72,11 +79,18 @@ def config_for(entry: Entry, cfg: BatchConfig) -> ScanConfig:
 
 
 def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
+    """Raises BatchInterrupted (with what was saved) on Ctrl-C: every scan finished before it is in the catalog."""
     t0 = time.time()
-    summary = Summary()
-    jobs, pending, family = _plan(entries, catalog, cfg, summary)
-    if jobs:
-        _Loop(catalog, cfg, summary, jobs, pending, family).run()
+    summary = Summary(catalog=catalog.location)
+    try:
+        jobs, pending, family = _plan(entries, catalog, cfg, summary)
+        if jobs:
+            _Loop(catalog, cfg, summary, jobs, pending, family).run()
+    except KeyboardInterrupt:
+        summary.seconds = time.time() - t0
+        raise BatchInterrupted(f"interrupted after {summary.seconds:.0f} s: {summary.saved} scan(s) saved to "
+                               f"{summary.catalog} ({len(summary.done)} ok, {len(summary.failed)} failed); run the "
+                               "same command again to go on where it stopped") from None
     if summary.done or summary.failed or summary.compared:
         _compact(catalog)
     summary.seconds = time.time() - t0
@@ -102,6 +116,7 @@ def _plan(entries: list[Entry], catalog: Catalog, cfg: BatchConfig, summary: Sum
     if unpinned:  # one write for all of them: a long list of missing paths is not thousands of commits
         catalog.write_scans([failure(p.entry.spec, p.error, time.time(), config_for(p.entry, cfg),
                                      revision=p.revision, base=p.entry.base) for p in unpinned])
+    summary.saved += len(unpinned)
     for p in unpinned:
         summary.failed.append((p.entry.name, f"{type(p.error).__name__}: {p.error}"))
     done = set() if cfg.rescan else completed(catalog, SCANNER_VERSION)
@@ -115,6 +130,9 @@ def _plan(entries: list[Entry], catalog: Catalog, cfg: BatchConfig, summary: Sum
     jobs = deque(Job(JobKind.SCAN, p, waits_for=p.entry.base if p.entry.base in pending else None)
                  for p in bases_first(todo))
     jobs.extend(family.ready(pending))  # comparisons a run before this one left undone
+    if cfg.lines:
+        print(f"{PROGRESS}0/{len(jobs)} done, {len(summary.skipped)} skipped (already in the catalog), "
+              f"{len(unpinned)} failed before scanning", flush=True)
     return jobs, pending, family
 
 
@@ -144,6 +162,7 @@ class _Loop:
         n_gpus, n_cpus, self.gpu_bytes = init_ray(self.cfg)
         self.pool = Pool(self.cfg.workers or (max(1, int(n_gpus)) if n_gpus else 2), self.cfg, n_gpus, n_cpus)
         self.bar = _bar(len(self.jobs), self.cfg.progress)
+        self.finished, self.total = 0, len(self.jobs)  # the bar's counts, which a disabled bar does not keep
         try:
             while self.jobs or self.inflight:
                 self.start()
@@ -239,11 +258,18 @@ class _Loop:
             new = self.family.ready(self.pending) if ok else []
             self.jobs.extendleft(reversed(new))  # a derivative's comparison runs as soon as both are scanned
             self.bar.total += len(new)
+            self.total += len(new)
         self.bar.update(1)
+        self.finished += 1
+        if self.cfg.lines:
+            print(f"{PROGRESS}{self.finished}/{self.total} done ({len(self.summary.done)} scanned, "
+                  f"{len(self.summary.failed)} failed, {len(self.summary.compared)} compared), {len(self.inflight)} "
+                  f"running, {len(self.jobs)} waiting; last: {job.name} {row['status']}", flush=True)
 
 
 def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:
     catalog.write_scan(row)  # at once: a crash of this driver loses only the scans in flight
+    summary.saved += 1
     if row["status"] == "ok":
         summary.done.append(p.entry.name)
     else:

@@ -39,6 +39,9 @@ def add_commands(sub) -> None:
     b.add_argument("--rescan", action="store_true",
                    help="scan every model again, even those already scanned with this configuration")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--progress-lines", action="store_true",
+                   help="a line per finished model (done, failed, running, waiting) instead of a bar: for logs "
+                        "(`submit` runs its batch so, and `status` reports the last line)")
     add_scan_options(b)
     b.set_defaults(func=_run_batch)
 
@@ -110,7 +113,7 @@ def _run_batch(args) -> int:
     catalog.ensure_writable()
     cfg = batch.BatchConfig(address=args.address, workers=args.workers, gpus=args.gpus_per_model,
                             timeout=args.timeout, retries=args.retries, scan=scan, rescan=args.rescan,
-                            progress=not args.quiet)
+                            progress=not args.quiet and not args.progress_lines, lines=args.progress_lines)
     summary = batch.run(entries, catalog, cfg)
     print(summary.render())
     if args.publish:
@@ -134,7 +137,7 @@ def _run_submit(args) -> int:
         raise BadOption(f"--workers must be at least 1, got {args.workers}")
     options = [*(["--timeout", str(args.timeout)] if args.timeout else []),
                *(["--workers", str(args.workers)] if args.workers else []),
-               *(["--publish", args.publish] if args.publish else []), "-q"]
+               *(["--publish", args.publish] if args.publish else [])]
     if "://" not in args.catalog:
         log.warning("warning: %s is a path: the cluster's workers must see it at the same place", args.catalog)
     job = jobs.submit(_address(args), args.models_file, args.catalog, scan, options)
@@ -147,7 +150,8 @@ def _run_status(args) -> int:
 
     st = jobs.status(_address(args), args.job)
     print(json.dumps(st) if args.json else f"{st['job_id']}: {st['status']}"
-          + (f" ({st['message']})" if st["message"] else ""))
+          + (f", {st['progress']}" if st["progress"] else "")
+          + (f"\n{st['last_line']}" if st["last_line"] else ""))
     return 0
 
 

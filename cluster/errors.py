@@ -24,5 +24,11 @@ class NotInCatalog(ClusterError):
     exit_code = 2
 
 
+class BatchInterrupted(ClusterError):
+    """Ctrl-C during a batch: says how many scans were saved (all that finished) and how to go on."""
+
+    exit_code = 130
+
+
 class InternalError(ScanError):
     """A fault of this program (not of the model or the input), kept as a failed row so a batch goes on."""

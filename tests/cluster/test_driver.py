@@ -64,3 +64,29 @@ def test_driver_killed_half_way_then_resumed(tmp_path, planted_cache):
     assert f"{len(names) - len(before)} scanned, {len(before)} skipped" in again.stdout
     after = _ok(cat)
     assert sorted(after) == sorted(names)  # every model once: none lost, none scanned twice
+
+
+def test_ctrl_c_says_how_many_scans_were_saved(tmp_path, planted_cache):
+    """Ctrl-C (SIGINT to the driver) mid-batch: one line with the scans saved, exit 130, and the catalog holds
+    exactly those; the same command then goes on."""
+    models = tmp_path / "models.txt"
+    names = [f"planted:{a}" for a in ARCHS12[:6]]
+    models.write_text("\n".join(names) + "\n")
+    cat_dir = tmp_path / "catalog"
+    cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", str(cat_dir), "--progress-lines",
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=_env(planted_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for line in proc.stdout:  # the progress lines come as each model finishes
+        if line.startswith("progress: 2/"):
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole foreground group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("superweights:")]
+    saved = len(_ok(Catalog(cat_dir)))
+    assert 2 <= saved < len(names)
+    assert line.startswith("superweights: error: interrupted after") and f"{saved} scan(s) saved to" in line, err
+    assert "Traceback" not in err and "run the same command again" in line
+    again = subprocess.run(cmd, env=_env(planted_cache), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"{len(names) - saved} scanned, {saved} skipped" in again.stdout, again.stderr
