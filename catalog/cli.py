@@ -84,6 +84,18 @@ def add_commands(sub, canonical=None) -> None:
                             "takes; default: the default configuration); scans of others are listed apart")
     p.set_defaults(func=_run_publish, canonical=canonical)
 
+    e = sub.add_parser(
+        "export", help="write the index's coordinates as one flat table (Parquet and Delta) for other engines",
+        description="Write OUT_DIR/coordinates.parquet and the Delta table OUT_DIR/coordinates: one row per weight "
+                    "that matters (catastrophic and mild) in the scan `publish` shows for each model, with its model, "
+                    "revision and configuration; pandas, polars and DuckDB read either directly (`publish` writes "
+                    "them too).")
+    e.add_argument("out_dir", metavar="OUT_DIR")
+    catalog_option(e)
+    if canonical is not None:
+        e.add_argument("--config", metavar="FILE", help="as publish --config")
+    e.set_defaults(func=_run_export, canonical=canonical)
+
     r = sub.add_parser(
         "import-reference", help="import published coordinates and channel claims as reference rows",
         description="Import published claims into the catalog as reference rows, marked with their source: "
@@ -202,6 +214,16 @@ def _run_publish(args) -> int:
     if args.push_to_hub:
         url = push_to_hub(args.out_dir, args.push_to_hub, private=args.private)
         print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub} ({url})")
+    return 0
+
+
+def _run_export(args) -> int:
+    from .publish import export_coordinates
+
+    canonical = args.canonical(getattr(args, "config", None)) if args.canonical else None
+    n = export_coordinates(_open(args), args.out_dir, canonical)
+    print(f"wrote {n} coordinate(s) to {args.out_dir}/coordinates.parquet and the Delta table "
+          f"{args.out_dir}/coordinates")
     return 0
 
 

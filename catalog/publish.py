@@ -20,14 +20,15 @@ from pathlib import Path
 from words import COORDINATES, verdicts
 from words.tables import SCHEMA_VERSION
 
-from . import query, views
+from . import export, query, views
 from .canonical import Canonical, differs, settings
 from .errors import PublishError
 from .html import render_html
 from .render import CSV_COLUMNS, changelog_entry, csv_text, dataset_card, diff, markdown
 from .store import Catalog
 
-FILES = ("index.md", "index.csv", "index.json", "index.html", "README.md", "CHANGELOG.md")
+FILES = ("index.md", "index.csv", "index.json", "index.html", "README.md", "CHANGELOG.md", "coordinates.parquet",
+         "coordinates")  # coordinates: the flat table for other engines (catalog.export), a Delta folder
 MANIFEST = ".superweights-publish.json"  # what this tool wrote here: the only files it replaces or deletes
 
 
@@ -273,12 +274,27 @@ def publish(catalog: Catalog, out_dir: str | os.PathLike, workers: int | None = 
             old = old.removeprefix("# Changelog\n\n")
             _write(out / "CHANGELOG.md", "# Changelog\n\n" + changelog_entry(ch, published, previous is None)
                    + ("\n" + old if old else ""))
+        export.write(export.table(models), out)
         _write(out / "index.json", json.dumps(index, indent=1, default=str))  # the next diff's base
         _write(out / MANIFEST, json.dumps(sorted(set(FILES) | _plot_files(models)), indent=0))
     except OSError as e:
         raise PublishError(f"cannot write the index to {out}: {e}") from None
     return Summary(out, len(models), sum(len(m["weights"]) for m in models), len(failed), drawn, ch,
                    time.time() - t0)
+
+
+def export_coordinates(catalog: Catalog, out_dir: str | os.PathLike, canonical: Canonical | None = None) -> int:
+    """Only the flat table of the index (catalog.export) into `out_dir`; returns its rows."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / export.NAME).exists() and not (out / export.NAME / "_delta_log").is_dir():
+            raise PublishError(f"{out / export.NAME} exists and is not a table this tool wrote; move it away")
+        rows = export.table(_models(catalog, canonical)[0])
+        export.write(rows, out)
+    except OSError as e:
+        raise PublishError(f"cannot write to {out}: {e}") from None
+    return len(rows)
 
 
 def push_to_hub(out_dir: str | os.PathLike, repo: str, private: bool = False) -> str:

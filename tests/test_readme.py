@@ -32,6 +32,12 @@ def test_the_quick_block_runs_as_written(tmp_path, planted_cache):
     assert re.search(r"planted:llama .* 1 +mlp\.down_proj .* 10 +20 ", query_model)
     assert {"planted:llama", "planted:qwen2", "planted:gpt2"} <= set(re.findall(r"planted:\w+", query_sql))
     assert (tmp_path / "out" / "index" / "index.md").exists()
+    # the lines for other engines, as written, on the index just published: pandas, polars, DuckDB
+    text = (ROOT / "README.md").read_text()
+    engines = re.search(r"```python\n(.*?)```", text[text.index("any engine reads it"):], re.S).group(1)
+    done = subprocess.run([sys.executable, "-c", engines], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("planted:llama") >= 2 and "super_weight" in done.stdout and "(3,)" in done.stdout
 
 
 def test_every_command_in_the_readme_and_docs_is_real():

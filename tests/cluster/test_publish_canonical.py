@@ -31,5 +31,16 @@ def test_a_one_off_experiment_does_not_change_the_published_verdict(tmp_path):
     log = (tmp_path / "idx" / "CHANGELOG.md").read_text().split("\n## ")[1]
     assert "planted:llama: scan configuration" in log and "(--catastrophic-ratio 10 -> 100000)" in log
     assert "layer 1 [10, 20] super_weight -> mild (with the configuration change)" in log
+    # the flat table for other engines holds the same choice, from `publish` and from `export`
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    shown = pq.read_table(tmp_path / "idx" / "coordinates.parquet").to_pylist()
+    assert [(r["model"], r["verdict"], r["config_fingerprint"]) for r in shown] == \
+        [("planted:llama", "mild", other["config_fingerprint"])]
+    assert run_cli("export", str(tmp_path / "x"), "--catalog", cat).returncode == 0
+    [row] = DeltaTable(str(tmp_path / "x" / "coordinates")).to_pyarrow_table().to_pylist()
+    assert (row["layer"], row["row"], row["col"], row["verdict"]) == (1, 10, 20, "super_weight")
+    assert json.loads(row["settings"])["--catastrophic-ratio"] == 10
     bad = run_cli("publish", idx, "--catalog", cat, "--config", str(tmp_path / "missing.json"))
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "missing.json" in bad.stderr
