@@ -111,10 +111,7 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
                       f"perplexity {q['ppl_base']:.4g}.", ""]
             if m.get("quant_plot"):
                 lines += [f"![perplexity against block size]({m['quant_plot']})", ""]
-            lines += ["| Study | Bits | Block | Variant | Perplexity [95%] | Windows |", "|---|---|---|---|---|---|"]
-            lines += [f"| {r['study']} | {r['bits'] or '-'} | "
-                      f"{(r['block'] or 'tensor') if r['study'] == 'weights' else '-'} | {r['variant']} | "
-                      f"{r['ppl']:.4g} [{r['ppl_lo']:.4g}, {r['ppl_hi']:.4g}] | {r['windows']} |" for r in q["rows"]]
+            lines += quant_grid(q["rows"], q["clip"])
     lines += families_markdown(models)
     lines += ["", "## Scans", "", "Each model's scan made with the canonical configuration; where a model has "
               "none, its best other scan, with what its configuration changes.", "",
@@ -135,6 +132,38 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
         lines += ["", "## Not indexed: scans that failed", "", "| Model | Error |", "|---|---|"]
         lines += [f"| {_md_cell(f['model'])} | {_md_cell(f['error_type'])}: {_md_cell(f['error'])} |" for f in failed]
     return "\n".join(lines) + "\n"
+
+
+SHOWN = ("plain", "keep", "clip_keep", "clip", "hold")  # the study's variants, in the order of the question
+
+
+def quant_grid(rows: list[dict], clip: str) -> list[str]:
+    """A study's perplexities as grids: weights per bits, a row per block size and a column per variant;
+    activations, a row per bits and a column per variant; then what else was measured."""
+    def cell(r):
+        return f"{r['ppl']:.4g} [{r['ppl_lo']:.4g}, {r['ppl_hi']:.4g}]"
+
+    lines: list[str] = []
+    for study, key, label in (("weights", "block", "block (elements)"), ("activations", "bits", "bits")):
+        mine = [r for r in rows if r["study"] == study]
+        for bits in (sorted({r["bits"] for r in mine}) if study == "weights" else [None]):
+            part = [r for r in mine if bits is None or r["bits"] == bits]
+            variants = sorted(dict.fromkeys(r["variant"] for r in part), key=lambda v: (v not in SHOWN, SHOWN.index(v)
+                                                                                          if v in SHOWN else v))
+            keys = list(dict.fromkeys(r[key] for r in part))
+            at = {(r[key], r["variant"]): r for r in part}
+            head = f"{study} INT{bits}, {label}" if bits else f"{study}, per tensor: {label}"
+            names = [v + (f" ({_md_cell(clip)})" if v.startswith("clip") else "") for v in variants]
+            lines += [""] * bool(lines) + [f"| {head} | " + " | ".join(names) + " |", "|---" * (len(variants) + 1) + "|"]
+            lines += [f"| {(f'{k:,}' if k else 'per tensor') if study == 'weights' else f'INT{k}'} | "
+                      + " | ".join(cell(at[k, v]) if (k, v) in at else "-" for v in variants) + " |" for k in keys]
+    rest = [r for r in rows if r["study"] not in ("weights", "activations")]
+    if rest:
+        lines += ["", "| Study | Variant | Perplexity [95%] |", "|---|---|---|"]
+        lines += [f"| {r['study']} | {r['variant']} | {cell(r)} |" for r in rest]
+    windows = sorted({r["windows"] for r in rows})
+    lines += ["", f"Perplexity [95%] over {', '.join(map(str, windows))} evaluation window(s)."]
+    return lines
 
 
 def families(models: list[dict]) -> dict[str, list[dict]]:
