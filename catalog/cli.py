@@ -78,11 +78,7 @@ def add_commands(sub, canonical=None) -> None:
                         "login`, never written anywhere)")
     p.add_argument("--private", action="store_true", help="create the hub dataset private")
     p.add_argument("--workers", type=int, help="processes drawing plots (default: cores, at most 8)")
-    if canonical is not None:
-        p.add_argument("--config", metavar="FILE",
-                       help="show each model's scan made with this scan configuration (JSON, as `--scan-config` "
-                            "takes; default: the default configuration); scans of others are listed apart")
-    p.set_defaults(func=_run_publish, canonical=canonical)
+    _shown_config(p, canonical, _run_publish)
 
     e = sub.add_parser(
         "export", help="write the index's coordinates as one flat table (Parquet and Delta) for other engines",
@@ -92,9 +88,7 @@ def add_commands(sub, canonical=None) -> None:
                     "them too).")
     e.add_argument("out_dir", metavar="OUT_DIR")
     catalog_option(e)
-    if canonical is not None:
-        e.add_argument("--config", metavar="FILE", help="as publish --config")
-    e.set_defaults(func=_run_export, canonical=canonical)
+    _shown_config(e, canonical, _run_export)
 
     r = sub.add_parser(
         "import-reference", help="import published coordinates and channel claims as reference rows",
@@ -137,6 +131,15 @@ def add_commands(sub, canonical=None) -> None:
     catalog_option(h)
     h.add_argument("--repair", action="store_true", help="repair what can be repaired, saying what was done")
     h.set_defaults(func=_run_check)
+
+
+def _shown_config(parser, canonical, func) -> None:
+    """--config FILE, where the service layer says which configuration's scans an index shows."""
+    if canonical is not None:
+        parser.add_argument("--config", metavar="FILE",
+                            help="show each model's scan made with this scan configuration (JSON, as `--scan-config` "
+                                 "takes; default: the default configuration); scans of others are listed apart")
+    parser.set_defaults(func=func, canonical=canonical)
 
 
 def size(text: str) -> int:
