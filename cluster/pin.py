@@ -5,7 +5,9 @@ local folders, .gguf files and packaged models get the scanner's content fingerp
 """
 from __future__ import annotations
 
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,25 +42,64 @@ def _cached_sha(repo_id: str, revision: str) -> str | None:
     return sha if SHA.match(sha) else None
 
 
+RETRIES = 3  # tries of the hub API before a model is pinned from the cache or fails; waits 1 s, 2 s between
+
+
+def _remember(repo_id: str, revision: str, sha: str) -> None:
+    """The revision's commit in the cache's refs, as huggingface_hub keeps them when it downloads by a branch
+    (a worker downloads by the sha): a later run pins from them while the hub does not answer."""
+    from huggingface_hub import constants
+
+    if SHA.match(revision) or not SHA.match(sha or ""):
+        return
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        tmp.write_text(sha)
+        os.replace(tmp, ref)
+    except OSError:
+        pass  # a cache we may not write: pins need the hub then, nothing else changes
+
+
+def _transient() -> tuple[type, ...]:
+    """The errors of a hub that did not answer (refused, reset, timed out): huggingface_hub's HTTP client's
+    transport errors, which are not OSError."""
+    import huggingface_hub.utils._http as http
+
+    client = getattr(http, "httpx2", None) or getattr(http, "httpx", None)
+    return (OSError,) + ((client.TransportError,) if client is not None else ())
+
+
 def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
-    """The commit sha of a revision, and the parameter count when the hub knows it."""
+    """The commit sha of a revision (branch, tag or sha), and the parameter count when the hub knows it. A hub
+    that does not answer is tried RETRIES times with backoff; then the local cache's refs answer, or
+    HubUnavailable names the endpoint."""
     rev = revision or "main"
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
 
     from scanner.load.sources import hub_errors
 
+    why = "offline (HF_HUB_OFFLINE is set)"
     if not constants.HF_HUB_OFFLINE:
-        try:
-            with hub_errors(repo_id, rev):
-                info = HfApi().model_info(repo_id, revision=rev)
-            st = getattr(info, "safetensors", None)
-            return info.sha, (int(st.total) if st is not None and getattr(st, "total", None) else None)
-        except (HfHubHTTPError, OSError):
-            pass  # unreachable: fall back to the cache
+        for attempt in range(RETRIES):
+            try:
+                with hub_errors(repo_id, rev):
+                    info = HfApi().model_info(repo_id, revision=rev)
+                st = getattr(info, "safetensors", None)
+                _remember(repo_id, rev, info.sha)
+                return info.sha, (int(st.total) if st is not None and getattr(st, "total", None) else None)
+            except HfHubHTTPError as e:  # the hub answered, with an error that names no missing model (5xx)
+                why = f"{constants.ENDPOINT} answered {getattr(e.response, 'status_code', '?')}"
+            except _transient() as e:
+                why = f"{constants.ENDPOINT} does not answer ({str(e).splitlines()[0][:80] or type(e).__name__})"
+            if attempt + 1 < RETRIES:
+                time.sleep(2 ** attempt)
+        why += f" after {RETRIES} tries"
     sha = rev if SHA.match(rev) else _cached_sha(repo_id, rev)
     if sha is None:
-        raise HubUnavailable(f"{repo_id}@{rev}: the hub cannot be reached and the local cache has no such "
+        raise HubUnavailable(f"{repo_id}@{rev}: cannot be pinned: the hub {why}, and the local cache has no such "
                              "revision")
     return sha, None
 

@@ -1,0 +1,109 @@
+"""Hub ids through a real Hugging Face server on loopback (olah, tests/hub/conftest.py): pins by the API (a
+branch, a tag, a sha), downloads by snapshot_download, a new commit, a missing repository, a base named in a
+model card, a server that stops, and a token that is never written anywhere."""
+import json
+import shutil
+
+import pytest
+
+from catalog import query
+from catalog.store import Catalog
+from tests.cluster.test_cli import run_cli
+from tests.scanner.helpers import planted
+
+SECRET = "hf_" + "s3cr3t" * 6
+
+
+def _rows(cat, sql):
+    cols, rows = query.run(Catalog(cat), sql)
+    return [dict(zip(cols, r)) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def repos(hub, tmp_path_factory):
+    """org/tiny-llama: the planted model (tagged v1), then a card on main; org/tiny-llama-ft: a copy whose card
+    names org/tiny-llama as its base; org/later: a repository the batch meets only once the server is back."""
+    work = tmp_path_factory.mktemp("repos")
+    folder = planted("llama", work / "m")
+    v1 = hub.commit("org/tiny-llama", folder, "weights")
+    hub.tag("org/tiny-llama", "v1", v1)
+    main = hub.commit("org/tiny-llama", {"README.md": "---\nlicense: mit\n---\n# tiny llama\n"}, "card")
+    ft = work / "ft"
+    shutil.copytree(folder, ft)
+    (ft / "README.md").write_text("---\nbase_model: org/tiny-llama\nlicense: mit\n---\n# fine-tuned\n")
+    hub.commit("org/tiny-llama-ft", ft, "fine-tune")
+    hub.commit("org/later", folder, "weights")
+    return {"v1": v1, "main": main}
+
+
+def _batch(hub, tmp_path, lines, cat, *extra):
+    models = tmp_path / "models.txt"
+    models.write_text("\n".join(lines) + "\n")
+    env = {**hub.env(tmp_path.parent / "hf-home"), "HF_TOKEN": SECRET}
+    done = run_cli("batch", str(models), "--catalog", cat, "-q", "--workers", "2", *extra, env=env)
+    assert SECRET not in done.stdout + done.stderr
+    return done
+
+
+def test_a_batch_of_hub_ids_is_pinned_downloaded_and_scanned(hub, repos, tmp_path):
+    cat = str(tmp_path / "catalog")
+    done = _batch(hub, tmp_path, ["org/tiny-llama", "org/tiny-llama@v1", "org/tiny-llama-ft", "org/missing"], cat)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 scanned, 0 skipped (already in the catalog), 1 failed, 1 compared with their base" in done.stdout
+    scans = {(r["model"], r["revision"]): r for r in _rows(cat, "SELECT * FROM scans")}
+    # each pinned to its commit by the API: the branch and the tag to their shas
+    assert scans[("org/tiny-llama", repos["main"])]["status"] == "ok"
+    assert scans[("org/tiny-llama", repos["v1"])]["status"] == "ok"
+    [missing] = [r for (m, _), r in scans.items() if m == "org/missing"]
+    assert missing["error_type"] == "ModelNotFound" and "no model 'org/missing'" in missing["error"]
+    found = _rows(cat, "SELECT model, layer, row, col FROM super_weights ORDER BY model")
+    assert {(r["layer"], r["row"], r["col"]) for r in found} == {(1, 10, 20)} and len(found) == 3
+    # the base its card names joins the family, and the batch compares them
+    [ft] = [r for (m, _), r in scans.items() if m == "org/tiny-llama-ft"]
+    assert (ft["base_model"], ft["base_model_from"]) == ("org/tiny-llama", "card")
+    [lin] = _rows(cat, "SELECT a_model, b_model, status, kept FROM lineage")
+    assert (lin["a_model"], lin["b_model"], lin["status"], lin["kept"]) == ("org/tiny-llama", "org/tiny-llama-ft",
+                                                                         "ok", 1)
+    # a sha is a pin too: the same commit as v1, already scanned
+    again = _batch(hub, tmp_path, [f"org/tiny-llama@{repos['v1']}"], cat)
+    assert "0 scanned, 1 skipped" in again.stdout, again.stdout
+    assert not list((tmp_path / "catalog").rglob("*")) or all(
+        SECRET.encode() not in p.read_bytes() for p in (tmp_path / "catalog").rglob("*") if p.is_file())
+
+    # a new commit on main: the next run scans it, and the older scan stays
+    new = hub.commit("org/tiny-llama", {"README.md": "---\nlicense: mit\n---\n# tiny llama, v2\n"}, "card v2")
+    third = _batch(hub, tmp_path, ["org/tiny-llama"], cat)
+    assert "1 scanned, 0 skipped" in third.stdout, third.stdout + third.stderr[-2000:]
+    revisions = {r["revision"] for r in _rows(cat, "SELECT revision FROM scans_all WHERE model = 'org/tiny-llama' "
+                                                   "AND status = 'ok'")}
+    assert revisions == {repos["v1"], repos["main"], new}
+
+
+def test_a_server_that_stops_gives_failed_rows_and_the_next_run_resumes(hub, repos, tmp_path):
+    cat = str(tmp_path / "catalog")
+    first = _batch(hub, tmp_path, ["org/tiny-llama-ft"], cat)
+    assert first.returncode == 0 and "1 scanned" in first.stdout, first.stderr[-2000:]
+    hub.stop()
+    try:
+        # a model in the cache is pinned from its refs and skipped; one never fetched fails after the retries
+        down = _batch(hub, tmp_path, ["org/tiny-llama-ft", "org/later"], cat)
+        assert down.returncode == 0, down.stderr[-2000:]
+        assert "0 scanned, 1 skipped (already in the catalog), 1 failed" in down.stdout, down.stdout
+        [row] = _rows(cat, "SELECT error_type, error FROM scans WHERE model = 'org/later'")
+        assert row["error_type"] == "HubUnavailable" and "does not answer" in row["error"] and "3 tries" in row["error"]
+        assert "\n" not in row["error"]
+    finally:
+        hub.start()
+    back = _batch(hub, tmp_path, ["org/tiny-llama-ft", "org/later"], cat)
+    assert "1 scanned, 1 skipped" in back.stdout, back.stdout + back.stderr[-2000:]
+
+
+def test_scan_of_a_hub_id_and_of_a_missing_one(hub, repos, tmp_path):
+    env = {**hub.env(tmp_path / "hf-home"), "HF_TOKEN": SECRET}
+    ok = run_cli("scan", "org/tiny-llama@v1", "-q", "--json", "--no-validate", env=env)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    result = json.loads(ok.stdout)
+    assert result["revision"] == repos["v1"] and SECRET not in ok.stdout + ok.stderr
+    missing = run_cli("scan", "org/missing", "-q", env=env)
+    assert missing.returncode != 0 and missing.stderr.count("\n") == 1 and "no model 'org/missing'" in missing.stderr
+    assert SECRET not in missing.stderr
