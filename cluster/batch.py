@@ -36,6 +36,7 @@ class BatchConfig:
     rescan: bool = False  # scan every model, even one already scanned with this configuration
     progress: bool = True  # a bar on stderr
     lines: bool = False  # a `progress:` line on stdout per finished model (a job's logs; `status` reads the last)
+    cache_limit: int | None = None  # bytes the batch's hub downloads may hold at once; each removed once used
 
 
 @dataclass
@@ -83,9 +84,9 @@ def run(entries: list[Entry], catalog: Catalog, cfg: BatchConfig) -> Summary:
     t0 = time.time()
     summary = Summary(catalog=catalog.location)
     try:
-        jobs, pending, family = _plan(entries, catalog, cfg, summary)
+        jobs, pending, family, downloads = _plan(entries, catalog, cfg, summary)
         if jobs:
-            _Loop(catalog, cfg, summary, jobs, pending, family).run()
+            _Loop(catalog, cfg, summary, jobs, pending, family, downloads).run()
     except KeyboardInterrupt:
         summary.seconds = time.time() - t0
         raise BatchInterrupted(f"interrupted after {summary.seconds:.0f} s: {summary.saved} scan(s) saved to "
@@ -125,6 +126,7 @@ def _plan(entries: list[Entry], catalog: Catalog, cfg: BatchConfig, summary: Sum
         if p.error is None:
             key = (p.model, p.revision, config_for(p.entry, cfg).fingerprint())
             (summary.skipped.append(p.entry.name) if key in done else todo.append(p))
+    downloads = _downloads(catalog, cfg, todo, summary)
     family = Family([p for p in pinned if p.error is None], catalog)
     pending = {p.model for p in todo}  # models whose scan has not finished
     jobs = deque(Job(JobKind.SCAN, p, waits_for=p.entry.base if p.entry.base in pending else None)
@@ -133,7 +135,33 @@ def _plan(entries: list[Entry], catalog: Catalog, cfg: BatchConfig, summary: Sum
     if cfg.lines:
         print(f"{PROGRESS}0/{len(jobs)} done, {len(summary.skipped)} skipped (already in the catalog), "
               f"{len(unpinned)} failed before scanning", flush=True)
-    return jobs, pending, family
+    return jobs, pending, family, downloads
+
+
+def _downloads(catalog: Catalog, cfg: BatchConfig, todo: list, summary: Summary) -> dict:
+    """With --cache-limit: the hub revisions this batch downloads (not cached before it) -> their bytes; a
+    model larger than the limit is a failed row, and leaves `todo`."""
+    if cfg.cache_limit is None:
+        return {}
+    from .cache import cached, hub_bytes
+
+    out, big = {}, []
+    for p in list(todo):
+        if p.source != "hub" or cached(p.repo_id, p.revision):
+            continue
+        size = hub_bytes(p.repo_id, p.revision) or 0
+        if size > cfg.cache_limit:
+            todo.remove(p)
+            big.append(p)
+        out[(p.repo_id, p.revision)] = size
+    if big:
+        catalog.write_scans([failure(p.entry.spec, f"its files take {out[(p.repo_id, p.revision)]:,} bytes, more than "
+                                     f"--cache-limit ({cfg.cache_limit:,})", time.time(), config_for(p.entry, cfg),
+                                     error_type="CacheLimit", revision=p.revision, repo_id=p.repo_id, source=p.source,
+                                     base=p.entry.base) for p in big])
+        summary.saved += len(big)
+        summary.failed += [(p.entry.name, "CacheLimit: larger than --cache-limit") for p in big]
+    return out
 
 
 @dataclass
@@ -150,9 +178,13 @@ class _Loop:
     stops one past its time limit, and queues a derivative's comparison once it and its base are scanned."""
 
     def __init__(self, catalog: Catalog, cfg: BatchConfig, summary: Summary, jobs: deque, pending: set,
-                 family: Family):
+                 family: Family, downloads: dict):
+        from .cache import Budget
+
         self.catalog, self.cfg, self.summary = catalog, cfg, summary
         self.jobs, self.pending, self.family = jobs, pending, family
+        self.downloads = downloads  # (repo, sha) -> bytes: what this batch downloads, and removes once used
+        self.budget = Budget(cfg.cache_limit) if cfg.cache_limit is not None else None
         self.attempts: Counter = Counter()
         self.inflight: dict = {}  # ref -> _Flight
 
@@ -182,20 +214,38 @@ class _Loop:
     def start(self) -> None:
         """Start every job that may start (its base scanned) while an actor can be had."""
         while self.jobs:
-            job = next((j for j in self.jobs if j.waits_for not in self.pending), None)
+            job = next((j for j in self.jobs if j.waits_for not in self.pending and self.fits(j)), None)
             if job is None:
-                return  # every job left waits for a base still being scanned
+                return  # every job left waits for a base still being scanned, or for room in the cache
             share = gpus_for(job.model, self.cfg, self.gpu_bytes)
             actor = self.pool.take(share)
             if actor is None:
                 return
             self.jobs.remove(job)
             cfg = config_for(job.model.entry, self.cfg)
-            ref = actor.scan.remote(job.model.entry.spec, job.model.revision, cfg, job.model.entry.base) \
-                if job.kind is JobKind.SCAN else actor.compare.remote(*job.comparison.sides(), cfg)
+            evict = self.evictions(job)
+            if self.budget is not None:
+                self.budget.take(job.name, sum(self.downloads.get(k, 0) for k in evict))
+            ref = actor.scan.remote(job.model.entry.spec, job.model.revision, cfg, job.model.entry.base, evict) \
+                if job.kind is JobKind.SCAN else actor.compare.remote(*job.comparison.sides(), cfg, evict)
             now = time.time()
             self.inflight[ref] = _Flight(job, actor, share, now, now + self.limit(job))
             self.bar.set_postfix_str(job.name[-40:])
+
+    def evictions(self, job: Job) -> tuple:
+        """The hub revisions the job downloads for this batch, removed from the cache when it is done."""
+        if self.budget is None:
+            return ()
+        from .cache import cached
+
+        if job.kind is JobKind.SCAN:
+            key = (job.model.repo_id, job.model.revision)
+            return (key,) if key in self.downloads else ()
+        sides = [(s.spec.partition("@")[0], s.revision) for s in job.comparison.sides()[:2]]
+        return tuple(k for k in sides if k in self.downloads or (_is_hub(k[0]) and not cached(*k)))
+
+    def fits(self, job: Job) -> bool:
+        return self.budget is None or self.budget.fits(sum(self.downloads.get(k, 0) for k in self.evictions(job)))
 
     def limit(self, job: Job) -> float:
         return job.model.entry.timeout or self.cfg.timeout
@@ -247,6 +297,8 @@ class _Loop:
                        revision=p.revision, repo_id=p.repo_id, source=p.source, base=p.entry.base)
 
     def finish(self, job: Job, row: dict) -> None:
+        if self.budget is not None:
+            self.budget.give(job.name)
         if job.kind is JobKind.COMPARE:
             self.catalog.write("lineage", [row])
             (self.summary.compared.append(job.name) if row["status"] == "ok" else
@@ -264,7 +316,8 @@ class _Loop:
         if self.cfg.lines:
             print(f"{PROGRESS}{self.finished}/{self.total} done ({len(self.summary.done)} scanned, "
                   f"{len(self.summary.failed)} failed, {len(self.summary.compared)} compared), {len(self.inflight)} "
-                  f"running, {len(self.jobs)} waiting; last: {job.name} {row['status']}", flush=True)
+                  f"running, {len(self.jobs)} waiting; last: {job.name} {row['status']}"
+                  + (f"; {self.budget.render()}" if self.budget is not None else ""), flush=True)
 
 
 def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:
@@ -274,6 +327,12 @@ def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:
         summary.done.append(p.entry.name)
     else:
         summary.failed.append((p.entry.name, f"{row['error_type']}: {row['error']}"))
+
+
+def _is_hub(spec: str) -> bool:
+    from scanner.load.sources import is_hub_id
+
+    return is_hub_id(spec)
 
 
 def _bar(total: int, enabled: bool):

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from catalog.cli import catalog_option
+from catalog.cli import catalog_option, size
 from scanner.options import add_scan_options
 
 from .errors import BadOption
@@ -38,6 +38,9 @@ def add_commands(sub) -> None:
     b.add_argument("--publish", metavar="OUT_DIR", help="publish the index to OUT_DIR at the end")
     b.add_argument("--rescan", action="store_true",
                    help="scan every model again, even those already scanned with this configuration")
+    b.add_argument("--cache-limit", metavar="SIZE", type=size,
+                   help="hub models this batch downloads take at most SIZE (e.g. 200GB) of the Hugging Face cache at "
+                        "once; each is removed once scanned (what was cached before stays)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.add_argument("--progress-lines", action="store_true",
                    help="a line per finished model (done, failed, running, waiting) instead of a bar: for logs "
@@ -113,7 +116,8 @@ def _run_batch(args) -> int:
     catalog.ensure_writable()
     cfg = batch.BatchConfig(address=args.address, workers=args.workers, gpus=args.gpus_per_model,
                             timeout=args.timeout, retries=args.retries, scan=scan, rescan=args.rescan,
-                            progress=not args.quiet and not args.progress_lines, lines=args.progress_lines)
+                            progress=not args.quiet and not args.progress_lines, lines=args.progress_lines,
+                            cache_limit=args.cache_limit)
     summary = batch.run(entries, catalog, cfg)
     print(summary.render())
     if args.publish:

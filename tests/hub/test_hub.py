@@ -110,3 +110,53 @@ def test_scan_of_a_hub_id_and_of_a_missing_one(hub, repos, tmp_path):
     missing = run_cli("scan", "org/missing", "-q", env=env)
     assert missing.returncode != 0 and missing.stderr.count("\n") == 1 and "no model 'org/missing'" in missing.stderr
     assert SECRET not in missing.stderr
+
+
+def test_a_night_larger_than_the_cache_limit(hub, repos, tmp_path):
+    """Five hub models of 0.74 MB each under --cache-limit 2MB on three workers: all scanned, never more than two
+    models' files held (the budget) nor 2 MB on disk (sampled every 20 ms), each removed once scanned, and the
+    one cached before the batch kept."""
+    import threading
+    import time
+
+    folder = planted("llama", tmp_path / "m")
+    names = [f"org/night-{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        hub.commit(name, folder, f"night {i}")
+    home = tmp_path / "hf-home"
+    env = hub.env(home)
+    assert run_cli("scan", names[0], "-q", "--no-validate", env=env).returncode == 0  # cached before the batch
+    caches = [home / "hub" / f"models--{n.replace('/', '--')}" for n in names[1:]]
+    peak, stop = [0], threading.Event()
+
+    def held() -> int:  # bytes on disk: blobs (and partial downloads), not the snapshot links to them
+        total = 0
+        for c in caches:
+            try:
+                total += sum(p.lstat().st_size for p in (c / "blobs").iterdir())
+            except OSError:  # not there yet, or removed while we looked
+                pass
+        return total
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], held())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        models = tmp_path / "models.txt"
+        models.write_text("\n".join(names) + "\n")
+        done = run_cli("batch", str(models), "--catalog", str(tmp_path / "catalog"), "--progress-lines",
+                       "--workers", "3", "--cache-limit", "2MB", env=env)
+    finally:
+        stop.set()
+        sampler.join()
+    assert done.returncode == 0 and "5 scanned" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert peak[0] <= 2_000_000, peak  # on disk
+    # three workers, and room for two models: the limit, not the workers, held it to two (three: 2.2 MB)
+    held = [float(ln.split("at most ")[1].split(" MB")[0]) for ln in done.stdout.splitlines() if "at most" in ln]
+    assert held and 1.4 < max(held) <= 2.0, done.stdout
+    assert not any((c / "snapshots").exists() and any((c / "snapshots").iterdir()) for c in caches)
+    assert any((home / "hub" / "models--org--night-0" / "snapshots").iterdir())  # cached before: kept
