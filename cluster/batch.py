@@ -139,18 +139,16 @@ def _plan(entries: list[Entry], catalog: Catalog, cfg: BatchConfig, summary: Sum
 
 
 def _downloads(catalog: Catalog, cfg: BatchConfig, todo: list, summary: Summary) -> dict:
-    """With --cache-limit: the hub revisions this batch downloads (not cached before it) -> their bytes; a
-    model larger than the limit is a failed row, and leaves `todo`."""
-    if cfg.cache_limit is None:
-        return {}
+    """The hub revisions this batch downloads (not cached before it) -> their bytes (read with --cache-limit;
+    else 0); a model larger than the limit is a failed row, and leaves `todo`."""
     from .cache import cached, hub_bytes
 
     out, big = {}, []
     for p in list(todo):
         if p.source != "hub" or cached(p.repo_id, p.revision):
             continue
-        size = hub_bytes(p.repo_id, p.revision) or 0
-        if size > cfg.cache_limit:
+        size = (hub_bytes(p.repo_id, p.revision) or 0) if cfg.cache_limit is not None else 0
+        if cfg.cache_limit is not None and size > cfg.cache_limit:
             todo.remove(p)
             big.append(p)
         out[(p.repo_id, p.revision)] = size
@@ -179,12 +177,11 @@ class _Loop:
 
     def __init__(self, catalog: Catalog, cfg: BatchConfig, summary: Summary, jobs: deque, pending: set,
                  family: Family, downloads: dict):
-        from .cache import Budget
+        from .cache import Downloads
 
         self.catalog, self.cfg, self.summary = catalog, cfg, summary
         self.jobs, self.pending, self.family = jobs, pending, family
-        self.downloads = downloads  # (repo, sha) -> bytes: what this batch downloads, and removes once used
-        self.budget = Budget(cfg.cache_limit) if cfg.cache_limit is not None else None
+        self.downloads = Downloads(downloads, cfg.cache_limit, 1)
         self.attempts: Counter = Counter()
         self.inflight: dict = {}  # ref -> _Flight
 
@@ -207,6 +204,7 @@ class _Loop:
                 self.expire()
         finally:
             self.bar.close()
+            self.downloads.close()
             for f in self.inflight.values():
                 self.pool.kill(f.actor)
             self.pool.close()
@@ -214,38 +212,22 @@ class _Loop:
     def start(self) -> None:
         """Start every job that may start (its base scanned) while an actor can be had."""
         while self.jobs:
-            job = next((j for j in self.jobs if j.waits_for not in self.pending and self.fits(j)), None)
+            job = next((j for j in self.jobs if j.waits_for not in self.pending and self.downloads.fits(j)), None)
             if job is None:
-                return  # every job left waits for a base still being scanned, or for room in the cache
+                break  # every job left waits for a base still being scanned, or for room in the cache
             share = gpus_for(job.model, self.cfg, self.gpu_bytes)
             actor = self.pool.take(share)
             if actor is None:
-                return
+                break
             self.jobs.remove(job)
             cfg = config_for(job.model.entry, self.cfg)
-            evict = self.evictions(job)
-            if self.budget is not None:
-                self.budget.take(job.name, sum(self.downloads.get(k, 0) for k in evict))
+            evict = self.downloads.start(job)
             ref = actor.scan.remote(job.model.entry.spec, job.model.revision, cfg, job.model.entry.base, evict) \
                 if job.kind is JobKind.SCAN else actor.compare.remote(*job.comparison.sides(), cfg, evict)
             now = time.time()
             self.inflight[ref] = _Flight(job, actor, share, now, now + self.limit(job))
             self.bar.set_postfix_str(job.name[-40:])
-
-    def evictions(self, job: Job) -> tuple:
-        """The hub revisions the job downloads for this batch, removed from the cache when it is done."""
-        if self.budget is None:
-            return ()
-        from .cache import cached
-
-        if job.kind is JobKind.SCAN:
-            key = (job.model.repo_id, job.model.revision)
-            return (key,) if key in self.downloads else ()
-        sides = [(s.spec.partition("@")[0], s.revision) for s in job.comparison.sides()[:2]]
-        return tuple(k for k in sides if k in self.downloads or (_is_hub(k[0]) and not cached(*k)))
-
-    def fits(self, job: Job) -> bool:
-        return self.budget is None or self.budget.fits(sum(self.downloads.get(k, 0) for k in self.evictions(job)))
+        self.downloads.fetch_ahead(self.jobs)  # the next ones download while these are scanned
 
     def limit(self, job: Job) -> float:
         return job.model.entry.timeout or self.cfg.timeout
@@ -297,8 +279,7 @@ class _Loop:
                        revision=p.revision, repo_id=p.repo_id, source=p.source, base=p.entry.base)
 
     def finish(self, job: Job, row: dict) -> None:
-        if self.budget is not None:
-            self.budget.give(job.name)
+        self.downloads.done(job)
         if job.kind is JobKind.COMPARE:
             self.catalog.write("lineage", [row])
             (self.summary.compared.append(job.name) if row["status"] == "ok" else
@@ -317,7 +298,8 @@ class _Loop:
             print(f"{PROGRESS}{self.finished}/{self.total} done ({len(self.summary.done)} scanned, "
                   f"{len(self.summary.failed)} failed, {len(self.summary.compared)} compared), {len(self.inflight)} "
                   f"running, {len(self.jobs)} waiting; last: {job.name} {row['status']}"
-                  + (f"; {self.budget.render()}" if self.budget is not None else ""), flush=True)
+                  + (f"; {self.downloads.budget.render()}" if self.downloads.budget is not None else "")
+                  + (f"; {self.downloads.fetched} fetched ahead" if self.downloads.fetched else ""), flush=True)
 
 
 def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:
@@ -327,12 +309,6 @@ def _record(catalog: Catalog, row: dict, p: Pinned, summary: Summary) -> None:
         summary.done.append(p.entry.name)
     else:
         summary.failed.append((p.entry.name, f"{row['error_type']}: {row['error']}"))
-
-
-def _is_hub(spec: str) -> bool:
-    from scanner.load.sources import is_hub_id
-
-    return is_hub_id(spec)
 
 
 def _bar(total: int, enabled: bool):

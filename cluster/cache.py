@@ -1,12 +1,16 @@
-"""`batch --cache-limit SIZE`: a night of more models than the disk holds. Each hub model the batch downloads is
-removed from the Hugging Face cache once it is scanned (and compared); what was cached before the batch stays.
-A model starts only when the bytes of the batch's downloads in flight plus its own (the hub's file sizes, read
-while pinning) fit the limit, so the cache never holds more of the batch's files than the limit.
+"""The batch's hub downloads. Fetched one ahead: while a worker scans a model, the next hub models in the queue
+(one per worker) download on a thread of the driver, into the cache the workers read (a node's), so the link
+and the CPUs or GPUs work at once. With `--cache-limit SIZE` (a night of more models than the disk holds) each
+model the batch downloads is removed from the cache once scanned (and compared); what was cached before the
+batch stays; a model starts, or is fetched ahead, only when its files (the hub's sizes, read while pinning) fit
+beside those the batch holds, so the cache never holds more of the batch's files than the limit.
 """
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+
+from .work import Job, JobKind
 
 
 def cached(repo_id: str, sha: str) -> bool:
@@ -71,3 +75,73 @@ class Budget:
     def render(self) -> str:
         return f"cache: {sum(self.held.values()) / 1e6:.2f} MB of the batch's downloads held, at most " \
                f"{self.peak / 1e6:.2f} MB at once, limit {self.limit / 1e6:.2f} MB"
+
+
+class Downloads:
+    """Which hub revisions a job brings into the cache, room for them under the limit, and the fetches ahead."""
+
+    def __init__(self, sizes: dict, limit: int | None, ahead: int):
+        self.sizes = sizes  # (repo, sha) -> bytes of each hub revision this batch downloads (0: unknown)
+        self.budget = Budget(limit) if limit is not None else None
+        self.ahead = ahead  # fetches ahead at most (one per worker)
+        self.fetching: dict = {}  # job name -> Future of its fetch
+        self.fetched = 0
+        self._pool = None
+
+    def of(self, job: Job) -> tuple:
+        """The hub revisions the job downloads for this batch (removed after it under a limit)."""
+        if job.kind is JobKind.SCAN:
+            key = (job.model.repo_id, job.model.revision)
+            return (key,) if key in self.sizes else ()
+        from scanner.load.sources import is_hub_id
+
+        sides = [(s.spec.partition("@")[0], s.revision) for s in job.comparison.sides()[:2]]
+        return tuple(k for k in sides if k in self.sizes or (is_hub_id(k[0]) and not cached(*k)))
+
+    def fits(self, job: Job) -> bool:
+        return self.budget is None or job.name in self.budget.held or \
+            self.budget.fits(sum(self.sizes.get(k, 0) for k in self.of(job)))
+
+    def start(self, job: Job) -> tuple:
+        """The job starts: its room is taken; what its worker removes after it (under a limit)."""
+        self.fetching.pop(job.name, None)
+        keys = self.of(job)
+        if self.budget is None:
+            return ()
+        self.budget.take(job.name, sum(self.sizes.get(k, 0) for k in keys))
+        return keys
+
+    def done(self, job: Job) -> None:
+        if self.budget is not None:
+            self.budget.give(job.name)
+
+    def fetch_ahead(self, queue) -> None:
+        """Start fetching the next scans' hub files, in queue order, up to `ahead` at once, where they fit."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        for job in list(queue):
+            if sum(not f.done() for f in self.fetching.values()) >= self.ahead:
+                return
+            if job.kind is not JobKind.SCAN or job.name in self.fetching or not self.of(job) or not self.fits(job):
+                continue
+            if self.budget is not None:
+                self.budget.take(job.name, sum(self.sizes.get(k, 0) for k in self.of(job)))
+            self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="fetch-ahead")
+            self.fetching[job.name] = self._pool.submit(_fetch, job.model.repo_id, job.model.revision)
+            self.fetched += 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _fetch(repo_id: str, sha: str) -> None:
+    """The files a scan reads, into the cache; a failure is left for the worker to meet and record."""
+    from huggingface_hub import snapshot_download
+
+    from scanner.load.sources import WEIGHT_PATTERNS
+
+    try:
+        snapshot_download(repo_id, revision=sha, allow_patterns=WEIGHT_PATTERNS)
+    except Exception:  # noqa: BLE001  the worker downloads again and names what went wrong
+        pass

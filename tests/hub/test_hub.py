@@ -158,5 +158,6 @@ def test_a_night_larger_than_the_cache_limit(hub, repos, tmp_path):
     # three workers, and room for two models: the limit, not the workers, held it to two (three: 2.2 MB)
     held = [float(ln.split("at most ")[1].split(" MB")[0]) for ln in done.stdout.splitlines() if "at most" in ln]
     assert held and 1.4 < max(held) <= 2.0, done.stdout
+    assert "fetched ahead" in done.stdout.splitlines()[-2]  # the next ones downloaded while others were scanned
     assert not any((c / "snapshots").exists() and any((c / "snapshots").iterdir()) for c in caches)
     assert any((home / "hub" / "models--org--night-0" / "snapshots").iterdir())  # cached before: kept
