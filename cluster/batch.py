@@ -37,6 +37,7 @@ class BatchConfig:
     progress: bool = True  # a bar on stderr
     lines: bool = False  # a `progress:` line on stdout per finished model (a job's logs; `status` reads the last)
     cache_limit: int | None = None  # bytes the batch's hub downloads may hold at once; each removed once used
+    fetch_ahead: bool = True  # the next hub models download while others are scanned (one per worker)
 
 
 @dataclass
@@ -181,7 +182,7 @@ class _Loop:
 
         self.catalog, self.cfg, self.summary = catalog, cfg, summary
         self.jobs, self.pending, self.family = jobs, pending, family
-        self.downloads = Downloads(downloads, cfg.cache_limit, 1)
+        self.downloads = Downloads(downloads, cfg.cache_limit, 0)
         self.attempts: Counter = Counter()
         self.inflight: dict = {}  # ref -> _Flight
 
@@ -190,6 +191,7 @@ class _Loop:
 
         n_gpus, n_cpus, self.gpu_bytes = init_ray(self.cfg)
         self.pool = Pool(self.cfg.workers or (max(1, int(n_gpus)) if n_gpus else 2), self.cfg, n_gpus, n_cpus)
+        self.downloads.ahead = self.pool.size if self.cfg.fetch_ahead else 0  # one ahead per worker
         self.bar = _bar(len(self.jobs), self.cfg.progress)
         self.finished, self.total = 0, len(self.jobs)  # the bar's counts, which a disabled bar does not keep
         try:

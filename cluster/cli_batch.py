@@ -41,6 +41,9 @@ def add_commands(sub) -> None:
     b.add_argument("--cache-limit", metavar="SIZE", type=size,
                    help="hub models this batch downloads take at most SIZE (e.g. 200GB) of the Hugging Face cache at "
                         "once; each is removed once scanned (what was cached before stays)")
+    b.add_argument("--no-fetch-ahead", dest="fetch_ahead", action="store_false",
+                   help="download each hub model only when its scan starts (default: the next ones download while "
+                        "others are scanned, one per worker)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.add_argument("--progress-lines", action="store_true",
                    help="a line per finished model (done, failed, running, waiting) instead of a bar: for logs "
@@ -117,7 +120,7 @@ def _run_batch(args) -> int:
     cfg = batch.BatchConfig(address=args.address, workers=args.workers, gpus=args.gpus_per_model,
                             timeout=args.timeout, retries=args.retries, scan=scan, rescan=args.rescan,
                             progress=not args.quiet and not args.progress_lines, lines=args.progress_lines,
-                            cache_limit=args.cache_limit)
+                            cache_limit=args.cache_limit, fetch_ahead=args.fetch_ahead)
     summary = batch.run(entries, catalog, cfg)
     print(summary.render())
     if args.publish:
