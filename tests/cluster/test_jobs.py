@@ -71,7 +71,8 @@ def test_submit_status_logs(head, tmp_path):
     """The README's recipe, with the token the head uses found as Ray's own CLI finds it; progress in `logs`
     and `status` while the job runs, and how many scans were saved when it ends."""
     models = tmp_path / "models.txt"
-    models.write_text("planted:llama\nplanted:gpt2\nplanted:qwen2\nplanted:mixtral\n")  # one at a time: seconds each
+    archs = ["llama", "gpt2", "qwen2", "mixtral", "mistral", "olmo"]
+    models.write_text("".join(f"planted:{a}\n" for a in archs))  # one at a time: seconds each
     cat_dir = tmp_path / "catalog"
     sub = _cli(head, "submit", str(models), "--address", head["address"], "--catalog", str(cat_dir),
                "--workers", "1")
@@ -91,13 +92,13 @@ def test_submit_status_logs(head, tmp_path):
         time.sleep(0.5)
     logs = _cli(head, "logs", job, "--address", head["address"])
     assert state == "SUCCEEDED", logs.stdout[-2000:]
-    assert any(p.startswith(("1/4 done", "2/4 done", "3/4 done")) for p in seen), seen  # progress before the end
-    assert "progress: 4/4 done (4 scanned, 0 failed, 0 compared)" in logs.stdout
-    assert "batch finished" in logs.stdout and "4 scan(s) saved to" in logs.stdout
+    assert any(p.startswith(tuple(f"{k}/6 done" for k in range(1, 6))) for p in seen), seen  # before the end
+    assert "progress: 6/6 done (6 scanned, 0 failed, 0 compared)" in logs.stdout
+    assert "batch finished" in logs.stdout and "6 scan(s) saved to" in logs.stdout
     ok = query.run(Catalog(cat_dir), "SELECT model FROM scans WHERE status = 'ok' ORDER BY model")[1]
-    assert ok == [("planted:gpt2",), ("planted:llama",), ("planted:mixtral",), ("planted:qwen2",)]
+    assert ok == [(f"planted:{a}",) for a in sorted(archs)]
     plain = _cli(head, "status", job, "--address", head["address"])
-    assert plain.stdout.startswith(f"{job}: SUCCEEDED, 4/4 done") and "saved to" in plain.stdout
+    assert plain.stdout.startswith(f"{job}: SUCCEEDED, 6/6 done") and "saved to" in plain.stdout
 
 
 def test_a_head_that_asks_for_a_token_the_client_lacks_is_one_line(head, tmp_path):
