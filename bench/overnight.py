@@ -6,7 +6,7 @@
 Measured here (printed as such): (1) the download rate from a Hugging Face server on loopback (olah,
 tests/fixtures/hub_server.py) for a 256 MB repository: what the hub protocol and the cache cost on this
 machine, an upper bound for a real link; (2) a scan's stages per parameter (load, detection with triage,
-validation) on planted Llamas of two sizes, from the scan's own timings, on this CPU; (3) a batch of 20 hub
+validation) of a real model's scan (SmolLM2-135M, shipped), from the scan's own timings, on this CPU; (3) a batch of 20 hub
 models whose sum exceeds its --cache-limit, fetched ahead and not: the time the overlap hides, and the most
 the batch held.
 Assumed (printed beside, each a flag): the link bandwidth, the accelerator's speed over this CPU, and the
@@ -48,27 +48,21 @@ def download_rate(root: Path, mb: int) -> float:
     return mb / took
 
 
-def stage_rates(root: Path) -> dict:
-    """Seconds per billion parameters of each stage of a scan, on planted Llamas of two sizes (the larger)."""
+def stage_rates(model: str) -> dict:
+    """Seconds per billion parameters of each stage of a real model's scan (default configuration), from the
+    scan's own timings; scaling them by parameters is an assumption the projection prints."""
     from scanner.config import ScanConfig
     from scanner.load.sources import resolve
-    from scanner.planted import Plant, build
     from scanner.scan import scan_source
 
-    out = {}
-    for hidden, layers in ((256, 4), (512, 8)):
-        folder = build("llama", root / f"m{hidden}", [Plant(1, 10, 20, None)], max_shard_size="200MB",
-                       config=dict(hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
-                                   num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048))
-        started = time.time()
-        result = scan_source(resolve(str(folder)), ScanConfig(), started)
-        t = result.timings
-        params = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 4  # float32
-        load = t["total_s"] - t["detect_s"] - t["triage_s"] - t["validate_s"]
-        out = {"params": params, "load": load, "detect": t["detect_s"] + t["triage_s"], "validate": t["validate_s"]}
-        print(f"  planted Llama {params / 1e6:.1f} M parameters: load {load:.2f} s, detect {out['detect']:.2f} s, "
-              f"validate {out['validate']:.2f} s")
-    return {k: v / out["params"] * 1e9 for k, v in out.items() if k != "params"}
+    started = time.time()
+    result = scan_source(resolve(model), ScanConfig(), started)
+    t, n = result.timings, result.info["num_parameters"]
+    stages = {"load": t["total_s"] - t["detect_s"] - t["triage_s"] - t["validate_s"],
+              "detect": t["detect_s"] + t["triage_s"], "validate": t["validate_s"]}
+    print(f"  {model} ({n / 1e6:.0f} M parameters), whole scan {t['total_s']:.1f} s: "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
+    return {k: v / n * 1e9 for k, v in stages.items()}
 
 
 def overlap(root: Path, n: int, workers: int) -> tuple[float, float, int, int]:
@@ -129,6 +123,7 @@ def main() -> None:
                     help="assumed: an accelerator's scan rate over this CPU's (default 50; not measured here)")
     ap.add_argument("--link-gbps", type=float, default=10.0, help="assumed: the node's link to the hub (default 10)")
     ap.add_argument("--download-mb", type=int, default=256)
+    ap.add_argument("--model", default="pkg:smollm2-135m", help="the real model whose scan is timed")
     ap.add_argument("--night", type=int, default=20, help="hub models in the measured batch (default 20)")
     args = ap.parse_args()
     mix = [(int(n), float(p)) for n, _, p in (part.partition("x") for part in args.mix.split(","))]
@@ -137,13 +132,14 @@ def main() -> None:
         print("measured here:")
         rate = download_rate(root, args.download_mb)
         print(f"  download from the loopback hub: {rate:.0f} MB/s ({args.download_mb} MB)")
-        per_b = stage_rates(root)
+        per_b = stage_rates(args.model)
         print("  per billion parameters on this CPU: " + ", ".join(f"{k} {v:.0f} s" for k, v in per_b.items()))
         on, off, held, limit = overlap(root, args.night, 2)
         print(f"  {args.night} hub models, --cache-limit {limit / 1e6:.0f} MB (a third of their sum), 2 workers, "
               f"detection only: {on:.1f} s fetched ahead, {off:.1f} s without ({off - on:+.1f} s hidden); the "
               f"batch held at most {held / 1e6:.0f} MB")
     print("assumed:")
+    print("  a scan's time grows with the parameters as SmolLM2's stages do (per parameter);")
     print(f"  link {args.link_gbps:g} Gb/s ({args.link_gbps * 125:.0f} MB/s); accelerator {args.speedup:g}x this CPU "
           f"per parameter; bf16 weights; models {args.mix}")
     hours = project(mix, per_b, args.speedup, args.link_gbps, args.workers)
