@@ -191,7 +191,9 @@ class _Loop:
 
         n_gpus, n_cpus, self.gpu_bytes = init_ray(self.cfg)
         self.pool = Pool(self.cfg.workers or (max(1, int(n_gpus)) if n_gpus else 2), self.cfg, n_gpus, n_cpus)
-        self.downloads.ahead = self.pool.size if self.cfg.fetch_ahead else 0  # one ahead per worker
+        # one ahead per worker, on this node's cache: only where that is the workers' cache (a one-node cluster)
+        self.downloads.ahead = self.pool.size if self.cfg.fetch_ahead and \
+            sum(n.get("Alive", False) for n in ray.nodes()) == 1 else 0
         self.bar = _bar(len(self.jobs), self.cfg.progress)
         self.finished, self.total = 0, len(self.jobs)  # the bar's counts, which a disabled bar does not keep
         try:
