@@ -143,7 +143,8 @@ def hub_errors(repo_id: str, rev: str | None) -> Iterator[None]:
     try:
         yield
     except GatedRepoError:
-        raise ModelNotFound(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)") from None
+        raise ModelNotFound(f"{repo_id} is gated: accept its conditions on its hub page with your account, then "
+                            "give that account's token (HF_TOKEN, or `hf auth login`)") from None
     except RevisionNotFoundError:
         raise ModelNotFound(f"{repo_id} has no revision {rev!r}") from None
     except RepositoryNotFoundError:

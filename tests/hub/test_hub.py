@@ -161,3 +161,29 @@ def test_a_night_larger_than_the_cache_limit(hub, repos, tmp_path):
     assert "fetched ahead" in done.stdout.splitlines()[-2]  # the next ones downloaded while others were scanned
     assert not any((c / "snapshots").exists() and any((c / "snapshots").iterdir()) for c in caches)
     assert any((home / "hub" / "models--org--night-0" / "snapshots").iterdir())  # cached before: kept
+
+
+def test_a_gated_model_and_a_download_cut_mid_file(hub, repos, tmp_path):
+    """Through a proxy that answers as the hub does where olah cannot (tests/fixtures/hub_proxy.py): a gated
+    repository is one line saying what token it needs, with the token sent and never shown; a shard whose
+    download is cut half-way is resumed, and the scan reads whole files."""
+    from tests.fixtures.hub_proxy import HubProxy
+
+    folder = planted("llama", tmp_path / "m")
+    hub.commit("org/gated", folder, "weights")
+    hub.commit("org/flaky", folder, "weights")
+    shard = sorted(p.name for p in folder.glob("*.safetensors"))[1]
+    proxy = HubProxy(hub.endpoint, gated=("org/gated",), cut=(shard,))
+    try:
+        env = {**hub.env(tmp_path / "hf-home"), "HF_ENDPOINT": proxy.endpoint, "HF_TOKEN": SECRET}
+        gated = run_cli("scan", "org/gated", "-q", env=env)
+        assert gated.returncode != 0 and gated.stderr.count("\n") == 1, gated.stderr
+        assert "org/gated is gated" in gated.stderr and "token (HF_TOKEN, or `hf auth login`)" in gated.stderr
+        assert f"Bearer {SECRET}" in proxy.seen_auth and SECRET not in gated.stdout + gated.stderr
+        cut = run_cli("scan", "org/flaky", "-q", "--json", env=env)
+        assert cut.returncode == 0, cut.stderr[-2000:]
+        assert proxy.cuts_done == [shard] and SECRET not in cut.stdout + cut.stderr
+        weights = {(w["layer"], w["row"], w["col"], w["verdict"]) for w in json.loads(cut.stdout)["candidates"]}
+        assert (1, 10, 20, "super_weight") in weights
+    finally:
+        proxy.close()
