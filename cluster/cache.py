@@ -10,16 +10,13 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from .pin import cache_folder
 from .work import Job, JobKind
 
 
 def cached(repo_id: str, sha: str) -> bool:
     """The revision's snapshot is in the local cache (downloaded before, by anyone)."""
-    from huggingface_hub import constants
-
-    from pathlib import Path
-
-    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / sha).is_dir()
+    return (cache_folder(repo_id) / "snapshots" / sha).is_dir()
 
 
 def hub_bytes(repo_id: str, sha: str) -> int | None:

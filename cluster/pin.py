@@ -31,10 +31,15 @@ class Pinned:
     error: ScanError | None = None  # could not be pinned: the batch records it as a failed scan
 
 
-def _cached_sha(repo_id: str, revision: str) -> str | None:
+def cache_folder(repo_id: str) -> Path:
+    """The model's folder in huggingface_hub's cache (refs/, snapshots/, blobs/)."""
     from huggingface_hub import constants
 
-    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
+def _cached_sha(repo_id: str, revision: str) -> str | None:
+    ref = cache_folder(repo_id) / "refs" / revision
     try:
         sha = ref.read_text().strip()
     except OSError:
@@ -48,11 +53,9 @@ RETRIES = 3  # tries of the hub API before a model is pinned from the cache or f
 def _remember(repo_id: str, revision: str, sha: str) -> None:
     """The revision's commit in the cache's refs, as huggingface_hub keeps them when it downloads by a branch
     (a worker downloads by the sha): a later run pins from them while the hub does not answer."""
-    from huggingface_hub import constants
-
     if SHA.match(revision) or not SHA.match(sha or ""):
         return
-    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    ref = cache_folder(repo_id) / "refs" / revision
     try:
         ref.parent.mkdir(parents=True, exist_ok=True)
         tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
