@@ -142,6 +142,11 @@ def _shown_config(parser, canonical, func) -> None:
     parser.set_defaults(func=func, canonical=canonical)
 
 
+def _shown(args):
+    """The configuration whose scans an index shows (`_shown_config`): --config FILE's, else the default."""
+    return args.canonical(getattr(args, "config", None)) if args.canonical else None
+
+
 def size(text: str) -> int:
     """'500MB', '2GiB' -> bytes (argparse turns the ValueError into a one-line usage error)."""
     import re
@@ -207,8 +212,7 @@ def _run_publish(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise BadOption(f"--workers must be at least 1, got {args.workers}")
-    canonical = args.canonical(getattr(args, "config", None)) if args.canonical else None
-    s = publish(_open(args), args.out_dir, args.workers, canonical)
+    s = publish(_open(args), args.out_dir, args.workers, _shown(args))
     changes = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in s.changes.items() if v) or "no changes"
     print(f"published {s.models} model(s), {s.coordinates} coordinate(s)"
           + (f", {s.failed} failed scan(s) listed" if s.failed else "")
@@ -223,8 +227,7 @@ def _run_publish(args) -> int:
 def _run_export(args) -> int:
     from .publish import export_coordinates
 
-    canonical = args.canonical(getattr(args, "config", None)) if args.canonical else None
-    n = export_coordinates(_open(args), args.out_dir, canonical)
+    n = export_coordinates(_open(args), args.out_dir, _shown(args))
     print(f"wrote {n} coordinate(s) to {args.out_dir}/coordinates.parquet and the Delta table "
           f"{args.out_dir}/coordinates")
     return 0

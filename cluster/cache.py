@@ -95,17 +95,19 @@ class Downloads:
         sides = [(s.spec.partition("@")[0], s.revision) for s in job.comparison.sides()[:2]]
         return tuple(k for k in sides if k in self.sizes or (is_hub_id(k[0]) and not cached(*k)))
 
+    def _bytes(self, keys: tuple) -> int:
+        return sum(self.sizes.get(k, 0) for k in keys)
+
     def fits(self, job: Job) -> bool:
-        return self.budget is None or job.name in self.budget.held or \
-            self.budget.fits(sum(self.sizes.get(k, 0) for k in self.of(job)))
+        return self.budget is None or job.name in self.budget.held or self.budget.fits(self._bytes(self.of(job)))
 
     def start(self, job: Job) -> tuple:
         """The job starts: its room is taken; what its worker removes after it (under a limit)."""
         self.fetching.pop(job.name, None)
-        keys = self.of(job)
         if self.budget is None:
             return ()
-        self.budget.take(job.name, sum(self.sizes.get(k, 0) for k in keys))
+        keys = self.of(job)
+        self.budget.take(job.name, self._bytes(keys))
         return keys
 
     def done(self, job: Job) -> None:
@@ -119,10 +121,11 @@ class Downloads:
         for job in list(queue):
             if sum(not f.done() for f in self.fetching.values()) >= self.ahead:
                 return
-            if job.kind is not JobKind.SCAN or job.name in self.fetching or not self.of(job) or not self.fits(job):
+            keys = self.of(job) if job.kind is JobKind.SCAN and job.name not in self.fetching else ()
+            if not keys or not self.fits(job):
                 continue
             if self.budget is not None:
-                self.budget.take(job.name, sum(self.sizes.get(k, 0) for k in self.of(job)))
+                self.budget.take(job.name, self._bytes(keys))
             self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="fetch-ahead")
             self.fetching[job.name] = self._pool.submit(_fetch, job.model.repo_id, job.model.revision)
             self.fetched += 1
