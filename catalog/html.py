@@ -73,7 +73,7 @@ def _model(m: dict) -> str:
     q = m.get("quant")
     if q:
         img += (f"<p><b>Quantization:</b> {escape(q['finding'])} (kept: {escape(', '.join(q['kept']) or 'nothing')}; "
-                f"clipping {escape(q['clip'])})</p>")
+                f"RTN form {escape(q['rtn'])}; clipping {escape(q['clip'])})</p>")
         if m.get("quant_plot"):
             img += (f"<img src=\"{escape(m['quant_plot'])}\" width=640 height=280 loading=lazy "
                     f"alt=\"perplexity under quantization of {name}\">")

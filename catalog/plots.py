@@ -75,16 +75,16 @@ def render(title: str, inputs: list[float], outputs: list[float], marked: set[in
 QUANT_COLORS = {"plain": (120, 120, 120), "keep": (178, 24, 43), "clip_keep": (33, 102, 172), "clip": (230, 145, 56)}
 
 
-def render_quant(title: str, rows: list[dict], ppl_base: float, path: str) -> None:
+def render_quant(title: str, rows: list[dict], ppl_base: float, tolerance: float | None, path: str) -> None:
     """Perplexity (log scale) against block size, one line per weight variant and bit width, with the
-    unquantized model's perplexity dashed."""
+    unquantized model's perplexity and the usable limit (`tolerance` times it) as lines."""
     small, big = _fonts()
     img = Image.new("P", (W, H), "white")
     d = ImageDraw.Draw(img)
     weights = [r for r in rows if r["study"] == "weights"]
     blocks = sorted({r["block"] for r in weights}, key=lambda b: math.inf if b is None else b)
     vals = [v for r in weights for v in (r["ppl_lo"], r["ppl_hi"]) if v and v > 0 and math.isfinite(v)]
-    vals.append(ppl_base)
+    vals += [ppl_base, ppl_base * (tolerance or 1)]
     lo, hi = math.floor(math.log10(min(vals)) * 4) / 4, math.ceil(math.log10(max(vals)) * 4) / 4
     hi = max(hi, lo + 0.25)
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
@@ -104,6 +104,9 @@ def render_quant(title: str, rows: list[dict], ppl_base: float, path: str) -> No
     for i, b in enumerate(blocks):
         d.text((x(i), TOP + ph + 4), "tensor" if b is None else f"{b:,}", fill=TEXT, font=small, anchor="mt")
     d.line([(LEFT, y(ppl_base)), (W - RIGHT, y(ppl_base))], fill=TEXT, width=1)
+    if tolerance:  # usable below it (by the interval)
+        for x0 in range(LEFT, W - RIGHT, 8):
+            d.line([(x0, y(ppl_base * tolerance)), (min(x0 + 4, W - RIGHT), y(ppl_base * tolerance))], fill=TEXT)
     for (variant, bits) in sorted({(r["variant"], r["bits"]) for r in weights}):
         color = QUANT_COLORS.get(variant, TEXT)
         pts = [(x(blocks.index(r["block"])), y(r["ppl"]), y(r["ppl_lo"]), y(r["ppl_hi"])) for r in weights
@@ -121,5 +124,6 @@ def render_quant(title: str, rows: list[dict], ppl_base: float, path: str) -> No
         d.rectangle([lx, 25, lx + 10, 35], fill=color)
         d.text((lx + 14, 30), variant, fill=TEXT, font=small, anchor="lm")
         lx += 90
-    d.text((lx, 30), "line: unquantized", fill=TEXT, font=small, anchor="lm")
+    d.text((lx, 30), "line: unquantized" + (f"; dashed: x{tolerance:g}" if tolerance else ""), fill=TEXT,
+           font=small, anchor="lm")
     img.save(path, format="PNG", compress_level=1)

@@ -92,9 +92,10 @@ def _read_index(con, canonical: str | None) -> tuple[list[dict], ...]:
         FROM layer_profiles_all WHERE scan_id IN {SHOWN} GROUP BY scan_id""", [shown])
     quant = _dicts(con, """
         SELECT model, study_id, started, study, bits, block, variant, ppl, ppl_lo, ppl_hi, ppl_ratio, ppl_base,
-               windows, clip, kept, finding FROM quant_results
+               windows, clip, kept, finding, coalesce(rtn, 'zero-point') AS rtn, tolerance, held, held_gain,
+               held_gain_lo, held_gain_hi FROM quant_results
         QUALIFY study_id = first_value(study_id) OVER (PARTITION BY model ORDER BY started DESC, study_id DESC)
-        ORDER BY model, study DESC, bits, block NULLS LAST, variant""")
+        ORDER BY model, study DESC, bits, block NULLS LAST, variant, len(held) NULLS FIRST, held""")
     families = _dicts(con, f"""
         SELECT f.model, f.root, f.base_model, f.base_model_from, f.generation, l.kept, l.moved, l.lost, l.new,
                l.a_in_b_ppl_ratio, l.a_in_b_ppl_ratio_lo, l.a_in_b_ppl_ratio_hi, l.a_in_b_verdict,
@@ -134,10 +135,11 @@ def _models(catalog: Catalog, canonical: Canonical | None) -> tuple[list[dict], 
         s["profile"] = prof.get(s["scan_id"], ([], []))
         rows = studies.get(s["model"])
         s["quant"] = None if not rows else {
-            **{k: rows[0][k] for k in ("study_id", "finding", "clip", "kept", "ppl_base")},
+            **{k: rows[0][k] for k in ("study_id", "finding", "clip", "kept", "ppl_base", "rtn", "tolerance")},
             "started": rows[0]["started"].strftime("%Y-%m-%dT%H:%M:%SZ"),
             "rows": [{k: r[k] for k in ("study", "bits", "block", "variant", "ppl", "ppl_lo", "ppl_hi", "ppl_ratio",
-                                        "windows")} for r in rows]}
+                                        "windows", "held", "held_gain", "held_gain_lo", "held_gain_hi")}
+                     for r in rows]}
         s["family"] = family.get(s["model"])  # None: no known base and no derivative
         s["settings"] = settings(s.pop("config"), flags)
         s["canonical"] = canonical is None or s["config_fingerprint"] == canonical.fingerprint
@@ -182,7 +184,7 @@ def _plots(models: list[dict], out: Path, workers: int, owned: set[str]) -> int:
             m["quant_plot"] = m["plot"].removesuffix(".png") + f"-quant-{m['quant']['study_id'][:10]}.png"
             if not (out / m["quant_plot"]).exists():
                 jobs.append(("quant", f"{m['model']}: perplexity under RTN", m["quant"]["rows"],
-                             m["quant"]["ppl_base"], str(out / m["quant_plot"])))
+                             m["quant"]["ppl_base"], m["quant"]["tolerance"], str(out / m["quant_plot"])))
     keep = _plot_files(models)
     for old in owned - keep:  # plots this tool drew for scans no longer in the index; nothing else
         if old.startswith("plots/") and (out / old).is_file():

@@ -106,9 +106,10 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
                   "intervals across evaluation windows, against the unquantized model on the same windows."]
         for m in studied:
             q = m["quant"]
+            usable = f"; usable: perplexity within x{q['tolerance']:g} by its interval" if q["tolerance"] else ""
             lines += ["", f"### {_name(m)}", "", f"{_md_cell(q['finding'])}. Kept: "
-                      f"{_md_cell(', '.join(q['kept']) or 'nothing')}; clipping {_md_cell(q['clip'])}; unquantized "
-                      f"perplexity {q['ppl_base']:.4g}.", ""]
+                      f"{_md_cell(', '.join(q['kept']) or 'nothing')}; RTN form {_md_cell(q['rtn'])}; clipping "
+                      f"{_md_cell(q['clip'])}{usable}; unquantized perplexity {q['ppl_base']:.4g}.", ""]
             if m.get("quant_plot"):
                 lines += [f"![perplexity against block size]({m['quant_plot']})", ""]
             lines += quant_grid(q["rows"], q["clip"])
@@ -143,9 +144,12 @@ def quant_grid(rows: list[dict], clip: str) -> list[str]:
     def cell(r):
         return f"{r['ppl']:.4g} [{r['ppl_lo']:.4g}, {r['ppl_hi']:.4g}]"
 
+    def name(r):  # activations held out: which channels
+        return r["variant"] + (" " + ", ".join(r["held"]) if r.get("held") else "")
+
     lines: list[str] = []
     for study, key, label in (("weights", "block", "block (elements)"), ("activations", "bits", "bits")):
-        mine = [r for r in rows if r["study"] == study]
+        mine = [{**r, "variant": name(r)} for r in rows if r["study"] == study]
         for bits in (sorted({r["bits"] for r in mine}) if study == "weights" else [None]):
             part = [r for r in mine if bits is None or r["bits"] == bits]
             variants = sorted(dict.fromkeys(r["variant"] for r in part), key=lambda v: (v not in SHOWN, SHOWN.index(v)

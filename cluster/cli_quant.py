@@ -28,7 +28,7 @@ def _ints(text: str, allow_tensor: bool = False) -> tuple:
 def add_commands(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
-    from scanner.config import QUANT_BLOCKS as BLOCKS, QUANT_VARIANTS as VARIANTS
+    from scanner.config import QUANT_BLOCKS as BLOCKS, QUANT_TOLERANCE, QUANT_VARIANTS as VARIANTS, RTN_FORMS
     from scanner.load.shipped import DEFAULT_MODEL
 
     p = sub.add_parser(
@@ -49,6 +49,12 @@ def add_commands(sub) -> None:
     p.add_argument("--variants", type=lambda t: tuple(v.strip() for v in t.split(",")), default=VARIANTS,
                    help=f"weight variants (default: {','.join(VARIANTS)})")
     p.add_argument("--act-bits", type=_ints, default=(8,), help="activation bits, comma-separated (default 8)")
+    p.add_argument("--rtn", choices=RTN_FORMS, default="paper",
+                   help="RTN form: paper (each block offset by its minimum, its extremes kept; default) or "
+                        "zero-point (an integer zero point, as integer kernels store it)")
+    p.add_argument("--tolerance", type=float, default=QUANT_TOLERANCE,
+                   help=f"a setting is usable when its perplexity ratio's 95%% interval lies wholly below this "
+                        f"(default {QUANT_TOLERANCE:g}): the finding gives the largest usable block size per variant")
     p.add_argument("--clip-z", type=float, default=None, help="clip weights beyond this z-score (default 4)")
     p.add_argument("--clip-top", type=float, default=None,
                    help="instead of --clip-z: clip the largest fraction of magnitudes, e.g. 0.0001")
@@ -107,7 +113,7 @@ def run(args) -> int:
     except ValueError as e:
         raise BadInput(str(e)) from None
     study = StudyConfig(bits=args.bits, blocks=args.blocks, variants=args.variants, act_bits=args.act_bits,
-                        clip=clip, windows=args.windows)
+                        clip=clip, windows=args.windows, rtn=args.rtn, tolerance=args.tolerance)
     catalog = None
     if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
         from catalog.store import Catalog
@@ -135,19 +141,21 @@ def run(args) -> int:
         model = row["model"]
         if catalog is not None:
             scan_id = catalog.write_scan(row)
-    labels, study_id, line = [c.label() for c in res.keep], uuid.uuid4().hex, finding(res.rows)
+    labels, study_id, line = [c.label() for c in res.keep], uuid.uuid4().hex, finding(res.rows, study.tolerance)
     rows = [{"study_id": study_id, "scan_id": scan_id, "model": model, "revision": source.revision,
              "scanner_version": __version__, "dtype": res.dtype, "started": started, "clip": res.clip,
+             "rtn": study.rtn, "tolerance": study.tolerance,
              "kept": labels, "ppl_base": res.ppl_base, "eval_text_sha256": res.eval_text_sha256, "finding": line, **r.to_dict()}
             for r in res.rows]
     if catalog is not None:
         catalog.write("quant_results", rows)
         log.info("wrote %d quantization rows of %s to %s", len(rows), model, catalog.location)
-    out = {"model": model, "revision": source.revision, "keep": labels,
+    out = {"model": model, "revision": source.revision, "keep": labels, "rtn": study.rtn, "tolerance": study.tolerance,
            "coordinates_from": "catalog" if res.scan is None else "scan", "scan_id": scan_id,
            "ppl_base": res.ppl_base, "finding": line, "rows": [r.to_dict() for r in res.rows]}
     print(json.dumps(out, indent=1) if args.json else
-          f"{model}: keeping {', '.join(labels) or 'nothing'} ({out['coordinates_from']})\n\n" + render(res.rows))
+          f"{model}: keeping {', '.join(labels) or 'nothing'} ({out['coordinates_from']}); RTN form {study.rtn}\n\n"
+          + render(res.rows, study.tolerance))
     return 0
 
 

@@ -269,3 +269,7 @@ def _build(cls, data, where: str):
 # can offer them without importing torch.
 QUANT_VARIANTS = ("plain", "keep", "clip_keep", "clip")
 QUANT_BLOCKS = (64, 64 ** 2, 128 ** 2, 256 ** 2, 512 ** 2, 1024 ** 2, None)  # None: the whole tensor
+# paper: each block offset by its minimum (its extremes kept exactly; gguf's Q4_1 at block 32);
+# zero-point: an integer zero point, the form of integer kernels (a block's extremes move)
+RTN_FORMS = ("paper", "zero-point")
+QUANT_TOLERANCE = 1.1  # a setting is usable when its perplexity ratio's interval lies wholly below this

@@ -126,12 +126,17 @@ QUANT_RESULT = pa.schema([
     ("study", _str),            # weights | activations | restore
     ("bits", _i32), ("block", _i64),  # block: elements per block of the flattened weight; null: per tensor
     ("variant", _str),          # weights: plain | keep | clip_keep | clip; activations: plain | hold; restore
+    ("rtn", _str),              # RTN form: paper (block minimum offset) | zero-point; null: zero-point (older studies)
     ("clip", _str),             # the outlier rule of the clip variants, e.g. z>4
+    ("held", pa.list_(_str)),   # activations held out: their input channels, the super activation's first
+    # held out: ppl ratio over holding the first channel only (over plain when one is held), paired by window
+    ("held_gain", _f64), ("held_gain_lo", _f64), ("held_gain_hi", _f64),
+    ("tolerance", _f64),        # the finding's line: a setting is usable when its ratio's interval is wholly below
     ("kept", pa.list_(_str)),   # the super weights kept / zeroed, as labels
     ("ppl", _f64), ("ppl_lo", _f64), ("ppl_hi", _f64),
     ("ppl_ratio", _f64), ("ppl_ratio_lo", _f64), ("ppl_ratio_hi", _f64),
     ("ppl_base", _f64), ("windows", _i32), ("stopword_shift", _f64), ("eval_text_sha256", _str),
-    ("finding", _str),          # the study's one line, e.g. "keeping the super weight matters at INT4 from block 4096"
+    ("finding", _str),          # the study's one line: per variant the largest block size within the tolerance
 ], metadata={"superweights.schema_version": str(SCHEMA_VERSION)})
 
 # One row per comparison of two scans of a family (`superweights diff`, and batches with base models): where

@@ -4,10 +4,11 @@ per evaluation window, the mean loss difference against the unquantized model on
 setting's ln(ppl ratio) is their mean, with a 95% interval across windows.
 
 Studies (rows of `QuantRow.study`):
-  weights      every decoder Linear quantized per block (`scanner.study.quantize`), for each bits, block size and
-               variant (plain, keep, clip_keep, clip);
-  activations  the down projections' inputs quantized per tensor, plain and with the super activations'
-               channels held out ("hold");
+  weights      every decoder Linear quantized per block (`scanner.study.quantize`, in the RTN form asked), for
+               each bits, block size and variant (plain, keep, clip_keep, clip);
+  activations  the down projections' inputs quantized per tensor: plain, then held out ("hold"): the super
+               activation's channel alone (the kept weights' input channel seen largest), with each partner's
+               channel, and all of them; each against the setting holding its first channel only (paired);
   restore      the paper's check: the super weights zeroed and their super activations restored at the
                tokens where they fire; a ratio near 1 says the weight acts only through its activation.
 A resident model is quantized in place for a setting and restored from a copy after it; a streamed one layer
@@ -27,7 +28,7 @@ from words import verdicts
 
 from ..measure.ablation import values_at, zeroed
 from ..adapters import Coord, get, layers
-from ..config import QUANT_BLOCKS as BLOCKS
+from ..config import QUANT_BLOCKS as BLOCKS, QUANT_TOLERANCE, RTN_FORMS
 from ..errors import BadInput
 from ..measure.evaluator import Effect, Evaluator, ratio
 from ..load.loading import Loaded
@@ -45,8 +46,14 @@ class StudyConfig:
     clip: Clip = field(default_factory=Clip)
     windows: int = 16  # evaluation windows per setting
     confidence: float = 0.95
+    rtn: str = "paper"  # RTN form (scanner.study.quantize): paper | zero-point
+    tolerance: float = QUANT_TOLERANCE  # usable: the perplexity ratio's interval wholly below this
 
     def __post_init__(self):
+        if self.rtn not in RTN_FORMS:
+            raise BadInput(f"unknown RTN form {self.rtn!r}; choose among {', '.join(RTN_FORMS)}")
+        if not self.tolerance > 1:
+            raise BadInput(f"the tolerance is a perplexity ratio above 1, not {self.tolerance}")
         for b in self.bits + self.act_bits:
             if not 2 <= b <= 16:
                 raise BadInput(f"bits must be in 2..16, not {b}")
@@ -74,6 +81,12 @@ class QuantRow:
     ppl_ratio_hi: float
     windows: int
     stopword_shift: float | None = None
+    held: list[str] | None = None  # activations: the input channels held out, the super activation's first
+    # activations held out: ppl ratio over the setting holding only the first channel listed (over plain when
+    # one is held), paired on the same windows: below 1, the last channels listed help
+    held_gain: float | None = None
+    held_gain_lo: float | None = None
+    held_gain_hi: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,18 +107,18 @@ def _matrices(loaded: Loaded, i: int, layer: nn.Module) -> Iterator[tuple[str, i
 
 
 def _quantize_layer(loaded: Loaded, i: int, layer: nn.Module, bits: int, block: int | None, variant: str,
-                    keep: list[Coord], clip: Clip) -> None:
+                    keep: list[Coord], clip: Clip, form: str) -> None:
     """Every weight matrix of decoder layer `i` quantized in place, each on its own (the super weights among
     `keep` as the variant says)."""
     for name, expert, w in _matrices(loaded, i, layer):
         entries = [(c.row, c.col) for c in keep if c.layer == i and c.module == name and c.expert == expert]
         with torch.no_grad():
-            w.copy_(quantize_weight(w, bits, block, variant, entries, clip))
+            w.copy_(quantize_weight(w, bits, block, variant, entries, clip, form))
 
 
 @contextmanager
 def _weights_quantized(loaded: Loaded, bits: int, block: int | None, variant: str, keep: list[Coord],
-                       clip: Clip) -> Iterator[None]:
+                       clip: Clip, form: str) -> Iterator[None]:
     """The decoder quantized for the duration: resident layers in place (restored after), streamed ones
     layer by layer as each is read (`LayerLoop.after_load`), so a model that does not fit can be studied."""
     stack = layers(loaded.model, loaded.adapter)
@@ -113,13 +126,13 @@ def _weights_quantized(loaded: Loaded, bits: int, block: int | None, variant: st
         with ExitStack() as hooks:
             for i, layer in enumerate(stack):
                 hooks.enter_context(loaded.loop.after_load(
-                    i, lambda i=i, layer=layer: _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip)))
+                    i, lambda i=i, layer=layer: _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip, form)))
             yield
         return
     saved = [(p, p.detach().clone()) for p in {id(p): p for layer in stack for p in layer.parameters()}.values()]
     try:
         for i, layer in enumerate(stack):
-            _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip)
+            _quantize_layer(loaded, i, layer, bits, block, variant, keep, clip, form)
         yield
     finally:
         with torch.no_grad():
@@ -179,19 +192,52 @@ class Study:
                 for variant in self.cfg.variants:
                     if variant in ("keep", "clip_keep") and not self.keep:
                         continue  # nothing to keep: equal to plain / clip
-                    with _weights_quantized(self.loaded, bits, block, variant, self.keep, self.cfg.clip):
+                    with _weights_quantized(self.loaded, bits, block, variant, self.keep, self.cfg.clip,
+                                            self.cfg.rtn):
                         yield self._row("weights", bits, block, variant, self.measure())
 
+    def channels(self) -> list[tuple[int, int]]:
+        """The kept weights' input channels (layer, col), the largest |x[col]| seen on the first window first:
+        the super activation's channel, then its partners'."""
+        wanted = sorted({(c.layer, c.col) for c in self.keep if c.expert is None})
+        if not wanted:
+            return []
+        seen: dict[tuple[int, int], float] = {}
+
+        def look(i, x, _o):
+            for layer, col in wanted:
+                if layer == i:
+                    seen[layer, col] = max(seen.get((layer, col), 0.0), float(x[..., col].abs().max()))
+            return x
+
+        with ExitStack() as stack, torch.no_grad():
+            _down_hooks(self.loaded, look, stack)
+            self.loaded.model(input_ids=self.ev.ids[:1], use_cache=False)
+        return sorted(wanted, key=lambda k: -seen.get(k, 0.0))
+
     def activations(self) -> Iterator[QuantRow]:
-        hold: dict[int, list[int]] = {}
-        for c in self.keep:
-            hold.setdefault(c.layer, []).append(c.col)
+        found = self.channels()
+        first, partners = (found[0], found[1:]) if found else (None, [])
+        held_sets = [[]] + ([[first]] + [[first, p] for p in partners] if first else [])
+        if len(partners) > 1:
+            held_sets.append([first, *partners])
         for bits in self.cfg.act_bits:
-            for variant in ("plain", "hold") if hold else ("plain",):
+            effects: dict[tuple, Effect] = {}
+            for held in held_sets:
+                hold: dict[int, list[int]] = {}
+                for layer, col in held:
+                    hold.setdefault(layer, []).append(col)
                 with ExitStack() as stack:
-                    held = hold if variant == "hold" else {}
-                    _down_hooks(self.loaded, lambda i, x, _o: quantize_activation(x, bits, held.get(i, [])), stack)
-                    yield self._row("activations", bits, None, variant, self.measure())
+                    _down_hooks(self.loaded, lambda i, x, _o: quantize_activation(x, bits, hold.get(i, []), self.cfg.rtn),
+                                stack)
+                    e = effects[tuple(held)] = self.measure()
+                row = self._row("activations", bits, None, "hold" if held else "plain", e)
+                if held:
+                    gain = e.minus(effects[tuple(held[:1]) if len(held) > 1 else ()])
+                    lo, hi = gain.interval(self.cfg.confidence)
+                    row.held = [f"layer {layer} col {col}" for layer, col in held]
+                    row.held_gain, row.held_gain_lo, row.held_gain_hi = ratio(gain.mean), ratio(lo), ratio(hi)
+                yield row
 
     def restore(self) -> Iterator[QuantRow]:
         """Super weights zeroed, their activations put back where they fire."""
@@ -223,30 +269,70 @@ class Study:
         keep = bool(self.keep)
         w = len(self.cfg.bits) * len(self.cfg.blocks) * sum(keep or v not in ("keep", "clip_keep")
                                                             for v in self.cfg.variants)
-        return w + len(self.cfg.act_bits) * (2 if keep else 1) + keep
+        k = len({(c.layer, c.col) for c in self.keep if c.expert is None})
+        return w + len(self.cfg.act_bits) * (1 + k + (k > 2)) + keep
 
 
-def finding(rows: list[QuantRow]) -> str:
-    """One line: at which block sizes keeping the super weights matters (a variant's interval entirely below
-    the other's), with outliers clipped and without, and from where clipping with them kept beats plain RTN."""
-    w = {(r.bits, r.block, r.variant): r for r in rows if r.study == "weights"}
-    if not any(v in ("keep", "clip_keep") for _, _, v in w):
-        return "no super weight to keep"
+def _block(k: int | None) -> str:
+    return "per tensor" if k is None else f"block {k:,}"
+
+
+def usable(rows: list[QuantRow], tolerance: float) -> dict[tuple[int, str], tuple[int | None, bool, list]]:
+    """Per (bits, variant) of the weight rows: (the largest block size whose perplexity ratio's interval lies
+    wholly below `tolerance`, whether any setting is, the larger blocks left undecided (interval across it))."""
+    out = {}
+    for bits, variant in dict.fromkeys((r.bits, r.variant) for r in rows if r.study == "weights"):
+        mine = sorted((r for r in rows if r.study == "weights" and (r.bits, r.variant) == (bits, variant)),
+                      key=lambda r: math.inf if r.block is None else r.block)
+        within = [r for r in mine if r.ppl_ratio_hi < tolerance]
+        best = within[-1] if within else None
+        after = mine[mine.index(best) + 1:] if best else mine
+        out[bits, variant] = (best.block if best else None, best is not None,
+                              [r.block for r in after if r.ppl_ratio_lo <= tolerance <= r.ppl_ratio_hi])
+    return out
+
+
+def _gain(r: QuantRow) -> str:
+    word = ("helps" if r.held_gain_hi < 1 else "hurts" if r.held_gain_lo > 1 else "no difference the interval decides")
+    return f"x{r.held_gain:.3g} [{r.held_gain_lo:.3g}, {r.held_gain_hi:.3g}], {word}"
+
+
+def finding(rows: list[QuantRow], tolerance: float = QUANT_TOLERANCE) -> str:
+    """The study in the terms of the paper's claim: per bit width, the largest block size at which each weight
+    variant stays within `tolerance` of the unquantized perplexity (its 95% interval wholly below), whether
+    keeping the super weights moves that size, and which held-out activation channels help."""
+    fit = usable(rows, tolerance)
     parts = []
-    for bits in sorted({b for b, _, _ in w}):
-        blocks = sorted({k for b, k, _ in w if b == bits}, key=lambda k: math.inf if k is None else k)
+    for bits in sorted({b for b, _ in fit}):
+        def size(v: str) -> str:
+            block, ok, undecided = fit[bits, v]
+            text = f"up to {_block(block)}" if ok else "at no block size"
+            return text + (f" ({', '.join(map(_block, undecided))} undecided)" if undecided else "")
 
-        def first(better: str, worse: str) -> str | None:
-            hits = [k for k in blocks if (bits, k, better) in w and (bits, k, worse) in w
-                    and w[bits, k, better].ppl_hi < w[bits, k, worse].ppl_lo]
-            return None if not hits else ("per tensor" if hits[0] is None else f"block {hits[0]:,}")
+        def moved(base: str, kept: str) -> str:
+            if (bits, kept) not in fit:
+                return ""
+            (a, ok_a, _), (b, ok_b, _) = fit[bits, base], fit[bits, kept]
+            if (a, ok_a) == (b, ok_b):
+                return "; keeping the super weights does not move it"
+            return f"; keeping the super weights moves it to {size(kept).removeprefix('up to ')}"
 
-        clip, plain, beats = first("clip_keep", "clip"), first("keep", "plain"), first("clip_keep", "plain")
-        parts.append(f"INT{bits}: with outliers clipped, keeping the super weights "
-                     + (f"matters from {clip}" if clip else "makes no difference")
-                     + "; without clipping, " + (f"from {plain}" if plain else "no difference")
-                     + (f"; clipped with them kept beats plain RTN from {beats}" if beats else ""))
-    return "; ".join(parts)
+        line = []
+        if (bits, "plain") in fit:
+            line.append(f"plain RTN within x{tolerance:g} {size('plain')}{moved('plain', 'keep')}")
+        if (bits, "clip") in fit:
+            line.append(f"outliers clipped, {size('clip')}{moved('clip', 'clip_keep')}")
+        elif (bits, "clip_keep") in fit:
+            line.append(f"outliers clipped with the super weights kept, {size('clip_keep')}")
+        if line:
+            parts.append(f"INT{bits} weights: " + "; ".join(line))
+    for bits in sorted({r.bits for r in rows if r.study == "activations" and r.held}):
+        held = [r for r in rows if r.study == "activations" and r.bits == bits and r.held]
+        one = [r for r in held if len(r.held) == 1]
+        text = [f"holding the super activation's channel ({one[0].held[0]}) {_gain(one[0])}"] if one else []
+        text += [f"adding {', '.join(r.held[1:])} {_gain(r)}" for r in held if len(r.held) > 1]
+        parts.append(f"INT{bits} activations: " + "; ".join(text))
+    return "; ".join(parts) if parts else "no super weight to keep"
 
 
 @dataclass
@@ -286,10 +372,12 @@ def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = Non
         loaded.close()
 
 
-def render(rows: list[QuantRow]) -> str:
-    """The study as a table: perplexity with its 95% interval per setting."""
-    head = "| study | bits | block | variant | perplexity [95%] | ratio | windows |\n|---|---|---|---|---|---|---|"
+def render(rows: list[QuantRow], tolerance: float = QUANT_TOLERANCE) -> str:
+    """The study as a table: perplexity and its ratio with 95% intervals per setting."""
+    head = ("| study | bits | block | variant | held out | perplexity [95%] | ratio [95%] | windows |\n"
+            "|---|---|---|---|---|---|---|---|")
     lines = [head] + [
-        f"| {r.study} | {r.bits or '-'} | {(r.block or 'tensor') if r.study == 'weights' else '-'} | {r.variant} | {r.ppl:.4g} [{r.ppl_lo:.4g}, "
-        f"{r.ppl_hi:.4g}] | x{r.ppl_ratio:.3g} | {r.windows} |" for r in rows]
-    return "\n".join(lines) + f"\n\n{finding(rows)}"
+        f"| {r.study} | {r.bits or '-'} | {(r.block or 'tensor') if r.study == 'weights' else '-'} | {r.variant} | "
+        f"{', '.join(r.held or []) or '-'} | {r.ppl:.4g} [{r.ppl_lo:.4g}, {r.ppl_hi:.4g}] | "
+        f"x{r.ppl_ratio:.3g} [{r.ppl_ratio_lo:.3g}, {r.ppl_ratio_hi:.3g}] | {r.windows} |" for r in rows]
+    return "\n".join(lines) + f"\n\n{finding(rows, tolerance)}"

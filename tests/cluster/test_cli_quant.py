@@ -45,11 +45,14 @@ def test_quantize_eval_takes_coordinates_from_the_catalog_or_scans_first(tmp_pat
     out = tmp_path / "index"  # the index shows the latest study: its finding, table and plot
     assert run_cli("publish", str(out), "--catalog", cat).returncode == 0
     md = (out / "index.md").read_text()
-    assert "## Quantization: keeping the super weights" in md and again["finding"] in md
+    from catalog.render import _md_cell
+
+    assert "## Quantization: keeping the super weights" in md and _md_cell(again["finding"]) in md
+    assert "RTN form paper" in md and "usable: perplexity within x1.1" in md
     # as grids: a row per block size, a column per variant
     grid = md.split("| weights INT4, block (elements) | plain | keep |")[1].split("\n\n")[0].splitlines()
     assert [ln.split(" | ")[0] for ln in grid[2:]] == ["| 64", "| per tensor"] and "| restore | restore |" in md
-    assert "| activations, per tensor: bits | plain | hold |" in md
+    assert "| activations, per tensor: bits | plain | hold layer 1 col 20 |" in md
     [model] = json.loads((out / "index.json").read_text())["models"]
     assert model["quant"]["finding"] == again["finding"] and (out / model["quant_plot"]).stat().st_size > 1000
     assert model["quant_plot"] in (out / ".superweights-publish.json").read_text()

@@ -1,5 +1,7 @@
-"""Simulated RTN quantization (scanner/quantize.py) and the quantization study on a planted model."""
+"""Simulated RTN quantization (scanner/study/quantize.py) and the quantization study on a planted model."""
 import math
+
+import numpy as np
 
 import pytest
 import torch
@@ -30,6 +32,89 @@ def test_rtn_error_is_at_most_half_a_step_per_block(bits, block):
         x = flat[a: a + size]
         step = float(x.max() - x.min()) / (2 ** bits - 1)
         assert float((qf[a: a + size] - x).abs().max()) <= step / 2 + 1e-6
+
+
+def _reference(w: np.ndarray, bits: int, block: int, form: str) -> np.ndarray:
+    """Min-max RTN block by block in numpy, written from the formulas (not from scanner.study.quantize)."""
+    flat, out, top = w.reshape(-1).astype(np.float64), np.empty(w.size), 2 ** bits - 1
+    for a in range(0, flat.size, block):
+        x = flat[a: a + block]
+        step = (x.max() - x.min()) / top
+        if form == "paper":
+            out[a: a + block] = np.clip(np.rint((x - x.min()) / step), 0, top) * step + x.min()
+        else:
+            zero = np.rint(-x.min() / step)
+            out[a: a + block] = (np.clip(np.rint(x / step) + zero, 0, top) - zero) * step
+    return out.reshape(w.shape)
+
+
+@pytest.mark.parametrize("form", ["paper", "zero-point"])
+@pytest.mark.parametrize("bits,block", [(4, 32), (4, 4096), (3, 100), (8, 16384)])
+def test_both_forms_equal_an_independent_reference(form, bits, block):
+    w = _weights(seed=bits + block)
+    w[3, 7] = 0.9  # a super weight: the extreme of its block
+    ours = rtn(w, bits, block, form=form).numpy()
+    assert np.allclose(ours, _reference(w.numpy(), bits, block, form), rtol=0, atol=1e-7)
+    if form == "zero-point":  # torch's own fake quantization is the integer-zero-point form
+        x = w.flatten().view(-1, block) if w.numel() % block == 0 else None
+        if x is not None:
+            lo, hi = x.amin(1), x.amax(1)
+            scale = ((hi - lo) / (2 ** bits - 1)).double()
+            zero = torch.round(-lo.double() / scale).int()
+            fake = torch.fake_quantize_per_channel_affine(x, scale.float(), zero, 0, 0, 2 ** bits - 1)
+            assert np.allclose(ours, fake.view_as(w).numpy(), rtol=0, atol=1e-6)
+
+
+def test_paper_form_keeps_each_blocks_extremes_and_the_zero_point_moves_them():
+    w = _weights(seed=3)
+    w[3, 7], w[9, 1] = 0.9, -0.7  # the tensor's largest and smallest: a super weight and a partner
+    blocks = w.flatten().view(-1, 4096)
+    paper, zp = (rtn(w, 4, 4096, form=f).flatten().view(-1, 4096) for f in ("paper", "zero-point"))
+    assert torch.equal(paper.amax(1), blocks.amax(1)) and torch.equal(paper.amin(1), blocks.amin(1))
+    assert not torch.equal(zp.amax(1), blocks.amax(1))  # z's rounding shifts the grid
+    per_tensor = rtn(w, 4, None, form="paper")
+    assert per_tensor[3, 7] == w[3, 7] and per_tensor[9, 1] == w[9, 1]
+    assert abs(float(rtn(w, 4, None, form="zero-point")[3, 7] - w[3, 7])) > 1e-3
+
+
+def test_block_32_is_gguf_q4_1():
+    """gguf's own Q4_1 (block 32, min offset, scale and min stored in fp16) is the paper form up to fp16
+    rounding; re-quantizing its output with the paper form gives it back exactly, the zero point does not."""
+    import gguf
+
+    q41 = gguf.GGMLQuantizationType.Q4_1
+    w = _weights(seed=5)
+    w[3, 7] = 0.9
+    theirs = gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), q41), q41)
+    error = float(((rtn(w, 4, 32).numpy() - w.numpy()) ** 2).mean())  # the quantization error itself
+    paper, zp = (rtn(w, 4, 32, form=f).numpy() for f in ("paper", "zero-point"))
+    assert ((paper - theirs) ** 2).mean() < 1e-3 * error  # fp16 scales: 6e-5 here
+    assert ((zp - theirs) ** 2).mean() > 0.5 * error  # 2.1 here
+    back = torch.from_numpy(theirs)
+    assert torch.equal(rtn(back, 4, 32, form="paper"), back)
+    assert not torch.equal(rtn(back, 4, 32, form="zero-point"), back)
+
+
+def test_smollm2s_q4_1_source_is_reproduced_at_block_32():
+    """The packaged SmolLM2 file's 210 Q4_1 tensors, dequantized, re-quantized at block 32: the paper form
+    gives every one back exactly, the zero point moves them (relative MSE ~0.007 in the layer-11 down
+    projection, whose extremes are the two super weights: 6.066 becomes 6.236 per tensor)."""
+    import gguf
+
+    from scanner.load.shipped import packaged_file
+
+    tensors = [t for t in gguf.GGUFReader(packaged_file("smollm2-135m")[0]).tensors
+               if t.tensor_type == gguf.GGMLQuantizationType.Q4_1]
+    assert len(tensors) == 210
+    for t in tensors:
+        w = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type))
+        assert torch.equal(rtn(w, 4, 32, form="paper"), w), t.name
+        if t.name == "blk.11.ffn_down.weight":
+            zp = rtn(w, 4, 32, form="zero-point")
+            assert 0.003 < float(((zp - w) ** 2).sum() / (w ** 2).sum()) < 0.02
+            assert float(w[507, 1487]) == pytest.approx(6.0659, abs=1e-4)  # the tensor's largest
+            assert float(rtn(w, 4, None, form="paper")[507, 1487]) == float(w[507, 1487])
+            assert float(rtn(w, 4, None, form="zero-point")[507, 1487]) == pytest.approx(6.2358, abs=1e-3)
 
 
 def test_one_large_weight_ruins_its_block_unless_kept():
@@ -111,22 +196,42 @@ def test_study_config_is_checked():
             StudyConfig(**bad)
 
 
-def test_finding_names_the_first_block_where_keeping_matters():
+def _row(block, variant, r, lo, hi, study="weights", bits=4):
     from scanner.study.quant_study import QuantRow
 
-    def row(block, variant, ppl, half=0.1):
-        return QuantRow("weights", 4, block, variant, ppl, ppl * (1 - half), ppl * (1 + half), 1, 1, 1, 16)
+    return QuantRow(study, bits, block, variant, 16 * r, 16 * lo, 16 * hi, r, lo, hi, 16)
 
-    rows = []
-    for block, plain, clip in ((64, 20, 30), (4096, 40, 60), (None, 9000, 8000)):
-        rows += [row(block, "plain", plain), row(block, "keep", plain), row(block, "clip", clip),
-                 row(block, "clip_keep", 30 if block == 64 else 50)]
-    # clip_keep 30 vs clip 30 at 64 (same), 50 vs 60 at 4096 (intervals overlap: [45, 55] / [54, 66]), 50 vs 8000
-    assert finding(rows) == ("INT4: with outliers clipped, keeping the super weights matters from per tensor; "
-                             "without clipping, no difference; clipped with them kept beats plain RTN from per tensor")
-    rows[7] = row(4096, "clip_keep", 45, 0.05)  # [42.75, 47.25] below clip's [54, 66]
-    assert "matters from block 4,096" in finding(rows)
-    assert finding([r for r in rows if r.variant in ("plain", "clip")]) == "no super weight to keep"
+
+def test_finding_gives_the_largest_block_within_the_tolerance_by_its_interval():
+    rows = [_row(64, "plain", 1.02, 1.01, 1.04), _row(4096, "plain", 1.08, 1.05, 1.12),  # 4,096: across x1.1
+            _row(None, "plain", 20, 15, 27),
+            _row(64, "keep", 1.02, 1.01, 1.04), _row(4096, "keep", 1.06, 1.04, 1.07), _row(None, "keep", 19, 14, 26),
+            _row(64, "clip", 60, 40, 90), _row(4096, "clip", 70, 50, 95), _row(None, "clip", 80, 60, 99),
+            _row(64, "clip_keep", 45, 30, 60), _row(4096, "clip_keep", 50, 35, 70), _row(None, "clip_keep", 52, 36, 75)]
+    line = finding(rows)
+    assert line == ("INT4 weights: plain RTN within x1.1 up to block 64 (block 4,096 undecided); keeping the super "
+                    "weights moves it to block 4,096; outliers clipped, at no block size; keeping the super weights "
+                    "does not move it")
+    assert "beats" not in line  # two unusable settings are not compared
+    # the tolerance moved across the plant's values moves the answer
+    assert "plain RTN within x1.03 at no block size (block 64 undecided)" in finding(rows, 1.03)
+    assert "within x1.2 up to block 4,096; keeping the super weights does not move it" in finding(rows, 1.2)
+    assert finding([r for r in rows if r.variant in ("plain", "clip")]).count("does not move") == 0
+    assert finding([]) == "no super weight to keep"
+
+
+def test_finding_says_which_held_channels_help():
+    plain = _row(None, "plain", 1.5, 1.4, 1.6, "activations", 8)
+    one = _row(None, "hold", 1.3, 1.2, 1.4, "activations", 8)
+    one.held, one.held_gain, one.held_gain_lo, one.held_gain_hi = ["layer 11 col 1229"], 0.87, 0.85, 0.89
+    two = _row(None, "hold", 1.29, 1.2, 1.4, "activations", 8)
+    two.held, two.held_gain, two.held_gain_lo, two.held_gain_hi = ["layer 11 col 1229", "layer 11 col 1487"], \
+        0.99, 0.97, 1.01
+    line = finding([plain, one, two])
+    assert "holding the super activation's channel (layer 11 col 1229) x0.87 [0.85, 0.89], helps" in line
+    assert "adding layer 11 col 1487 x0.99 [0.97, 1.01], no difference the interval decides" in line
+    two.held_gain_hi = 0.995
+    assert "adding layer 11 col 1487 x0.99 [0.97, 0.995], helps" in finding([plain, one, two])
 
 
 def test_clipping_alone_destroys_and_keeping_the_planted_weight_restores(tmp_path):
@@ -142,7 +247,35 @@ def test_clipping_alone_destroys_and_keeping_the_planted_weight_restores(tmp_pat
     by = {r.variant: r for r in study.weights()}
     assert by["clip"].ppl_ratio_lo > 5  # clipped at z > 4 with the rest: ruined
     assert by["clip_keep"].ppl_ratio_hi < 1.1  # the same clipping with it kept: nothing lost
-    assert "with outliers clipped, keeping the super weights matters from per tensor" in finding(list(by.values()))
+    # INT4 per tensor, clipped: usable only with the plant kept (plain RTN keeps a block's extremes: usable too)
+    assert "outliers clipped, at no block size; keeping the super weights moves it to per tensor" \
+        in finding(list(by.values()))
+
+
+def test_a_planted_super_weight_at_its_blocks_extreme_is_kept_by_the_paper_form_only(tmp_path):
+    """The quantization plant's weight is its down projection's largest entry, so the extreme of its block at
+    every block size: the paper form leaves it exact in plain RTN (keeping it changes nothing for it), the
+    integer zero point moves it (by at most half a step, never zero here)."""
+    from tests.fixtures.planted_quant import PLANT, build
+    from scanner.adapters import get, layers
+    from scanner.study.quant_study import _weights_quantized
+
+    loaded = load(resolve(str(build(tmp_path / "q"))), LoadOptions(device="cpu"))
+    w = get(layers(loaded.model, loaded.adapter)[PLANT.layer], "mlp.down_proj").weight
+    value = float(w[PLANT.row, PLANT.col])
+    assert value == float(w.max())
+    keep = [Coord(PLANT.layer, "mlp.down_proj", PLANT.row, PLANT.col)]
+    for bits in (3, 4):
+        for block in (64, 4096, None):
+            with _weights_quantized(loaded, bits, block, "plain", keep, Clip(), "paper"):
+                assert float(w[PLANT.row, PLANT.col]) == value
+            with _weights_quantized(loaded, bits, block, "plain", keep, Clip(), "zero-point"):
+                moved = abs(float(w[PLANT.row, PLANT.col]) - value)
+                at = PLANT.row * w.shape[1] + PLANT.col
+                mine = w.flatten()[at - at % block: at - at % block + block] if block else w.flatten()
+                block_range = float(mine.max() - mine.min())
+                assert 0 < moved <= block_range / (2 ** bits - 1) / 2 + 1e-6
+            assert float(w[PLANT.row, PLANT.col]) == value  # restored after each
 
 
 def test_a_streamed_model_is_studied_layer_by_layer_with_the_same_numbers(tmp_path):
@@ -173,7 +306,7 @@ def test_fused_experts_are_quantized_each_on_its_own_and_restored(tmp_path):
     experts = loaded.model.model.layers[layer].mlp.experts
     before = experts.down_proj.detach().clone()
     keep = [Coord(layer, module, row, col, expert)]
-    with _weights_quantized(loaded, 3, None, "keep", keep, Clip()):
+    with _weights_quantized(loaded, 3, None, "keep", keep, Clip(), "paper"):
         q = experts.down_proj.detach().clone()
         gate = loaded.model.model.layers[layer].mlp.gate.weight.detach().clone()  # the router
     assert torch.equal(experts.down_proj, before)  # restored
