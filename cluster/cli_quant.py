@@ -74,7 +74,13 @@ def add_commands(sub) -> None:
                     "of activation quantization. Versioned JSON with --format json (schema in the README).")
     q.add_argument("model", metavar="MODEL")
     catalog_option(q)
-    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.add_argument("--format", choices=("table", "json", "llama-quantize", "transformers"), default="table",
+                   help="table; json (the list); llama-quantize (--tensor-type overrides keeping the tensors that "
+                        "hold catastrophic weights at --type, for llama-quantize's command line); transformers "
+                        "(a JSON list of the modules holding them, for a quantization config's "
+                        "modules_to_not_convert)")
+    q.add_argument("--type", default="Q8_0", type=str.upper,
+                   help="with --format llama-quantize: the GGUF type of the protected tensors (default Q8_0)")
     q.set_defaults(func=run_protect)
 
 
@@ -163,11 +169,26 @@ def run_protect(args) -> int:
     from catalog.store import Catalog
 
     from .errors import NotInCatalog
-    from .protect import protect_list, render
+    from .protect import llama_quantize, protect_list, render, transformers_modules
 
     catalog = Catalog(args.catalog)
     if not catalog.exists():
         raise NotInCatalog(f"no catalog at {catalog.location}: scan {args.model} into one first")
     data = protect_list(catalog, args.model)
-    print(json.dumps(data, indent=1) if args.format == "json" else render(data))
+    if args.format == "llama-quantize":
+        import gguf
+
+        from scanner.errors import BadInput
+
+        if args.type not in gguf.GGMLQuantizationType.__members__:
+            raise BadInput(f"unknown GGUF type {args.type!r}; e.g. Q8_0, Q6_K, F16")
+        lines = llama_quantize(data, args.type)
+    elif args.format == "transformers":
+        lines = [json.dumps(transformers_modules(data))]
+    else:
+        lines = [json.dumps(data, indent=1) if args.format == "json" else render(data)]
+    if not data["weights"]:
+        log.info("%s: no catastrophic weight in its latest validated scan: nothing to protect", args.model)
+    if lines:
+        print("\n".join(lines))
     return 0

@@ -16,6 +16,7 @@ magnitude seen at the spike (|x[col]|), and the residual channel they build (row
 from __future__ import annotations
 
 import json
+import re
 
 SCHEMA, VERSION = "superweights-protect", 1
 SCAN = ("SELECT scan_id, model, revision, scanner_version, dtype, architecture, layers_path, gguf_file, num_layers "
@@ -80,6 +81,26 @@ def read(text: str) -> dict:
     if data.get("version") != VERSION:
         raise ValueError(f"protect list version {data.get('version')}; this superweights reads version {VERSION}")
     return data
+
+
+def llama_quantize(data: dict, kind: str = "Q8_0") -> list[str]:
+    """llama-quantize's per-tensor overrides for the GGUF tensors holding the list's weights: `--tensor-type
+    PATTERN=TYPE` (its patterns are regular expressions searched in the tensor name: dots escaped). llama.cpp
+    cannot keep single entries; a tensor at a wider type is what it can keep."""
+    from .errors import NotInCatalog
+
+    names = list(dict.fromkeys(w["gguf_tensor"] for w in data["weights"]))
+    if None in names:
+        raise NotInCatalog(f"{data['model']}: its architecture ({data['architecture']}) has no GGUF tensor names "
+                           "here; use --format transformers or json")
+    return [f"--tensor-type {re.escape(name)}={kind.lower()}" for name in names]
+
+
+def transformers_modules(data: dict) -> list[str]:
+    """The modules of the transformers model holding the list's weights, for a quantization config's list of
+    modules left unquantized (`modules_to_not_convert`, bitsandbytes' `llm_int8_skip_modules`)."""
+    return list(dict.fromkeys(w["tensor"].removesuffix(".weight") if w["expert"] is None
+                              else w["tensor"].rpartition(".")[0] for w in data["weights"]))
 
 
 def render(data: dict) -> str:

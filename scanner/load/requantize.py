@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from .card import HUB_URL
 
 
 def requantize(src: str | Path, dst: str | Path, qtype: str = "Q4_0", base_model: str | None = None,
-               progress: bool = False) -> Path:
+               progress: bool = False, tensor_types: list[tuple[str, str]] = (), matrices: bool = False) -> Path:
     """`src` with its quantized tensors re-quantized to `qtype` (F32/F16 tensors copied as they are), written
     to `dst` (through a temporary file beside it). `base_model`: written as general.base_model.0 (a hub id
-    becomes its repo_url)."""
+    becomes its repo_url). `tensor_types`: (pattern, type) overrides as llama-quantize's `--tensor-type
+    PATTERN=TYPE` reads them (the first pattern found in the tensor's name wins); `matrices`: float matrices
+    quantized to `qtype` too (as llama-quantize does from a float file)."""
     import gguf
     from gguf import GGMLQuantizationType as Q
     from tqdm import tqdm
@@ -46,12 +49,15 @@ def requantize(src: str | Path, dst: str | Path, qtype: str = "Q4_0", base_model
             url = f"https://huggingface.co/{base_model}"
             if HUB_URL.match(url):
                 writer.add_string("general.base_model.0.repo_url", url)
+    rules = [(re.compile(pattern.lower()), Q[kind.upper()]) for pattern, kind in tensor_types]
     for t in tqdm(reader.tensors, desc="re-quantizing", unit="tensor", disable=not progress, leave=False):
-        if t.tensor_type in (Q.F32, Q.F16, Q.BF16):
+        to = next((kind for pattern, kind in rules if pattern.search(t.name.lower())), None)
+        plain = t.tensor_type in (Q.F32, Q.F16, Q.BF16)
+        if len(t.shape) < 2 or (to is None and plain and not matrices):
             writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
             continue
         values = gguf.quants.dequantize(t.data, t.tensor_type)  # float32, numpy order [rows, cols]
-        writer.add_tensor(t.name, gguf.quants.quantize(values, target), raw_dtype=target)
+        writer.add_tensor(t.name, gguf.quants.quantize(values, to or target), raw_dtype=to or target)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -1,5 +1,6 @@
 """`quantize-eval` from the command line: coordinates from a catalog's validated scan, or a scan first."""
 import json
+import os
 
 from tests.scanner.helpers import planted, truth
 from .test_cli import assert_clean_error, run_cli
@@ -160,3 +161,49 @@ def test_protect_list_applied_to_int4_recovers_the_perplexity(tmp_path):
 
     without, kept = engine_int4([]), engine_int4(protect["weights"])
     assert without > 5 and kept < 1.1, (without, kept)
+
+
+def test_protect_for_engines_llama_quantize_and_transformers(tmp_path):
+    """`--format llama-quantize` prints the overrides that keep the tensor holding the planted weight at Q8_0;
+    applied as llama-quantize applies them (gguf's own quantizers, patterns searched in tensor names), every
+    other matrix is Q4_0. Q4_0 keeps a block's largest magnitude (it sets the block's scale), so what the
+    plant costs at Q4_0 is its 31 neighbours, rounded with a step of an eighth of it: at Q8_0 they keep
+    their values. `--format transformers` names modules that exist in the model."""
+    import gguf
+    import numpy as np
+
+    from scanner.load.requantize import requantize
+    from tests.fixtures.planted_gguf import write_gguf
+
+    folder = planted("llama", tmp_path / "m")
+    [(layer, module, row, col, _)] = truth(folder)
+    src = write_gguf(folder, tmp_path / "planted.gguf")
+    cat = str(tmp_path / "catalog")
+    assert run_cli("scan", "-q", str(src), "--catalog", cat).returncode == 0
+    out = run_cli("protect", str(src), "--catalog", cat, "--format", "llama-quantize")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["--tensor-type", f"blk\\.{layer}\\.ffn_down\\.weight=q8_0"]
+    rules = [tuple(arg.split("=")) for arg in out.stdout.split()[1::2]]
+
+    protected = requantize(src, tmp_path / "protected.gguf", "Q4_0", tensor_types=rules, matrices=True)
+    bare = requantize(src, tmp_path / "q4_0.gguf", "Q4_0", matrices=True)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(protected).tensors if len(t.shape) > 1}
+    target = f"blk.{layer}.ffn_down.weight"
+    assert types.pop(target) == "Q8_0" and set(types.values()) == {"Q4_0"}
+
+    def block(path):  # the plant's block of 32 in its row, dequantized
+        [t] = [t for t in gguf.GGUFReader(path).tensors if t.name == target]
+        return gguf.quants.dequantize(t.data, t.tensor_type)[row, col - col % 32: col - col % 32 + 32]
+
+    w = block(src)
+    others = np.arange(32) != col % 32
+    assert abs(w).argmax() == col % 32 and abs(block(bare)[col % 32] - w[col % 32]) < 1e-3 * abs(w[col % 32])
+    assert abs(block(protected) - w).max() <= abs(w).max() / 127 / 2 + 1e-6  # Q8_0: half its step
+    assert abs(block(bare) - w)[others].mean() > 4 * abs(block(protected) - w)[others].mean()  # 7x here
+    assert os.path.getsize(protected) > os.path.getsize(bare)
+
+    mods = run_cli("protect", str(src), "--catalog", cat, "--format", "transformers")
+    assert mods.returncode == 0, mods.stderr
+    assert json.loads(mods.stdout) == [f"model.layers.{layer}.{module}"]
+    bad = run_cli("protect", str(src), "--catalog", cat, "--format", "llama-quantize", "--type", "Q9_9")
+    assert_clean_error(bad, "unknown GGUF type")
