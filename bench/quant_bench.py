@@ -26,7 +26,8 @@ def main() -> None:
 
     from scanner.config import LoadOptions, ScanConfig
     from scanner.load.loading import load, set_threads
-    from scanner.study.quant_study import Study, StudyConfig, finding
+    from scanner.study.quant_finding import finding
+    from scanner.study.quant_study import Study, StudyConfig
     from scanner.scan import evaluator, scan_loaded
     from scanner.load.sources import resolve
 

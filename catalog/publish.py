@@ -92,7 +92,7 @@ def _read_index(con, canonical: str | None) -> tuple[list[dict], ...]:
         FROM layer_profiles_all WHERE scan_id IN {SHOWN} GROUP BY scan_id""", [shown])
     quant = _dicts(con, """
         SELECT model, study_id, started, study, bits, block, variant, ppl, ppl_lo, ppl_hi, ppl_ratio, ppl_base,
-               windows, clip, kept, finding, coalesce(rtn, 'zero-point') AS rtn, tolerance, held, held_gain,
+               windows, clip, kept, finding, CASE WHEN study = 'restore' THEN NULL ELSE coalesce(rtn, 'zero-point') END AS rtn, tolerance, held, held_gain,
                held_gain_lo, held_gain_hi FROM quant_results
         QUALIFY study_id = first_value(study_id) OVER (PARTITION BY model ORDER BY started DESC, study_id DESC)
         ORDER BY model, study DESC, bits, block NULLS LAST, variant, len(held) NULLS FIRST, held""")
@@ -135,7 +135,8 @@ def _models(catalog: Catalog, canonical: Canonical | None) -> tuple[list[dict], 
         s["profile"] = prof.get(s["scan_id"], ([], []))
         rows = studies.get(s["model"])
         s["quant"] = None if not rows else {
-            **{k: rows[0][k] for k in ("study_id", "finding", "clip", "kept", "ppl_base", "rtn", "tolerance")},
+            **{k: rows[0][k] for k in ("study_id", "finding", "clip", "kept", "ppl_base", "tolerance")},
+            "rtn": ", ".join(dict.fromkeys(f"{r['study']} {r['rtn']}" for r in rows if r["study"] != "restore")),
             "started": rows[0]["started"].strftime("%Y-%m-%dT%H:%M:%SZ"),
             "rows": [{k: r[k] for k in ("study", "bits", "block", "variant", "ppl", "ppl_lo", "ppl_hi", "ppl_ratio",
                                         "windows", "held", "held_gain", "held_gain_lo", "held_gain_hi")}

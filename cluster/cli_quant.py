@@ -28,7 +28,8 @@ def _ints(text: str, allow_tensor: bool = False) -> tuple:
 def add_commands(sub) -> None:
     from catalog.cli import catalog_option
     from scanner.options import add_scan_options
-    from scanner.config import QUANT_BLOCKS as BLOCKS, QUANT_TOLERANCE, QUANT_VARIANTS as VARIANTS, RTN_FORMS
+    from scanner.config import (QUANT_BITS as BITS, QUANT_BLOCKS as BLOCKS, QUANT_TOLERANCE,
+                                QUANT_VARIANTS as VARIANTS, RTN_FORMS)
     from scanner.load.shipped import DEFAULT_MODEL
 
     p = sub.add_parser(
@@ -37,21 +38,27 @@ def add_commands(sub) -> None:
                     "against the unquantized model) under simulated round-to-nearest quantization: every decoder "
                     "Linear per block (plain; super weights kept; other outliers clipped with them kept; clipped "
                     "without keeping them), the down projections' inputs per tensor (plain; super activations held "
-                    "out), and the super weights zeroed with their activations restored. The super weights are the "
-                    "catastrophic ones of the catalog's latest validated scan of MODEL (--catalog), or of a scan "
-                    "run first in the same load.")
+                    "out: the super activation's channel, then with each partner's), and the super weights zeroed "
+                    "with their activations restored. The finding gives, per variant, the largest block size whose "
+                    "perplexity stays within --tolerance of the unquantized model's by its interval. The super "
+                    "weights are the catastrophic ones of the catalog's latest validated scan of MODEL (--catalog), "
+                    "or of a scan run first in the same load.")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     catalog_option(p, help="take the super weights from this catalog's latest validated scan of MODEL")
-    p.add_argument("--bits", type=_ints, default=(4,), help="weight bits, comma-separated (default 4)")
+    p.add_argument("--bits", type=_ints, default=BITS,
+                   help=f"weight bits, comma-separated (default {','.join(map(str, BITS))})")
     p.add_argument("--blocks", type=lambda t: _ints(t, True), default=BLOCKS,
                    help="block sizes in elements, 'tensor' for per tensor (default: 64,4096,...,1048576,tensor)")
     p.add_argument("--variants", type=lambda t: tuple(v.strip() for v in t.split(",")), default=VARIANTS,
                    help=f"weight variants (default: {','.join(VARIANTS)})")
     p.add_argument("--act-bits", type=_ints, default=(8,), help="activation bits, comma-separated (default 8)")
     p.add_argument("--rtn", choices=RTN_FORMS, default="paper",
-                   help="RTN form: paper (each block offset by its minimum, its extremes kept; default) or "
-                        "zero-point (an integer zero point, as integer kernels store it)")
+                   help="RTN form of the weights: paper (each block offset by its minimum, its extremes kept; "
+                        "default) or zero-point (an integer zero point, as integer kernels store it)")
+    p.add_argument("--act-rtn", choices=RTN_FORMS, default="zero-point",
+                   help="RTN form of the activations (default zero-point: it keeps exact zeros; the paper form "
+                        "moves them by up to half a step, on every channel)")
     p.add_argument("--tolerance", type=float, default=QUANT_TOLERANCE,
                    help=f"a setting is usable when its perplexity ratio's 95%% interval lies wholly below this "
                         f"(default {QUANT_TOLERANCE:g}): the finding gives the largest usable block size per variant")
@@ -106,7 +113,8 @@ def run(args) -> int:
     from scanner.errors import BadInput
     from scanner.load.loading import set_threads
     from scanner.options import scan_config
-    from scanner.study.quant_study import StudyConfig, finding, render, study_source
+    from scanner.study.quant_finding import finding, render
+    from scanner.study.quant_study import StudyConfig, study_source
     from scanner.study.quantize import Clip
     from scanner.load.sources import resolve
 
@@ -119,7 +127,8 @@ def run(args) -> int:
     except ValueError as e:
         raise BadInput(str(e)) from None
     study = StudyConfig(bits=args.bits, blocks=args.blocks, variants=args.variants, act_bits=args.act_bits,
-                        clip=clip, windows=args.windows, rtn=args.rtn, tolerance=args.tolerance)
+                        clip=clip, windows=args.windows, rtn=args.rtn, act_rtn=args.act_rtn,
+                        tolerance=args.tolerance)
     catalog = None
     if args.catalog or os.environ.get("SUPERWEIGHTS_CATALOG"):
         from catalog.store import Catalog
@@ -150,17 +159,19 @@ def run(args) -> int:
     labels, study_id, line = [c.label() for c in res.keep], uuid.uuid4().hex, finding(res.rows, study.tolerance)
     rows = [{"study_id": study_id, "scan_id": scan_id, "model": model, "revision": source.revision,
              "scanner_version": __version__, "dtype": res.dtype, "started": started, "clip": res.clip,
-             "rtn": study.rtn, "tolerance": study.tolerance,
+             "tolerance": study.tolerance,
              "kept": labels, "ppl_base": res.ppl_base, "eval_text_sha256": res.eval_text_sha256, "finding": line, **r.to_dict()}
             for r in res.rows]
     if catalog is not None:
         catalog.write("quant_results", rows)
         log.info("wrote %d quantization rows of %s to %s", len(rows), model, catalog.location)
-    out = {"model": model, "revision": source.revision, "keep": labels, "rtn": study.rtn, "tolerance": study.tolerance,
+    out = {"model": model, "revision": source.revision, "keep": labels, "rtn": study.rtn, "act_rtn": study.act_rtn,
+           "tolerance": study.tolerance,
            "coordinates_from": "catalog" if res.scan is None else "scan", "scan_id": scan_id,
            "ppl_base": res.ppl_base, "finding": line, "rows": [r.to_dict() for r in res.rows]}
     print(json.dumps(out, indent=1) if args.json else
-          f"{model}: keeping {', '.join(labels) or 'nothing'} ({out['coordinates_from']}); RTN form {study.rtn}\n\n"
+          f"{model}: keeping {', '.join(labels) or 'nothing'} ({out['coordinates_from']}); RTN form: weights {study.rtn}, "
+          f"activations {study.act_rtn}\n\n"
           + render(res.rows, study.tolerance))
     return 0
 

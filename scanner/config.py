@@ -268,6 +268,7 @@ def _build(cls, data, where: str):
 # The quantization study's settings (scanner.study.quantize, scanner.study.quant_study), here so that the command line
 # can offer them without importing torch.
 QUANT_VARIANTS = ("plain", "keep", "clip_keep", "clip")
+QUANT_BITS = (4, 8)  # weights: where SmolLM2 is usable at no block size, and at every one
 QUANT_BLOCKS = (64, 64 ** 2, 128 ** 2, 256 ** 2, 512 ** 2, 1024 ** 2, None)  # None: the whole tensor
 # paper: each block offset by its minimum (its extremes kept exactly; gguf's Q4_1 at block 32);
 # zero-point: an integer zero point, the form of integer kernels (a block's extremes move)

@@ -16,7 +16,6 @@ by layer as each layer is read (so a model that does not fit in memory can be st
 """
 from __future__ import annotations
 
-import math
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
@@ -28,7 +27,7 @@ from words import verdicts
 
 from ..measure.ablation import values_at, zeroed
 from ..adapters import Coord, get, layers
-from ..config import QUANT_BLOCKS as BLOCKS, QUANT_TOLERANCE, RTN_FORMS
+from ..config import QUANT_BITS as BITS, QUANT_BLOCKS as BLOCKS, QUANT_TOLERANCE, RTN_FORMS
 from ..errors import BadInput
 from ..measure.evaluator import Effect, Evaluator, ratio
 from ..load.loading import Loaded
@@ -39,19 +38,22 @@ FIRES = 10.0  # a super activation "fires" at tokens where |x[col]| is this many
 
 @dataclass(frozen=True)
 class StudyConfig:
-    bits: tuple[int, ...] = (4,)
+    bits: tuple[int, ...] = BITS
     blocks: tuple[int | None, ...] = BLOCKS
     variants: tuple[str, ...] = VARIANTS
     act_bits: tuple[int, ...] = (8,)
     clip: Clip = field(default_factory=Clip)
     windows: int = 16  # evaluation windows per setting
     confidence: float = 0.95
-    rtn: str = "paper"  # RTN form (scanner.study.quantize): paper | zero-point
+    rtn: str = "paper"  # RTN form of the weights (scanner.study.quantize): paper | zero-point
+    # of the activations: the paper form moves exact zeros by up to half a step, a bias on every channel
+    act_rtn: str = "zero-point"
     tolerance: float = QUANT_TOLERANCE  # usable: the perplexity ratio's interval wholly below this
 
     def __post_init__(self):
-        if self.rtn not in RTN_FORMS:
-            raise BadInput(f"unknown RTN form {self.rtn!r}; choose among {', '.join(RTN_FORMS)}")
+        for form in (self.rtn, self.act_rtn):
+            if form not in RTN_FORMS:
+                raise BadInput(f"unknown RTN form {form!r}; choose among {', '.join(RTN_FORMS)}")
         if not self.tolerance > 1:
             raise BadInput(f"the tolerance is a perplexity ratio above 1, not {self.tolerance}")
         for b in self.bits + self.act_bits:
@@ -81,6 +83,7 @@ class QuantRow:
     ppl_ratio_hi: float
     windows: int
     stopword_shift: float | None = None
+    rtn: str | None = None  # RTN form (weights, activations): paper | zero-point
     held: list[str] | None = None  # activations: the input channels held out, the super activation's first
     # activations held out: ppl ratio over the setting holding only the first channel listed (over plain when
     # one is held), paired on the same windows: below 1, the last channels listed help
@@ -194,7 +197,9 @@ class Study:
                         continue  # nothing to keep: equal to plain / clip
                     with _weights_quantized(self.loaded, bits, block, variant, self.keep, self.cfg.clip,
                                             self.cfg.rtn):
-                        yield self._row("weights", bits, block, variant, self.measure())
+                        row = self._row("weights", bits, block, variant, self.measure())
+                        row.rtn = self.cfg.rtn
+                        yield row
 
     def channels(self) -> list[tuple[int, int]]:
         """The kept weights' input channels (layer, col), the largest |x[col]| seen on the first window first:
@@ -228,10 +233,11 @@ class Study:
                 for layer, col in held:
                     hold.setdefault(layer, []).append(col)
                 with ExitStack() as stack:
-                    _down_hooks(self.loaded, lambda i, x, _o: quantize_activation(x, bits, hold.get(i, []), self.cfg.rtn),
+                    _down_hooks(self.loaded, lambda i, x, _o: quantize_activation(x, bits, hold.get(i, []), self.cfg.act_rtn),
                                 stack)
                     e = effects[tuple(held)] = self.measure()
                 row = self._row("activations", bits, None, "hold" if held else "plain", e)
+                row.rtn = self.cfg.act_rtn
                 if held:
                     gain = e.minus(effects[tuple(held[:1]) if len(held) > 1 else ()])
                     lo, hi = gain.interval(self.cfg.confidence)
@@ -273,68 +279,6 @@ class Study:
         return w + len(self.cfg.act_bits) * (1 + k + (k > 2)) + keep
 
 
-def _block(k: int | None) -> str:
-    return "per tensor" if k is None else f"block {k:,}"
-
-
-def usable(rows: list[QuantRow], tolerance: float) -> dict[tuple[int, str], tuple[int | None, bool, list]]:
-    """Per (bits, variant) of the weight rows: (the largest block size whose perplexity ratio's interval lies
-    wholly below `tolerance`, whether any setting is, the larger blocks left undecided (interval across it))."""
-    out = {}
-    for bits, variant in dict.fromkeys((r.bits, r.variant) for r in rows if r.study == "weights"):
-        mine = sorted((r for r in rows if r.study == "weights" and (r.bits, r.variant) == (bits, variant)),
-                      key=lambda r: math.inf if r.block is None else r.block)
-        within = [r for r in mine if r.ppl_ratio_hi < tolerance]
-        best = within[-1] if within else None
-        after = mine[mine.index(best) + 1:] if best else mine
-        out[bits, variant] = (best.block if best else None, best is not None,
-                              [r.block for r in after if r.ppl_ratio_lo <= tolerance <= r.ppl_ratio_hi])
-    return out
-
-
-def _gain(r: QuantRow) -> str:
-    word = ("helps" if r.held_gain_hi < 1 else "hurts" if r.held_gain_lo > 1 else "no difference the interval decides")
-    return f"x{r.held_gain:.3g} [{r.held_gain_lo:.3g}, {r.held_gain_hi:.3g}], {word}"
-
-
-def finding(rows: list[QuantRow], tolerance: float = QUANT_TOLERANCE) -> str:
-    """The study in the terms of the paper's claim: per bit width, the largest block size at which each weight
-    variant stays within `tolerance` of the unquantized perplexity (its 95% interval wholly below), whether
-    keeping the super weights moves that size, and which held-out activation channels help."""
-    fit = usable(rows, tolerance)
-    parts = []
-    for bits in sorted({b for b, _ in fit}):
-        def size(v: str) -> str:
-            block, ok, undecided = fit[bits, v]
-            text = f"up to {_block(block)}" if ok else "at no block size"
-            return text + (f" ({', '.join(map(_block, undecided))} undecided)" if undecided else "")
-
-        def moved(base: str, kept: str) -> str:
-            if (bits, kept) not in fit:
-                return ""
-            (a, ok_a, _), (b, ok_b, _) = fit[bits, base], fit[bits, kept]
-            if (a, ok_a) == (b, ok_b):
-                return "; keeping the super weights does not move it"
-            return f"; keeping the super weights moves it to {size(kept).removeprefix('up to ')}"
-
-        line = []
-        if (bits, "plain") in fit:
-            line.append(f"plain RTN within x{tolerance:g} {size('plain')}{moved('plain', 'keep')}")
-        if (bits, "clip") in fit:
-            line.append(f"outliers clipped, {size('clip')}{moved('clip', 'clip_keep')}")
-        elif (bits, "clip_keep") in fit:
-            line.append(f"outliers clipped with the super weights kept, {size('clip_keep')}")
-        if line:
-            parts.append(f"INT{bits} weights: " + "; ".join(line))
-    for bits in sorted({r.bits for r in rows if r.study == "activations" and r.held}):
-        held = [r for r in rows if r.study == "activations" and r.bits == bits and r.held]
-        one = [r for r in held if len(r.held) == 1]
-        text = [f"holding the super activation's channel ({one[0].held[0]}) {_gain(one[0])}"] if one else []
-        text += [f"adding {', '.join(r.held[1:])} {_gain(r)}" for r in held if len(r.held) > 1]
-        parts.append(f"INT{bits} activations: " + "; ".join(text))
-    return "; ".join(parts) if parts else "no super weight to keep"
-
-
 @dataclass
 class StudyResult:
     rows: list[QuantRow]
@@ -370,14 +314,3 @@ def study_source(source, cfg, study: StudyConfig, keep: list[Coord] | None = Non
                            study.clip.label)
     finally:
         loaded.close()
-
-
-def render(rows: list[QuantRow], tolerance: float = QUANT_TOLERANCE) -> str:
-    """The study as a table: perplexity and its ratio with 95% intervals per setting."""
-    head = ("| study | bits | block | variant | held out | perplexity [95%] | ratio [95%] | windows |\n"
-            "|---|---|---|---|---|---|---|---|")
-    lines = [head] + [
-        f"| {r.study} | {r.bits or '-'} | {(r.block or 'tensor') if r.study == 'weights' else '-'} | {r.variant} | "
-        f"{', '.join(r.held or []) or '-'} | {r.ppl:.4g} [{r.ppl_lo:.4g}, {r.ppl_hi:.4g}] | "
-        f"x{r.ppl_ratio:.3g} [{r.ppl_ratio_lo:.3g}, {r.ppl_ratio_hi:.3g}] | {r.windows} |" for r in rows]
-    return "\n".join(lines) + f"\n\n{finding(rows, tolerance)}"

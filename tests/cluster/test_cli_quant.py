@@ -5,7 +5,7 @@ import os
 from tests.scanner.helpers import planted, truth
 from .test_cli import assert_clean_error, run_cli
 
-QUICK = ("--blocks", "64,tensor", "--variants", "plain,keep", "--windows", "4", "--json", "-q")
+QUICK = ("--bits", "4", "--blocks", "64,tensor", "--variants", "plain,keep", "--windows", "4", "--json", "-q")
 
 
 def test_quantize_eval_takes_coordinates_from_the_catalog_or_scans_first(tmp_path):
@@ -49,7 +49,7 @@ def test_quantize_eval_takes_coordinates_from_the_catalog_or_scans_first(tmp_pat
     from catalog.render import _md_cell
 
     assert "## Quantization: keeping the super weights" in md and _md_cell(again["finding"]) in md
-    assert "RTN form paper" in md and "usable: perplexity within x1.1" in md
+    assert "RTN form weights paper, activations zero-point" in md and "usable: perplexity within x1.1" in md
     # as grids: a row per block size, a column per variant
     grid = md.split("| weights INT4, block (elements) | plain | keep |")[1].split("\n\n")[0].splitlines()
     assert [ln.split(" | ")[0] for ln in grid[2:]] == ["| 64", "| per tensor"] and "| restore | restore |" in md

@@ -9,7 +9,8 @@ import torch
 from scanner.adapters import Coord
 from scanner.config import ScanConfig
 from scanner.load.loading import LoadOptions, load
-from scanner.study.quant_study import Study, StudyConfig, finding
+from scanner.study.quant_finding import finding
+from scanner.study.quant_study import Study, StudyConfig
 from scanner.study.quantize import Clip, quantize_activation, quantize_weight, rtn
 from scanner.scan import evaluator
 from scanner.load.sources import resolve
@@ -158,6 +159,22 @@ def test_activation_hold_out():
     assert float((plain - x)[..., rest].abs().mean()) > 0.5  # everything else rounded to the zero point
     step = float(x[..., rest].max() - x[..., rest].min()) / 255
     assert float((held - x)[..., rest].abs().max()) <= step  # per sequence, so within one global step
+
+
+def test_activations_keep_exact_zeros_only_with_the_zero_point():
+    """Why activations default to the zero point: gated MLP inputs hold many near-zero values, and the paper
+    form puts an exact zero half a step away at most (min + k * step), a bias the down projection sums over
+    every channel; the integer zero point keeps zeros exact."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 16, 64, generator=g) * (torch.rand(1, 16, 64, generator=g) < 0.3)  # 70% exact zeros
+    x[0, 0, 5] = 400.0  # a super activation sets the range
+    zeros = x == 0
+    zp, paper = quantize_activation(x, 8, form="zero-point"), quantize_activation(x, 8, form="paper")
+    step = float(x.max() - x.min()) / 255
+    assert torch.equal(zp[zeros], x[zeros])
+    shift = paper[zeros]
+    assert float(shift.abs().min()) > 0 and float(shift.abs().max()) <= step / 2 + 1e-6
+    assert torch.unique(shift).numel() == 1  # one offset on every zero: a bias, not noise
 
 
 @pytest.fixture(scope="module")
