@@ -148,7 +148,7 @@ def _downloads(catalog: Catalog, cfg: BatchConfig, todo: list, summary: Summary)
     for p in list(todo):
         if p.source != "hub" or cached(p.repo_id, p.revision):
             continue
-        size = (hub_bytes(p.repo_id, p.revision) or 0) if cfg.cache_limit is not None else 0
+        size = (hub_bytes(p.entry.spec, p.repo_id, p.revision) or 0) if cfg.cache_limit is not None else 0
         if cfg.cache_limit is not None and size > cfg.cache_limit:
             todo.remove(p)
             big.append(p)

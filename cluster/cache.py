@@ -19,19 +19,20 @@ def cached(repo_id: str, sha: str) -> bool:
     return (cache_folder(repo_id) / "snapshots" / sha).is_dir()
 
 
-def hub_bytes(repo_id: str, sha: str) -> int | None:
-    """What a scan downloads of the revision: its files that the scanner fetches, by the hub's tree listing;
-    None when the hub does not say."""
+def hub_bytes(spec: str, repo_id: str, sha: str) -> int | None:
+    """What a scan of hub id `spec` downloads of the revision (`scanner.load.sources.hub_patterns`), by the
+    hub's tree listing; None when the hub does not say."""
     from huggingface_hub import HfApi
 
-    from scanner.load.sources import WEIGHT_PATTERNS
+    from scanner.load.sources import hub_patterns
 
     try:
         tree = HfApi().list_repo_tree(repo_id, revision=sha, recursive=True)
         sizes = [(f.path, getattr(f, "size", None)) for f in tree]
+        patterns = hub_patterns(spec, [path for path, _ in sizes])
     except Exception:  # noqa: BLE001  no listing: the model is scheduled as if it were small
         return None
-    wanted = [size for path, size in sizes if any(fnmatch.fnmatch(path, p) for p in WEIGHT_PATTERNS)]
+    wanted = [size for path, size in sizes if any(fnmatch.fnmatch(path, p) for p in patterns)]
     return None if any(s is None for s in wanted) else sum(wanted)
 
 
@@ -90,9 +91,9 @@ class Downloads:
         if job.kind is JobKind.SCAN:
             key = (job.model.repo_id, job.model.revision)
             return (key,) if key in self.sizes else ()
-        from scanner.load.sources import is_hub_id
+        from scanner.load.sources import hub_parts, is_hub_id
 
-        sides = [(s.spec.partition("@")[0], s.revision) for s in job.comparison.sides()[:2]]
+        sides = [(hub_parts(s.spec)[0], s.revision) for s in job.comparison.sides()[:2]]
         return tuple(k for k in sides if k in self.sizes or (is_hub_id(k[0]) and not cached(*k)))
 
     def _bytes(self, keys: tuple) -> int:
@@ -127,7 +128,8 @@ class Downloads:
             if self.budget is not None:
                 self.budget.take(job.name, self._bytes(keys))
             self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="fetch-ahead")
-            self.fetching[job.name] = self._pool.submit(_fetch, job.model.repo_id, job.model.revision)
+            self.fetching[job.name] = self._pool.submit(_fetch, job.model.entry.spec, job.model.repo_id,
+                                                     job.model.revision)
             self.fetched += 1
 
     def close(self) -> None:
@@ -135,13 +137,14 @@ class Downloads:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _fetch(repo_id: str, sha: str) -> None:
+def _fetch(spec: str, repo_id: str, sha: str) -> None:
     """The files a scan reads, into the cache; a failure is left for the worker to meet and record."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
-    from scanner.load.sources import WEIGHT_PATTERNS
+    from scanner.load.sources import hub_patterns
 
     try:
-        snapshot_download(repo_id, revision=sha, allow_patterns=WEIGHT_PATTERNS)
+        files = HfApi().list_repo_files(repo_id, revision=sha)
+        snapshot_download(repo_id, revision=sha, allow_patterns=hub_patterns(spec, files))
     except Exception:  # noqa: BLE001  the worker downloads again and names what went wrong
         pass

@@ -110,12 +110,13 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
 def pin(entry: Entry) -> Pinned:
     """The revision a worker will scan: the hub's commit sha for hub ids, else the files' fingerprint
     (workers then scan exactly that, `scanner.load.sources.resolve_pinned`)."""
-    from scanner.load.sources import is_hub_id, model_name, resolve
+    from scanner.load.sources import hub_parts, is_hub_id, model_name, resolve
 
     try:
         if is_hub_id(entry.spec):
-            sha, params = hub_sha(entry.spec, entry.revision)
-            return Pinned(entry, entry.spec, sha, "hub", entry.spec, params=params)
+            repo_id = hub_parts(entry.spec)[0]
+            sha, params = hub_sha(repo_id, entry.revision)
+            return Pinned(entry, model_name(entry.spec, repo_id, "hub"), sha, "hub", repo_id, params=params)
         src = resolve(entry.spec, entry.revision)
         return Pinned(entry, model_name(entry.spec, src.repo_id, src.kind), src.revision, src.kind,
                       src.repo_id, src.path / src.gguf_file if src.gguf_file else src.path)

@@ -187,3 +187,42 @@ def test_a_gated_model_and_a_download_cut_mid_file(hub, repos, tmp_path):
         assert (1, 10, 20, "super_weight") in weights
     finally:
         proxy.close()
+
+
+def test_gguf_files_on_the_hub_picked_by_name_or_tag(hub, tmp_path):
+    """A repository of GGUF files (the planted model in float32 and at Q8_0): `org/name:TAG` or `:FILE` picks
+    one and downloads only it, each is its own model pinned to the commit; a repository of several GGUF
+    files named without one, or a tag that matches none, is one line naming the files."""
+    from scanner.load.requantize import requantize
+    from tests.fixtures.planted_gguf import write_gguf
+
+    work = tmp_path / "g"
+    (work / "repo").mkdir(parents=True)
+    f32 = write_gguf(planted("llama", work / "m"), work / "repo" / "tiny-llama-F32.gguf")
+    requantize(f32, work / "repo" / "tiny-llama-Q8_0.gguf", "Q8_0", matrices=True)
+    sha = hub.commit("org/tiny-gguf", work / "repo", "two GGUF files")
+    env = hub.env(tmp_path / "hf-home")
+    unnamed = run_cli("scan", "org/tiny-gguf", "-q", env=env)
+    assert unnamed.returncode != 0 and "Traceback" not in unnamed.stderr
+    assert "2 .gguf files" in unnamed.stderr and "tiny-llama-Q8_0.gguf" in unnamed.stderr, unnamed.stderr
+
+    cat = str(tmp_path / "catalog")
+    done = _batch(hub, tmp_path, ["org/tiny-gguf:q8_0", "org/tiny-gguf:tiny-llama-F32.gguf", "org/tiny-gguf:Q2_K"],
+                  cat)
+    assert "2 scanned, 0 skipped (already in the catalog), 1 failed" in done.stdout, done.stdout + done.stderr[-3000:]
+    scans = {r["model"]: r for r in _rows(cat, "SELECT * FROM scans")}
+    for name, file in (("org/tiny-gguf:q8_0", "tiny-llama-Q8_0.gguf"), ("org/tiny-gguf:tiny-llama-F32.gguf",
+                                                                       "tiny-llama-F32.gguf")):
+        assert (scans[name]["status"], scans[name]["revision"], scans[name]["gguf_file"]) == ("ok", sha, file)
+    bad = scans["org/tiny-gguf:Q2_K"]
+    assert bad["error_type"] == "ModelNotFound" and "no .gguf file of the repository matches 'Q2_K'" in bad["error"]
+    found = _rows(cat, "SELECT model, layer, row, col FROM super_weights")
+    assert sorted((r["model"], r["layer"], r["row"], r["col"]) for r in found) == [
+        ("org/tiny-gguf:q8_0", 1, 10, 20), ("org/tiny-gguf:tiny-llama-F32.gguf", 1, 10, 20)]
+    # a scan of one GGUF file, pinned to the commit after the tag, downloads it and not its sibling
+    one = run_cli("scan", f"org/tiny-gguf:Q8_0@{sha}", "-q", "--json", "--no-validate",
+                  env=hub.env(tmp_path / "hf-one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert (json.loads(one.stdout)["model"], json.loads(one.stdout)["revision"]) == ("org/tiny-gguf:Q8_0", sha)
+    snap = next((tmp_path / "hf-one").rglob(f"models--org--tiny-gguf/snapshots/{sha}"))
+    assert sorted(p.name for p in snap.iterdir()) == ["tiny-llama-Q8_0.gguf"]

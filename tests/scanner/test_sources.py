@@ -120,3 +120,23 @@ def test_planted_models_built_in_threads_at_once_are_the_same_models(tmp_path, m
     monkeypatch.setenv("SUPERWEIGHTS_CACHE", str(tmp_path / "alone"))
     alone = {s: resolve(s).revision for s in specs}  # the revision fingerprints the weight files
     assert together == alone
+
+
+def test_hub_ids_with_a_gguf_file():
+    """`org/name[:FILE][@REVISION]`: the file a tag or name picks, and the model's name without the revision."""
+    from scanner.load.sources import hub_parts, is_hub_id, model_name, pick_gguf
+
+    assert hub_parts("org/m:Q4_K_M@v1") == ("org/m", "Q4_K_M", "v1")
+    assert hub_parts("org/m@refs/pr/1") == ("org/m", None, "refs/pr/1")
+    assert is_hub_id("org/m:model-Q8_0.gguf@" + "a" * 40) and not is_hub_id("org/m:a:b")
+    assert model_name("org/m:Q4_K_M@v1", "org/m", "hub") == model_name("org/m:Q4_K_M") == "org/m:Q4_K_M"
+    files = ["README.md", "m-Q4_K_M.gguf", "m-Q4_K_S.gguf", "m-Q8_0.gguf", "sub/m-F16.gguf"]
+    assert pick_gguf("org/m", files, "q4_k_m") == "m-Q4_K_M.gguf"
+    assert pick_gguf("org/m", files, "m-F16.gguf") == "sub/m-F16.gguf"
+    assert pick_gguf("org/m", ["a.gguf", "config.json"], None) == "a.gguf"
+    with pytest.raises(NotAModel, match="2 .gguf files match 'Q4_K'.*name one: org/m:FILE"):
+        pick_gguf("org/m", files, "Q4_K")
+    with pytest.raises(ModelNotFound, match="no .gguf file of the repository matches 'IQ2'.*m-Q8_0.gguf"):
+        pick_gguf("org/m", files, "IQ2")
+    with pytest.raises(NotAModel, match="holds no .gguf file and no config.json"):
+        pick_gguf("org/m", ["README.md"], None)
