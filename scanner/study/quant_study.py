@@ -190,16 +190,26 @@ class Study:
                         r, rlo, rhi, e.windows, e.stopword_shift)
 
     def weights(self) -> Iterator[QuantRow]:
+        stack = layers(self.loaded.model, self.loaded.adapter)
+        largest = max(w.numel() for i, layer in enumerate(stack) for _, _, w in _matrices(self.loaded, i, layer))
+        seen: dict[tuple, Effect] = {}
         for bits in self.cfg.bits:
             for block in self.cfg.blocks:
+                same = None if block is None or block >= largest else block  # a block holding every matrix whole
                 for variant in self.cfg.variants:
                     if variant in ("keep", "clip_keep") and not self.keep:
                         continue  # nothing to keep: equal to plain / clip
-                    with _weights_quantized(self.loaded, bits, block, variant, self.keep, self.cfg.clip,
-                                            self.cfg.rtn):
-                        row = self._row("weights", bits, block, variant, self.measure())
-                        row.rtn = self.cfg.rtn
-                        yield row
+                    key = (bits, same, variant)
+                    if key in seen:  # quantized as per tensor: measured already, the same numbers
+                        if self.progress is not None:
+                            self.progress.update(1)
+                    else:
+                        with _weights_quantized(self.loaded, bits, block, variant, self.keep, self.cfg.clip,
+                                                self.cfg.rtn):
+                            seen[key] = self.measure()
+                    row = self._row("weights", bits, block, variant, seen[key])
+                    row.rtn = self.cfg.rtn
+                    yield row
 
     def channels(self) -> list[tuple[int, int]]:
         """The kept weights' input channels (layer, col), the largest |x[col]| seen on the first window first:

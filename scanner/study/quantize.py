@@ -59,17 +59,17 @@ class Clip:
 
 
 def _round_trip(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, form: str) -> torch.Tensor:
-    """`x` quantized to `bits` between `lo` and `hi` (broadcast) and dequantized, in float64 so that the paper
-    form's extremes come back as they went in."""
+    """`x` quantized to `bits` between `lo` and `hi` (broadcast) and dequantized, in float32."""
     if not 2 <= bits <= 16:
         raise ValueError(f"bits must be in 2..16, not {bits}")
     if form not in FORMS:
         raise ValueError(f"unknown RTN form {form!r}; one of {', '.join(FORMS)}")
-    x, lo, hi = x.double(), lo.double(), hi.double()
+    x, lo, hi = x.float(), lo.float(), hi.float()
     levels = 2 ** bits - 1
     scale = ((hi - lo) / levels).clamp_min(1e-30)
     if form == "paper":
-        return torch.clamp(torch.round((x - lo) / scale), 0, levels) * scale + lo
+        q = torch.clamp(torch.round((x - lo) / scale), 0, levels)
+        return torch.where(q == levels, hi, q * scale + lo)  # the top level is the max itself, not a rounding of it
     zero = torch.round(-lo / scale)
     return (torch.clamp(torch.round(x / scale) + zero, 0, levels) - zero) * scale
 
@@ -88,7 +88,7 @@ def rtn(w: torch.Tensor, bits: int, block: int | None = None, skip: torch.Tensor
     lo = torch.where(counted, x, torch.inf).amin(1, keepdim=True)  # [blocks, 1]
     hi = torch.where(counted, x, -torch.inf).amax(1, keepdim=True)
     lo, hi = torch.where(torch.isfinite(lo), lo, 0.0), torch.where(torch.isfinite(hi), hi, 0.0)  # all skipped
-    out = _round_trip(x, lo, hi, bits, form).float().flatten()[:n]
+    out = _round_trip(x, lo, hi, bits, form).flatten()[:n]
     if skip is not None:
         out = torch.where(skip.flatten(), flat, out)
     return out.view_as(w).to(w.dtype)

@@ -207,6 +207,18 @@ def test_study_on_a_planted_model(planted_llama):
     assert isinstance(finding(rows), str)
 
 
+def test_a_block_holding_every_matrix_whole_is_measured_once_as_per_tensor(planted_llama):
+    loaded, ev = planted_llama
+    study = Study(loaded, ev, [Coord(1, "mlp.down_proj", 10, 20)],
+                  StudyConfig(bits=(4,), blocks=(64, 1 << 20, None), variants=("plain",), windows=4))
+    calls = []
+    measure = study.measure
+    study.measure = lambda: calls.append(1) or measure()
+    rows = list(study.weights())
+    assert [r.block for r in rows] == [64, 1 << 20, None] and len(calls) == 2
+    assert (rows[1].ppl, rows[1].ppl_lo, rows[1].ppl_hi) == (rows[2].ppl, rows[2].ppl_lo, rows[2].ppl_hi)
+
+
 def test_study_config_is_checked():
     for bad in (dict(bits=(1,)), dict(blocks=(1,)), dict(variants=("nope",)), dict(windows=1)):
         with pytest.raises(Exception, match="bits|block|variant|windows"):
