@@ -107,6 +107,13 @@ def render_quant(title: str, rows: list[dict], ppl_base: float, tolerance: float
     if tolerance:  # usable below it (by the interval)
         for x0 in range(LEFT, W - RIGHT, 8):
             d.line([(x0, y(ppl_base * tolerance)), (min(x0 + 4, W - RIGHT), y(ppl_base * tolerance))], fill=TEXT)
+    widths = sorted({r["bits"] for r in weights})
+
+    def marker(px: float, py: float, bits: int, color) -> None:  # one shape per bit width
+        box = [px - 3, py - 3, px + 3, py + 3]
+        [d.ellipse, d.rectangle, lambda b, fill: d.polygon([(px, py - 4), (px - 4, py + 3), (px + 4, py + 3)],
+                                                           fill=fill)][widths.index(bits) % 3](box, fill=color)
+
     for (variant, bits) in sorted({(r["variant"], r["bits"]) for r in weights}):
         color = QUANT_COLORS.get(variant, TEXT)
         pts = [(x(blocks.index(r["block"])), y(r["ppl"]), y(r["ppl_lo"]), y(r["ppl_hi"])) for r in weights
@@ -115,7 +122,7 @@ def render_quant(title: str, rows: list[dict], ppl_base: float, tolerance: float
             d.line([(px, py) for px, py, _, _ in pts], fill=color, width=2)
         for px, py, ylo, yhi in pts:
             d.line([(px, ylo), (px, yhi)], fill=color, width=1)  # the 95% interval
-            d.ellipse([px - 2.5, py - 2.5, px + 2.5, py + 2.5], fill=color)
+            marker(px, py, bits, color)
     d.rectangle([LEFT, TOP, W - RIGHT, TOP + ph], outline=(150, 150, 150))
     d.text((LEFT, 6), title[:90], fill=TEXT, font=big)
     d.text((W // 2, H - 14), "block size (elements)", fill=TEXT, font=small, anchor="mm")
@@ -126,4 +133,7 @@ def render_quant(title: str, rows: list[dict], ppl_base: float, tolerance: float
         lx += 90
     d.text((lx, 30), "line: unquantized" + (f"; dashed: x{tolerance:g}" if tolerance else ""), fill=TEXT,
            font=small, anchor="lm")
+    for i, bits in enumerate(widths):  # the shapes' key, bottom left
+        marker(LEFT + 6 + 52 * i, H - 14, bits, TEXT)
+        d.text((LEFT + 13 + 52 * i, H - 14), f"INT{bits}", fill=TEXT, font=small, anchor="lm")
     img.save(path, format="PNG", compress_level=1)

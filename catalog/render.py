@@ -101,9 +101,12 @@ def markdown(models: list[dict], failed: list[dict], published: str) -> str:
         lines += ["", "## Quantization: keeping the super weights", "",
                   "Perplexity under simulated round-to-nearest quantization (`superweights quantize-eval`): weights "
                   "per block of the flattened tensor (plain; super weights kept; other outliers clipped, super "
-                  "weights kept; clipped without keeping them), down-projection inputs per tensor (plain; super "
-                  "activations held out), and the super weights zeroed with their activations restored. 95% "
-                  "intervals across evaluation windows, against the unquantized model on the same windows."]
+                  "weights kept; clipped without keeping them), down-projection inputs per tensor (plain; the "
+                  "super activation's input channel held out, then with each partner's), and the super weights "
+                  "zeroed with their activations restored. 95% intervals across evaluation windows, against the "
+                  "unquantized model on the same windows. A setting is usable when its whole interval lies within "
+                  "the tolerance; each finding names the largest usable block size per variant and whether "
+                  "keeping the super weights moves it."]
         for m in studied:
             q = m["quant"]
             usable = f"; usable: perplexity within x{q['tolerance']:g} by its interval" if q["tolerance"] else ""
