@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from .pin import cache_folder
+from scanner.load.sources import cache_folder
 from .work import Job, JobKind
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scanner.errors import HubUnavailable, ModelNotFound, ScanError
+from scanner.load.sources import cache_folder
 
 from .errors import InternalError
 from .models import Entry
@@ -29,13 +30,6 @@ class Pinned:
     path: Path | None = None  # local files (folder, or the .gguf file), where known
     params: int | None = None  # parameter count, where the hub's safetensors metadata gives it
     error: ScanError | None = None  # could not be pinned: the batch records it as a failed scan
-
-
-def cache_folder(repo_id: str) -> Path:
-    """The model's folder in huggingface_hub's cache (refs/, snapshots/, blobs/)."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
 def _cached_sha(repo_id: str, revision: str) -> str | None:

@@ -235,13 +235,18 @@ def _hub(spec: str, revision: str | None) -> Source:
     return _local(spec, folder, kind="hub", revision=folder.name, repo_id=repo_id)
 
 
+def cache_folder(repo_id: str) -> Path:
+    """The model's folder in huggingface_hub's cache (refs/, snapshots/, blobs/)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
 def _cached_ggufs(repo_id: str, rev: str | None, selector: str | None) -> list[str]:
     """A pinned GGUF already in the cache (workers resolve a sha the driver pinned): its file, no hub call."""
     if not selector or not rev or not re.fullmatch(r"[0-9a-f]{40}", rev):
         return []
-    from huggingface_hub import constants
-
-    snap = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / rev
+    snap = cache_folder(repo_id) / "snapshots" / rev
     names = [g.name for g in snap.glob("*.gguf")]
     try:
         return [pick_gguf(repo_id, names, selector), "README.md"]
