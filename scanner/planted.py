@@ -129,14 +129,15 @@ def default_plants(model_type: str) -> list[Plant]:
 
 def build(model_type: str, folder: str | Path, plants: list[Plant], planted: bool = True, seed: int = 0,
           max_shard_size: str = "100KB", config: dict | None = None, dtype: torch.dtype | None = None,
-          calib_chars: int = 2000, predicts: str | None = None) -> Path:
+          calib_chars: int = 2000, predicts: str | None = None, steady: float = 1.0) -> Path:
     """Write a tiny sharded safetensors model (and tokenizer) with the plants to `folder`.
 
     `config` replaces the tiny sizes (benchmarks build billion-parameter models this way), `dtype` is
     the stored dtype, `calib_chars` the text the plant is measured on, `predicts` the text whose bytes the
     head predicts through the plant (default the prose: zeroing the plant then costs much on prose and lists,
     little on code and dialogue; the whole evaluation set makes it catastrophic on every kind, as real super
-    weights are)."""
+    weights are). `steady` is channel k's value in every embedding: deep, wide random stacks add noise of
+    that order to the residual stream, and only a larger one keeps k steady there (the bench's 1.34 B model)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .texts import default_eval_text
@@ -155,7 +156,7 @@ def build(model_type: str, folder: str | Path, plants: list[Plant], planted: boo
     ids = tok(text[:calib_chars], return_tensors="pt").input_ids
     saved = {n: p.detach().clone() for n, p in model.named_parameters()}
     with torch.no_grad():
-        model.get_input_embeddings().weight[:, k] = 1.0
+        model.get_input_embeddings().weight[:, k] = steady
         stack = layers(model, adapter)
         for p in plants:
             _boost_input(model, adapter, p.layer, p.col, p.expert, k)
