@@ -28,7 +28,7 @@ EXPECTED = ROOT / "bench" / "data" / "cpu_verdicts.json"
 def models(bench_dir: str) -> dict[str, str]:
     from scan_bench import build
 
-    big = Path(bench_dir) / "llama-20x2048x8192-every-kind"  # scan_bench.py builds the same model
+    big = Path(bench_dir) / "llama-20x2048x8192-steady"  # scan_bench.py builds the same model
     if not (big / "planted.json").exists():
         build(big, 20, 2048, 8192)
     return {"pkg:smollm2-135m": "pkg:smollm2-135m", "bench-1.34b": str(big)}

