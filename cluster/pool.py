@@ -88,9 +88,8 @@ def init_ray(cfg) -> tuple[float, float, float | None]:
     import ray
 
     if not ray.is_initialized():
-        kw = dict(address=cfg.address, log_to_driver=False, include_dashboard=False) if cfg.address else \
-            dict(log_to_driver=False, include_dashboard=False)
-        ray.init(**kw)
+        # without --address a Ray of its own, as the help says: never a cluster that `ray start` left running
+        ray.init(address=cfg.address or "local", log_to_driver=False, include_dashboard=False)
     res = ray.cluster_resources()
     gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
     mem = None

@@ -56,13 +56,16 @@ def bases_first(todo: list[Pinned]) -> list[Pinned]:
 
 class Family:
     """Which comparisons a batch owes: each of its models that has a base (its models-file line, else what its
-    scan found declared) against that base, once both have a successful scan in the catalog and no comparison
-    of those two scans is there yet (so a re-run resumes them too)."""
+    scan found declared) against that base, once both have a successful scan in the catalog and that scan of
+    the model was not compared with the base yet (so a re-run resumes comparisons left undone)."""
 
     def __init__(self, pinned: list[Pinned], catalog: Catalog):
         self.pinned, self.catalog = pinned, catalog
-        self.asked: set[tuple[str, str]] = set()  # (base scan id, model scan id) queued in this run
+        self.asked: set[tuple[str, str]] = set()  # (base model, model scan id) queued in this run
         self.named = {p.entry.base for p in pinned if p.entry.base}  # models that are some model's base
+        # a base named without a revision is the one this batch pinned for its line without one (a batch may
+        # also hold it at a tag): not whichever of its scans finished last
+        self.plain = {p.model: p.revision for p in pinned if p.entry.revision is None and p.revision}
 
     def concerns(self, p: Pinned, row: dict) -> bool:
         """Whether a scan just written may complete a pair: it has a base, or is one (a catalog query per
@@ -91,16 +94,26 @@ class Family:
         if outside:  # bases the batch does not hold, scanned before
             _, rows = query.run(self.catalog, sql, [outside])
             scans.update({m: (sid, base) for m, sid, base in rows})
-        _, rows = query.run(self.catalog, "SELECT a_scan_id, b_scan_id FROM lineage_all WHERE status = 'ok'")
+        pinned = {b: self.plain[b] for b in set(bases.values()) if b in self.plain}
+        if pinned:
+            _, rows = query.run(self.catalog, "SELECT model, revision, scan_id FROM scans WHERE status = 'ok' AND "
+                                "list_contains($1, model) ORDER BY started", [sorted(pinned)])
+            at = {m: sid for m, rev, sid in rows if rev == pinned[m]}
+            for m in pinned:  # not scanned at that revision yet (or it failed): not compared with another
+                if m in at:
+                    scans[m] = (at[m], None)
+                else:
+                    scans.pop(m, None)
+        # one comparison per scan of a derivative and its base model (a re-run resumes those left undone)
+        _, rows = query.run(self.catalog, "SELECT a_model, b_scan_id FROM lineage_all WHERE status = 'ok'")
         owed = self.asked | set(rows)
         out = []
         for p in done:
             base = bases.get(p.model)
-            if base is None or base in pending or base not in scans or \
-                    (scans[base][0], scans[p.model][0]) in owed:
+            if base is None or base in pending or base not in scans or (base, scans[p.model][0]) in owed:
                 continue  # a base the catalog has never scanned is recorded, not compared
-            a, b = find(self.catalog, base), find(self.catalog, p.model)
-            self.asked.add((a.scan_id, b.scan_id))
+            a, b = find(self.catalog, scans[base][0]), find(self.catalog, p.model)
+            self.asked.add((base, b.scan_id))
             declared = "models_file" if p.entry.base else b.base_model_from
             out.append(Job(JobKind.COMPARE, p, Comparison(a, b, declared)))
         return out

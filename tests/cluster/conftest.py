@@ -12,6 +12,6 @@ def local_ray(planted_cache):
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # explicit (Ray 2.60 turns token auth on otherwise)
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -54,7 +54,7 @@ def head(planted_cache, tmp_path_factory):
                 p.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(mine, timeout=20)
+        _, alive = psutil.wait_procs(mine, timeout=5)  # then killed: some of them wait out a grace period
         for p in alive:
             try:
                 p.kill()

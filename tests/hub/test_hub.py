@@ -47,12 +47,10 @@ def _batch(hub, tmp_path, lines, cat, *extra):
 
 def test_a_batch_of_hub_ids_is_pinned_downloaded_and_scanned(hub, repos, tmp_path):
     cat = str(tmp_path / "catalog")
-    done = _batch(hub, tmp_path, ["org/tiny-llama", "org/tiny-llama-ft", "org/missing"], cat)
+    done = _batch(hub, tmp_path, ["org/tiny-llama", "org/tiny-llama@v1", "org/tiny-llama-ft", "org/missing"], cat)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 scanned, 0 skipped (already in the catalog), 1 failed, 1 compared with their base" in done.stdout, \
+    assert "3 scanned, 0 skipped (already in the catalog), 1 failed, 1 compared with their base" in done.stdout, \
         done.stdout + done.stderr[-3000:]
-    tag = _batch(hub, tmp_path, ["org/tiny-llama@v1"], cat)
-    assert "1 scanned, 0 skipped" in tag.stdout, tag.stdout + tag.stderr[-3000:]
     scans = {(r["model"], r["revision"]): r for r in _rows(cat, "SELECT * FROM scans")}
     # each pinned to its commit by the API: the branch and the tag to their shas
     assert scans[("org/tiny-llama", repos["main"])]["status"] == "ok"
@@ -64,19 +62,19 @@ def test_a_batch_of_hub_ids_is_pinned_downloaded_and_scanned(hub, repos, tmp_pat
     # the base its card names joins the family, and the batch compares them
     [ft] = [r for (m, _), r in scans.items() if m == "org/tiny-llama-ft"]
     assert (ft["base_model"], ft["base_model_from"]) == ("org/tiny-llama", "card")
-    [lin] = _rows(cat, "SELECT a_model, b_model, status, kept FROM lineage")
+    [lin] = _rows(cat, "SELECT a_model, b_model, status, kept, a_scan_id FROM lineage")
     assert (lin["a_model"], lin["b_model"], lin["status"], lin["kept"]) == ("org/tiny-llama", "org/tiny-llama-ft",
                                                                          "ok", 1)
-    # a sha is a pin too: the same commit as v1, already scanned
-    again = _batch(hub, tmp_path, [f"org/tiny-llama@{repos['v1']}"], cat)
-    assert "0 scanned, 1 skipped" in again.stdout, again.stdout
+    # once, and with the base as its card names it (main), not the tag the batch also scanned
+    assert lin["a_scan_id"] == scans[("org/tiny-llama", repos["main"])]["scan_id"]
     assert not list((tmp_path / "catalog").rglob("*")) or all(
         SECRET.encode() not in p.read_bytes() for p in (tmp_path / "catalog").rglob("*") if p.is_file())
 
-    # a new commit on main: the next run scans it, and the older scan stays
+    # a new commit on main: the next run scans it and keeps the older scans; a sha is a pin too (v1's commit,
+    # already scanned: skipped)
     new = hub.commit("org/tiny-llama", {"README.md": "---\nlicense: mit\n---\n# tiny llama, v2\n"}, "card v2")
-    third = _batch(hub, tmp_path, ["org/tiny-llama"], cat)
-    assert "1 scanned, 0 skipped" in third.stdout, third.stdout + third.stderr[-2000:]
+    again = _batch(hub, tmp_path, ["org/tiny-llama", f"org/tiny-llama@{repos['v1']}"], cat)
+    assert "1 scanned, 1 skipped" in again.stdout, again.stdout + again.stderr[-2000:]
     revisions = {r["revision"] for r in _rows(cat, "SELECT revision FROM scans_all WHERE model = 'org/tiny-llama' "
                                                    "AND status = 'ok'")}
     assert revisions == {repos["v1"], repos["main"], new}
@@ -84,8 +82,9 @@ def test_a_batch_of_hub_ids_is_pinned_downloaded_and_scanned(hub, repos, tmp_pat
 
 def test_a_server_that_stops_gives_failed_rows_and_the_next_run_resumes(hub, repos, tmp_path):
     cat = str(tmp_path / "catalog")
-    first = _batch(hub, tmp_path, ["org/tiny-llama-ft"], cat)
-    assert first.returncode == 0 and "1 scanned" in first.stdout, first.stderr[-2000:]
+    env = hub.env(tmp_path.parent / "hf-home")  # the batches' cache
+    first = run_cli("scan", "org/tiny-llama-ft", "-q", "--catalog", cat, env=env)  # what a batch would write
+    assert first.returncode == 0, first.stderr[-2000:]
     hub.stop()
     try:
         # a model in the cache is pinned from its refs and skipped; one never fetched fails after the retries
@@ -156,8 +155,8 @@ def test_a_night_larger_than_the_cache_limit(hub, repos, tmp_path):
     assert done.returncode == 0 and "5 scanned" in done.stdout, done.stdout + done.stderr[-3000:]
     assert peak[0] <= 2_000_000, peak  # on disk
     # three workers, and room for two models: the limit, not the workers, held it to two (three: 2.2 MB)
-    held = [float(ln.split("at most ")[1].split(" MB")[0]) for ln in done.stdout.splitlines() if "at most" in ln]
-    assert held and 1.4 < max(held) <= 2.0, done.stdout
+    budget = [float(ln.split("at most ")[1].split(" MB")[0]) for ln in done.stdout.splitlines() if "at most" in ln]
+    assert budget and 1.4 < max(budget) <= 2.0, done.stdout
     assert "fetched ahead" in done.stdout.splitlines()[-2]  # the next ones downloaded while others were scanned
     assert not any((c / "snapshots").exists() and any((c / "snapshots").iterdir()) for c in caches)
     assert any((home / "hub" / "models--org--night-0" / "snapshots").iterdir())  # cached before: kept
