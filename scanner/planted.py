@@ -2,7 +2,7 @@
 
 A random model from a config knows nothing, so a planted super weight must be one the model
 *needs*, as a real one is. The construction, per architecture:
-- channel `k` of every token embedding is set to 1, so the normed input of each MLP has a steady
+- channel `k` of every token embedding is set to 1 (`steady`), so the normed input of each MLP has a steady
   positive component;
 - at the plant's layer, the MLP's input rows for channel `col` read only channel `k`, so the down
   projection's input spikes at `col` on every token (and, for MoE, the router sends every token
