@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/sw-scan-bench")
     ap.add_argument("--expect", action="store_true", help="write the float32 verdicts as the expected ones")
     args = ap.parse_args()
-    from scanner.load.loading import set_threads
+    from scanner.cpus import set_threads
 
     set_threads()
     specs = models(args.dir)

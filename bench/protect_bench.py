@@ -33,7 +33,8 @@ def main() -> None:
     from catalog.rows import ok_row
     from cluster.protect import llama_quantize, protect_list
     from scanner.config import LoadOptions, ScanConfig
-    from scanner.load.loading import load, set_threads
+    from scanner.cpus import set_threads
+    from scanner.load.loading import load
     from scanner.load.requantize import requantize
     from scanner.load.shipped import packaged_file
     from scanner.load.sources import resolve

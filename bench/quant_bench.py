@@ -25,7 +25,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from scanner.config import LoadOptions, ScanConfig
-    from scanner.load.loading import load, set_threads
+    from scanner.cpus import set_threads
+    from scanner.load.loading import load
     from scanner.study.quant_finding import finding
     from scanner.study.quant_study import Study, StudyConfig
     from scanner.scan import evaluator, scan_loaded

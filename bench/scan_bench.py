@@ -137,7 +137,8 @@ def part_b(model: Path, tokens: int) -> dict:
 def part_c(model: Path, stream: bool = False) -> dict:
     """Our whole scan (detection, triage, sequential validation with controls), in memory or streamed."""
     from scanner.config import LoadOptions, ScanConfig
-    from scanner.load.loading import load, set_threads
+    from scanner.cpus import set_threads
+    from scanner.load.loading import load
     from scanner.scan import scan_loaded
     from scanner.load.sources import resolve
 

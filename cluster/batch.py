@@ -1,6 +1,7 @@
-"""The batch run loop: pin, skip what is complete, fan out to Ray actors, write each scan as it finishes.
+"""The batch run loop: pin, skip what is complete, fan out to workers, write each scan as it finishes.
 
-A local run starts Ray in this process; a cluster run connects to one (`address`). Nothing else differs.
+Workers are Ray actors (Ray started in this process, or a cluster joined at `address`) or, with `local`,
+processes of this machine without Ray (`cluster.dispatch`). Nothing else differs.
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from catalog.store import Catalog
 from scanner import __version__ as SCANNER_VERSION
 from scanner.config import ScanConfig
 
-from .errors import BatchInterrupted
+from .dispatch import dispatch_for
+from .errors import BadOption, BatchInterrupted, WorkerDied
 from .jobs import PROGRESS
 from .models import Entry
 from .pin import Pinned, pin_all
-from .pool import Pool, gpus_for, init_ray
+from .pool import Pool, gpus_for
 from .service import failure
 from .work import Family, Job, JobKind, bases_first
 
@@ -27,8 +29,9 @@ log = logging.getLogger("superweights")
 @dataclass
 class BatchConfig:
     address: str | None = None  # None: start Ray here; "auto" or "ray://host:10001": connect
-    workers: int | None = None  # actors at once (default: one per GPU, else 2 on CPUs)
-    gpus: float | None = None  # GPUs per actor; None: whole GPU unless the model's size says less
+    local: bool = False  # workers as processes of this machine, without Ray
+    workers: int | None = None  # workers at once (default: one per GPU, else 2 on CPUs)
+    gpus: float | None = None  # GPUs per worker; None: whole GPU unless the model's size says less
     cpus: float = 1.0
     timeout: float = 6 * 3600.0  # per model, seconds (a models-file line can set its own)
     retries: int = 2  # when a worker process dies (not when a model fails by itself)
@@ -38,6 +41,10 @@ class BatchConfig:
     lines: bool = False  # a `progress:` line on stdout per finished model (a job's logs; `status` reads the last)
     cache_limit: int | None = None  # bytes the batch's hub downloads may hold at once; each removed once used
     fetch_ahead: bool = True  # the next hub models download while others are scanned (one per worker)
+
+    def __post_init__(self):
+        if self.local and self.address:
+            raise BadOption("--local runs without Ray: it cannot join the cluster at --address")
 
 
 @dataclass
@@ -187,13 +194,13 @@ class _Loop:
         self.inflight: dict = {}  # ref -> _Flight
 
     def run(self) -> None:
-        import ray
-
-        n_gpus, n_cpus, self.gpu_bytes = init_ray(self.cfg)
-        self.pool = Pool(self.cfg.workers or (max(1, int(n_gpus)) if n_gpus else 2), self.cfg, n_gpus, n_cpus)
+        self.dispatch = dispatch_for(self.cfg)
+        res = self.dispatch.start()
+        self.gpu_bytes = res.gpu_bytes
+        self.pool = Pool(self.cfg.workers or (max(1, int(res.gpus)) if res.gpus else 2), self.cfg, res.gpus, res.cpus,
+                         self.dispatch)
         # one ahead per worker, on this node's cache: only where that is the workers' cache (a one-node cluster)
-        self.downloads.ahead = self.pool.size if self.cfg.fetch_ahead and \
-            sum(n.get("Alive", False) for n in ray.nodes()) == 1 else 0
+        self.downloads.ahead = self.pool.size if self.cfg.fetch_ahead and res.nodes == 1 else 0
         self.bar = _bar(len(self.jobs), self.cfg.progress)
         self.finished, self.total = 0, len(self.jobs)  # the bar's counts, which a disabled bar does not keep
         try:
@@ -202,8 +209,7 @@ class _Loop:
                 if not self.inflight:
                     break  # nothing runs and nothing can start (cannot happen: the models file has no loops)
                 wait = min(f.deadline for f in self.inflight.values()) - time.time()
-                ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=max(0.05, min(5.0, wait)))
-                for ref in ready:
+                for ref in self.dispatch.wait(list(self.inflight), max(0.05, min(5.0, wait))):
                     self.collect(ref)
                 self.expire()
         finally:
@@ -212,6 +218,7 @@ class _Loop:
             for f in self.inflight.values():
                 self.pool.kill(f.actor)
             self.pool.close()
+            self.dispatch.close()
 
     def start(self) -> None:
         """Start every job that may start (its base scanned) while an actor can be had."""
@@ -226,8 +233,9 @@ class _Loop:
             self.jobs.remove(job)
             cfg = config_for(job.model.entry, self.cfg)
             evict = self.downloads.start(job)
-            ref = actor.scan.remote(job.model.entry.spec, job.model.revision, cfg, job.model.entry.base, evict) \
-                if job.kind is JobKind.SCAN else actor.compare.remote(*job.comparison.sides(), cfg, evict)
+            ref = self.dispatch.call(actor, "scan", job.model.entry.spec, job.model.revision, cfg, job.model.entry.base,
+                                     evict) if job.kind is JobKind.SCAN else \
+                self.dispatch.call(actor, "compare", *job.comparison.sides(), cfg, evict)
             now = time.time()
             self.inflight[ref] = _Flight(job, actor, share, now, now + self.limit(job))
             self.bar.set_postfix_str(job.name[-40:])
@@ -237,13 +245,10 @@ class _Loop:
         return job.model.entry.timeout or self.cfg.timeout
 
     def collect(self, ref) -> None:
-        import ray
-        from ray.exceptions import RayActorError
-
         f = self.inflight.pop(ref)
         try:
-            row = ray.get(ref)
-        except RayActorError as e:  # the worker process died: a new one tries again
+            row = self.dispatch.result(ref)
+        except WorkerDied as e:  # the worker process died: a new one tries again
             self.pool.kill(f.actor)
             self.attempts[f.job.name] += 1
             if self.attempts[f.job.name] <= self.cfg.retries:
@@ -252,8 +257,7 @@ class _Loop:
                             self.attempts[f.job.name], self.cfg.retries)
                 self.jobs.appendleft(f.job)
                 return
-            row = self.failed(f, f"the worker died {self.attempts[f.job.name]} times: "
-                                 f"{str(e).splitlines()[0][:200]}", "WorkerDied")
+            row = self.failed(f, f"the worker died {self.attempts[f.job.name]} times: {e}", "WorkerDied")
         else:
             self.pool.give(f.actor, f.share)
             if f.job.kind is JobKind.SCAN:

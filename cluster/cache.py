@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from scanner.load.sources import cache_folder
+from scanner.load.hub import cache_folder
 from .work import Job, JobKind
 
 
@@ -20,11 +20,11 @@ def cached(repo_id: str, sha: str) -> bool:
 
 
 def hub_bytes(spec: str, repo_id: str, sha: str) -> int | None:
-    """What a scan of hub id `spec` downloads of the revision (`scanner.load.sources.hub_patterns`), by the
+    """What a scan of hub id `spec` downloads of the revision (`scanner.load.hub.hub_patterns`), by the
     hub's tree listing; None when the hub does not say."""
     from huggingface_hub import HfApi
 
-    from scanner.load.sources import hub_patterns
+    from scanner.load.hub import hub_patterns
 
     try:
         tree = HfApi().list_repo_tree(repo_id, revision=sha, recursive=True)
@@ -91,7 +91,8 @@ class Downloads:
         if job.kind is JobKind.SCAN:
             key = (job.model.repo_id, job.model.revision)
             return (key,) if key in self.sizes else ()
-        from scanner.load.sources import hub_parts, is_hub_id
+        from scanner.load.hub import hub_parts
+        from scanner.load.sources import is_hub_id
 
         sides = [(hub_parts(s.spec)[0], s.revision) for s in job.comparison.sides()[:2]]
         return tuple(k for k in sides if k in self.sizes or (is_hub_id(k[0]) and not cached(*k)))
@@ -141,7 +142,7 @@ def _fetch(spec: str, repo_id: str, sha: str) -> None:
     """The files a scan reads, into the cache; a failure is left for the worker to meet and record."""
     from huggingface_hub import HfApi, snapshot_download
 
-    from scanner.load.sources import hub_patterns
+    from scanner.load.hub import hub_patterns
 
     try:
         files = HfApi().list_repo_files(repo_id, revision=sha)

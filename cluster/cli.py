@@ -45,7 +45,7 @@ def _scan_parser(sub) -> None:
 
 def _run_scan(args) -> int:
     from catalog.cli import catalog_to_write
-    from scanner.load.loading import set_threads
+    from scanner.cpus import set_threads
     from scanner.options import scan_config
 
     from .service import scan_to_row
@@ -53,11 +53,11 @@ def _run_scan(args) -> int:
     cfg = scan_config(args)  # every option checked before anything is loaded
     check_base(args.model, args.base)
     catalog = catalog_to_write(args.catalog)  # and the catalog checked writable before a long scan
-    set_threads()
+    set_threads()  # before torch starts: a model that is not there fails before torch's seconds of import
     if args.quiet:
-        from transformers.utils import logging as hf_logging
+        from huggingface_hub.utils import disable_progress_bars
 
-        hf_logging.disable_progress_bar()
+        disable_progress_bars()  # transformers' bars follow huggingface_hub's when it is imported
     row, result, error = scan_to_row(args.model, args.revision, cfg, progress=not args.quiet, base=args.base)
     if catalog is not None:
         path = catalog.write_scan(row)
@@ -120,8 +120,9 @@ def _quiet_libraries(quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)
+    # this program's messages at INFO; libraries' only from WARNING (httpx announces every request at INFO)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("superweights").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     _quiet_libraries(getattr(args, "quiet", False))
     try:
         return args.func(args)

@@ -36,7 +36,7 @@ def run_diff(args) -> int:
     from catalog.cli import catalog_to_write
     from catalog.lineage import render
     from catalog.query import jsonable
-    from scanner.load.loading import set_threads
+    from scanner.cpus import set_threads
     from scanner.options import scan_config
 
     from .errors import BadOption

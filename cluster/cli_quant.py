@@ -111,7 +111,7 @@ def run(args) -> int:
 
     from scanner import __version__
     from scanner.errors import BadInput
-    from scanner.load.loading import set_threads
+    from scanner.cpus import set_threads
     from scanner.options import scan_config
     from scanner.study.quant_finding import finding, render
     from scanner.study.quant_study import StudyConfig, study_source

@@ -32,3 +32,7 @@ class BatchInterrupted(ClusterError):
 
 class InternalError(ScanError):
     """A fault of this program (not of the model or the input), kept as a failed row so a batch goes on."""
+
+
+class WorkerDied(ClusterError):
+    """A worker process ended in the middle of a call (killed, out of memory): the batch retries elsewhere."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scanner.errors import HubUnavailable, ModelNotFound, ScanError
-from scanner.load.sources import cache_folder
+from scanner.load.hub import RETRIES, cache_folder, hub_errors, transient
 
 from .errors import InternalError
 from .models import Entry
@@ -41,9 +41,6 @@ def _cached_sha(repo_id: str, revision: str) -> str | None:
     return sha if SHA.match(sha) else None
 
 
-RETRIES = 3  # tries of the hub API before a model is pinned from the cache or fails; waits 1 s, 2 s between
-
-
 def _remember(repo_id: str, revision: str, sha: str) -> None:
     """The revision's commit in the cache's refs, as huggingface_hub keeps them when it downloads by a branch
     (a worker downloads by the sha): a later run pins from them while the hub does not answer."""
@@ -59,15 +56,6 @@ def _remember(repo_id: str, revision: str, sha: str) -> None:
         pass  # a cache we may not write: pins need the hub then, nothing else changes
 
 
-def _transient() -> tuple[type, ...]:
-    """The errors of a hub that did not answer (refused, reset, timed out): huggingface_hub's HTTP client's
-    transport errors, which are not OSError."""
-    import huggingface_hub.utils._http as http
-
-    client = getattr(http, "httpx2", None) or getattr(http, "httpx", None)
-    return (OSError,) + ((client.TransportError,) if client is not None else ())
-
-
 def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
     """The commit sha of a revision (branch, tag or sha), and the parameter count when the hub knows it. A hub
     that does not answer is tried RETRIES times with backoff; then the local cache's refs answer, or
@@ -75,8 +63,6 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
     rev = revision or "main"
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
-
-    from scanner.load.sources import hub_errors
 
     why = "offline (HF_HUB_OFFLINE is set)"
     if not constants.HF_HUB_OFFLINE:
@@ -89,7 +75,7 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
                 return info.sha, (int(st.total) if st is not None and getattr(st, "total", None) else None)
             except HfHubHTTPError as e:  # the hub answered, with an error that names no missing model (5xx)
                 why = f"{constants.ENDPOINT} answered {getattr(e.response, 'status_code', '?')}"
-            except _transient() as e:
+            except transient() as e:
                 why = f"{constants.ENDPOINT} does not answer ({str(e).splitlines()[0][:80] or type(e).__name__})"
             if attempt + 1 < RETRIES:
                 time.sleep(2 ** attempt)
@@ -104,7 +90,8 @@ def hub_sha(repo_id: str, revision: str | None) -> tuple[str, int | None]:
 def pin(entry: Entry) -> Pinned:
     """The revision a worker will scan: the hub's commit sha for hub ids, else the files' fingerprint
     (workers then scan exactly that, `scanner.load.sources.resolve_pinned`)."""
-    from scanner.load.sources import hub_parts, is_hub_id, model_name, resolve
+    from scanner.load.hub import hub_parts
+    from scanner.load.sources import is_hub_id, model_name, resolve
 
     try:
         if is_hub_id(entry.spec):

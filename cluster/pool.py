@@ -1,9 +1,8 @@
-"""Where a batch's work runs: Ray started here or joined, and a pool of scan actors sized by GPU share so that
-the cluster is never asked for more than it has."""
+"""A pool of scan workers sized by GPU share, so that the cluster (or this machine) is never asked for more
+than it has; the workers come from a dispatch (`cluster.dispatch`: Ray actors or local processes)."""
 from __future__ import annotations
 
 import math
-import os
 
 from .errors import ClusterTooSmall
 from .pin import Pinned
@@ -33,12 +32,12 @@ def gpus_for(p: Pinned, cfg, gpu_bytes: float | None) -> float:
 
 
 class Pool:
-    """Actors by GPU share: at most `size` alive, and never more GPU or CPU asked for than the cluster has
+    """Workers by GPU share: at most `size` alive, and never more GPU or CPU asked for than the cluster has
     (an idle actor holds its share, so an actor that cannot be placed would wait forever). An idle actor
     of another share is stopped when its resources are needed."""
 
-    def __init__(self, size: int, cfg, gpus: float, cpus: float):
-        self.size, self.cfg, self.gpus, self.cpus = size, cfg, gpus, cpus
+    def __init__(self, size: int, cfg, gpus: float, cpus: float, dispatch):
+        self.size, self.cfg, self.gpus, self.cpus, self.dispatch = size, cfg, gpus, cpus, dispatch
         self.idle: dict[float, list] = {}
         self.shares: dict = {}  # actor -> its GPU share, for every live actor
 
@@ -48,10 +47,6 @@ class Pool:
                 and (len(self.shares) + 1) * self.cfg.cpus <= self.cpus + 1e-9)
 
     def take(self, share: float):
-        import ray
-
-        from .worker import ScanWorker
-
         if self.idle.get(share):
             return self.idle[share].pop()
         for other, actors in self.idle.items():  # make room by stopping idle actors of other shares
@@ -61,7 +56,9 @@ class Pool:
             if not self.shares:
                 raise ClusterTooSmall(f"the cluster cannot hold one scan actor ({share:g} GPU, {self.cfg.cpus:g} CPU)")
             return None
-        actor = ray.remote(ScanWorker).options(num_gpus=share, num_cpus=self.cfg.cpus, max_restarts=0).remote()
+        actor = self.dispatch.spawn(share, self.cfg.cpus)
+        if actor is None:  # no single GPU has room for the share yet
+            return None
         self.shares[actor] = share
         return actor
 
@@ -69,36 +66,11 @@ class Pool:
         self.idle.setdefault(share, []).append(actor)
 
     def kill(self, actor) -> None:
-        import ray
-
         self.shares.pop(actor, None)
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001  already dead
-            pass
+        self.dispatch.kill(actor)
 
     def close(self) -> None:
         for actors in self.idle.values():
             while actors:
                 self.kill(actors.pop())
 
-
-def init_ray(cfg) -> tuple[float, float, float | None]:
-    """Start or join Ray; returns its GPUs, its CPUs and the memory of one GPU (None if unknown)."""
-    import ray
-
-    if not ray.is_initialized():
-        # without --address a Ray of its own, as the help says: never a cluster that `ray start` left running
-        ray.init(address=cfg.address or "local", log_to_driver=False, include_dashboard=False)
-    res = ray.cluster_resources()
-    gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
-    mem = None
-    if gpus:
-        try:
-            import torch
-
-            mem = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
-        except Exception:  # noqa: BLE001
-            mem = None
-        mem = mem or float(os.environ.get("SUPERWEIGHTS_GPU_BYTES", 80e9))  # a head without a GPU: assume 80 GB
-    return gpus, cpus, mem

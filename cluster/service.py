@@ -25,12 +25,13 @@ def scan_to_row(spec: str, revision: str | None, cfg: ScanConfig, *, pinned: boo
 
 
 def _scan_to_row(spec, revision, cfg, pinned, host, progress):
-    from scanner.scan import scan_source
     from scanner.load.sources import resolve, resolve_pinned
 
     started, source = time.time(), None
     try:
         source = resolve_pinned(spec, revision) if pinned else resolve(spec, revision)
+        from scanner.scan import scan_source  # torch and transformers: once the files are found and checked
+
         result = scan_source(source, cfg, started, progress)
     except Exception as e:  # noqa: BLE001  the caller decides: re-raise (CLI) or keep the row (batch)
         # the project's own kinds name what went wrong; anything else is a fault of this program's

@@ -11,7 +11,7 @@ from scanner.config import ScanConfig
 
 class ScanWorker:
     def __init__(self):
-        from scanner.load.loading import set_threads
+        from scanner.cpus import set_threads
         from scanner.scan import scan_source  # noqa: F401  (imports torch and transformers once, here)
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -19,13 +19,7 @@ class ScanWorker:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        omp = os.environ.get("OMP_NUM_THREADS", "")  # Ray sets it to the actor's CPUs: share, don't oversubscribe
-        if omp.isdigit() and int(omp) > 0:
-            import torch
-
-            torch.set_num_threads(int(omp))
-        else:
-            set_threads()
+        set_threads()  # Ray (and local dispatch) set OMP_NUM_THREADS to the worker's CPUs: share, don't oversubscribe
         self.host = socket.gethostname()
 
     def pid(self) -> int:

@@ -6,7 +6,6 @@ import os
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -208,26 +207,3 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:300]
 
 
-def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The cores this process may use: its CPU affinity (taskset, Ray), capped by a container's CPU quota
-    (cgroup v2 cpu.max or v1 cfs quota), which affinity does not show."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    try:
-        if (cgroup / "cpu.max").exists():
-            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
-        else:
-            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
-            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
-        if quota not in ("max", "-1"):
-            n = min(n, max(1, int(int(quota) / int(period) + 0.5)))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
-def set_threads() -> None:
-    """Use the cores this process may run on, not the machine's count (containers, taskset)."""
-    torch.set_num_threads(available_cpus())

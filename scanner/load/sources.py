@@ -10,21 +10,19 @@ import json
 import os
 import re
 import struct
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..adapters import adapter_for
-from ..errors import CorruptCheckpoint, HubUnavailable, ModelChanged, ModelNotFound, NotAModel
+from ..errors import CorruptCheckpoint, ModelChanged, ModelNotFound, NotAModel
 from . import shipped
 from .gguf_header import gguf_architecture
+from .hub import WEIGHT_PATTERNS, cached_ggufs, download, hub_files, hub_parts, hub_patterns, pick_gguf
 from .shipped import DERIVED
 
 # org/name[:FILE][@REVISION]; FILE picks one .gguf file of the repository (its name, or a tag in it: Q4_K_M)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.+-]+)?(@[\w./-]+)?$")
-# README.md: the model card, whose metadata may name the base model
-WEIGHT_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "README.md"]
+
 
 @dataclass(frozen=True)
 class Source:
@@ -49,30 +47,6 @@ def model_name(spec: str, repo_id: str | None = None, kind: str | None = None) -
         selector = hub_parts(spec)[1] if is_hub_id(spec) else None
         return repo_id + (f":{selector}" if selector else "")
     return spec.partition("@")[0] if is_hub_id(spec) else spec
-
-
-def hub_parts(spec: str) -> tuple[str, str | None, str | None]:
-    """(repo id, GGUF file asked for, revision) of a hub id `org/name[:FILE][@REVISION]`."""
-    head, _, revision = spec.partition("@")
-    repo_id, _, selector = head.partition(":")
-    return repo_id, selector or None, revision or None
-
-
-def pick_gguf(spec: str, files: list[str], selector: str | None) -> str:
-    """The .gguf file of a hub repository's `files` that `selector` names: its file name, else the one file
-    whose name holds it (any case: `Q4_K_M`); without a selector, the repository's only .gguf file."""
-    ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
-    named = [f for f in ggufs if selector in (f, f.rpartition("/")[2])] if selector else []
-    hits = named or ([f for f in ggufs if selector.lower() in f.lower()] if selector else ggufs)
-    if len(hits) == 1:
-        return hits[0]
-    shown = ", ".join(ggufs[:8]) + (f" and {len(ggufs) - 8} more" if len(ggufs) > 8 else "")
-    if not ggufs:
-        raise NotAModel(f"{spec}: the repository holds no .gguf file" + ("" if selector else " and no config.json"))
-    if not hits:
-        raise ModelNotFound(f"{spec}: no .gguf file of the repository matches {selector!r}; it holds {shown}")
-    raise NotAModel(f"{spec}: {len(hits)} .gguf files {'match ' + repr(selector) if selector else 'and no config.json'}"
-                    f" ({shown}); name one: {hub_parts(spec)[0]}:FILE")
 
 
 def is_hub_id(spec: str) -> bool:
@@ -162,69 +136,17 @@ def _planted(spec: str) -> Source:
     return _local(spec, shipped.planted(spec.removeprefix("planted:")), kind="planted")
 
 
-@contextmanager
-def hub_errors(repo_id: str, rev: str | None) -> Iterator[None]:
-    """The hub's answers that mean "no such model" as ModelNotFound; anything else passes through."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        yield
-    except GatedRepoError:
-        raise ModelNotFound(f"{repo_id} is gated: accept its conditions on its hub page with your account, then "
-                            "give that account's token (HF_TOKEN, or `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise ModelNotFound(f"{repo_id} has no revision {rev!r}") from None
-    except RepositoryNotFoundError:
-        raise ModelNotFound(f"no model {repo_id!r} on the hub (or it is private and you are not logged in)") from None
-
-
-def hub_patterns(spec: str, files: list[str]) -> list[str]:
-    """What a scan of hub id `spec` downloads of a revision holding `files`: its weights, tokenizer and card, or
-    the GGUF file it names (a repository of GGUF files without config.json: its only one) and the card."""
-    selector = hub_parts(spec)[1]
-    if selector is None and "config.json" in files:
-        return WEIGHT_PATTERNS
-    return [pick_gguf(spec, files, selector), "README.md"]
-
-
-def hub_files(spec: str, repo_id: str, rev: str | None) -> list[str]:
-    """The file names of a hub revision, from the hub (HubUnavailable when it does not answer)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        with hub_errors(repo_id, rev):
-            return HfApi().list_repo_files(repo_id, revision=rev)
-    except HfHubHTTPError as e:
-        raise HubUnavailable(f"{spec}: the hub answered {getattr(e.response, 'status_code', '?')}") from None
-    except Exception as e:  # noqa: BLE001  transport errors of huggingface_hub's client are not OSError
-        if isinstance(e, (ModelNotFound, NotAModel)):
-            raise
-        raise HubUnavailable(f"{spec}: cannot reach the hub ({str(e).splitlines()[0][:80] or type(e).__name__})") \
-            from None
-
-
 def _hub(spec: str, revision: str | None) -> Source:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     repo_id, selector, at_rev = hub_parts(spec)
     if at_rev and revision and at_rev != revision:
         raise NotAModel(f"{spec}: revision given twice ({at_rev!r} and --revision {revision!r})")
     rev = at_rev or revision
 
     def fetch(patterns: list[str]) -> Path:
-        try:
-            with hub_errors(repo_id, rev):
-                return Path(snapshot_download(repo_id, revision=rev, allow_patterns=patterns))
-        except LocalEntryNotFoundError:
-            raise HubUnavailable(f"{spec} is not in the local hub cache and the hub cannot be reached "
-                                 "(offline: HF_HUB_OFFLINE is set or there is no network)") from None
-        except OSError as e:
-            raise HubUnavailable(f"{spec}: cannot reach the hub ({str(e).splitlines()[0]})") from None
+        return download(spec, repo_id, rev, patterns)
 
     # The snapshot folder is named by the commit sha the revision resolved to: that pins the scan.
-    folder = fetch(_cached_ggufs(repo_id, rev, selector) or
+    folder = fetch(cached_ggufs(repo_id, rev, selector) or
                    (hub_patterns(spec, hub_files(spec, repo_id, rev)) if selector else WEIGHT_PATTERNS))
     if not selector and not (folder / "config.json").exists():  # a repository of GGUF files: its only one
         folder = fetch(hub_patterns(spec, hub_files(spec, repo_id, rev)))
@@ -233,25 +155,6 @@ def _hub(spec: str, revision: str | None) -> Source:
         file = folder / pick_gguf(spec, [g.name for g in ggufs], selector)
         return _gguf(spec, file, kind="hub", repo_id=repo_id, revision=folder.name)
     return _local(spec, folder, kind="hub", revision=folder.name, repo_id=repo_id)
-
-
-def cache_folder(repo_id: str) -> Path:
-    """The model's folder in huggingface_hub's cache (refs/, snapshots/, blobs/)."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
-
-
-def _cached_ggufs(repo_id: str, rev: str | None, selector: str | None) -> list[str]:
-    """A pinned GGUF already in the cache (workers resolve a sha the driver pinned): its file, no hub call."""
-    if not selector or not rev or not re.fullmatch(r"[0-9a-f]{40}", rev):
-        return []
-    snap = cache_folder(repo_id) / "snapshots" / rev
-    names = [g.name for g in snap.glob("*.gguf")]
-    try:
-        return [pick_gguf(repo_id, names, selector), "README.md"]
-    except (ModelNotFound, NotAModel):
-        return []
 
 
 # bytes per element of each safetensors dtype

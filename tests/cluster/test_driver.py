@@ -1,4 +1,4 @@
-"""The batch driver as a user runs it: killed half-way, then run again."""
+"""The batch driver as a user runs it: killed half-way, then run again; interrupted by Ctrl-C."""
 import os
 import signal
 import subprocess
@@ -6,6 +6,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from catalog import query
 from catalog.store import Catalog
@@ -45,7 +46,8 @@ def test_driver_killed_half_way_then_resumed(tmp_path, planted_cache):
     names = [f"planted:{a}" for a in ARCHS12[:8]]
     models.write_text("\n".join(names) + "\n")
     cat_dir = tmp_path / "catalog"
-    cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", str(cat_dir), "-q", "--workers", "2"]
+    cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", str(cat_dir), "-q", "--workers", "2",
+           "--local"]
     proc = subprocess.Popen(cmd, env=_env(planted_cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     cat = Catalog(cat_dir)
@@ -71,15 +73,16 @@ def _ctrl_c_default() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def test_ctrl_c_says_how_many_scans_were_saved(tmp_path, planted_cache):
-    """Ctrl-C (SIGINT to the driver) mid-batch: one line with the scans saved, exit 130, and the catalog holds
-    exactly those; the same command then goes on."""
+@pytest.mark.parametrize("dispatch", [[], ["--local"]], ids=["ray", "local"])
+def test_ctrl_c_says_how_many_scans_were_saved(tmp_path, planted_cache, dispatch):
+    """Ctrl-C (SIGINT to the driver and its workers) mid-batch: one line with the scans saved, exit 130, and the
+    catalog holds exactly those, and no worker outlives the driver; the same command then goes on."""
     models = tmp_path / "models.txt"
     names = [f"planted:{a}" for a in ARCHS12[:8]]
     models.write_text("\n".join(names) + "\n")
     cat_dir = tmp_path / "catalog"
     cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", str(cat_dir), "--progress-lines",
-           "--workers", "1"]
+           "--workers", "1", *dispatch]
     # started as a terminal starts a command, with Ctrl-C's default action: a command inherits an ignored SIGINT
     # (a background job of a non-interactive shell, as CI may run these tests, ignores it), and Python then
     # never raises KeyboardInterrupt
@@ -89,8 +92,11 @@ def test_ctrl_c_says_how_many_scans_were_saved(tmp_path, planted_cache):
         if line.startswith("progress: 1/"):
             break
     assert proc.poll() is None, "the batch ended before it could be interrupted"
+    workers = psutil.Process(proc.pid).children(recursive=True)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole foreground group
     out, err = proc.communicate(timeout=120)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
     assert proc.returncode == 130, err
     [line] = [ln for ln in err.splitlines() if ln.startswith("superweights:")]
     saved = len(_ok(Catalog(cat_dir)))

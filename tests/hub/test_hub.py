@@ -2,13 +2,16 @@
 branch, a tag, a sha), downloads by snapshot_download, a new commit, a missing repository, a base named in a
 model card, a server that stops, and a token that is never written anywhere."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from catalog import query
 from catalog.store import Catalog
-from tests.cluster.test_cli import run_cli
+from tests.cluster.test_cli import ROOT, run_cli
 from tests.scanner.helpers import planted
 
 SECRET = "hf_" + "s3cr3t" * 6
@@ -32,22 +35,26 @@ def repos(hub, tmp_path_factory):
     shutil.copytree(folder, ft)
     (ft / "README.md").write_text("---\nbase_model: org/tiny-llama\nlicense: mit\n---\n# fine-tuned\n")
     hub.commit("org/tiny-llama-ft", ft, "fine-tune")
-    hub.commit("org/later", folder, "weights")
-    return {"v1": v1, "main": main}
+    later = [hub.commit("org/later", folder, "weights")]
+    return {"v1": v1, "main": main, "later": later}
 
 
-def _batch(hub, tmp_path, lines, cat, *extra):
+def _batch(hub, tmp_path, lines, cat, *extra, ray=False, home=None):
+    """Local worker processes unless `ray`: the hub is the same to both, and Ray takes ~10 s to start. `home`:
+    the Hugging Face cache's home (default: the module's)."""
     models = tmp_path / "models.txt"
     models.write_text("\n".join(lines) + "\n")
-    env = {**hub.env(tmp_path.parent / "hf-home"), "HF_TOKEN": SECRET}
-    done = run_cli("batch", str(models), "--catalog", cat, "-q", "--workers", "2", *extra, env=env)
+    env = {**hub.env(home or tmp_path.parent / "hf-home"), "HF_TOKEN": SECRET}
+    done = run_cli("batch", str(models), "--catalog", cat, "-q", "--workers", "2", *([] if ray else ["--local"]),
+                   *extra, env=env)
     assert SECRET not in done.stdout + done.stderr
     return done
 
 
 def test_a_batch_of_hub_ids_is_pinned_downloaded_and_scanned(hub, repos, tmp_path):
     cat = str(tmp_path / "catalog")
-    done = _batch(hub, tmp_path, ["org/tiny-llama", "org/tiny-llama@v1", "org/tiny-llama-ft", "org/missing"], cat)
+    done = _batch(hub, tmp_path, ["org/tiny-llama", "org/tiny-llama@v1", "org/tiny-llama-ft", "org/missing"], cat,
+                  ray=True)  # the token and the endpoint reach Ray's workers too
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 scanned, 0 skipped (already in the catalog), 1 failed, 1 compared with their base" in done.stdout, \
         done.stdout + done.stderr[-3000:]
@@ -80,24 +87,38 @@ def test_a_batch_of_hub_ids_is_pinned_downloaded_and_scanned(hub, repos, tmp_pat
     assert revisions == {repos["v1"], repos["main"], new}
 
 
-def test_a_server_that_stops_gives_failed_rows_and_the_next_run_resumes(hub, repos, tmp_path):
-    cat = str(tmp_path / "catalog")
-    env = hub.env(tmp_path.parent / "hf-home")  # the batches' cache
-    first = run_cli("scan", "org/tiny-llama-ft", "-q", "--catalog", cat, env=env)  # what a batch would write
-    assert first.returncode == 0, first.stderr[-2000:]
-    hub.stop()
+def test_a_server_that_stops_mid_batch_gives_failed_rows_and_the_next_run_resumes(hub, repos, tmp_path):
+    """The server stops in the middle of a batch, once its first hub model is scanned and before the last one's
+    files are fetched: that model is a HubUnavailable row at its pinned revision after huggingface_hub's
+    retries with backoff, and the batch goes on. A run while the server is down pins the scanned model from
+    the cache's refs (skipped); once it is back, the next run scans only what is missing."""
+    cat, home = str(tmp_path / "catalog"), tmp_path / "hf-home"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **hub.env(home), "HF_TOKEN": SECRET}
+    names = ["org/tiny-llama-ft", "planted:llama", "org/later"]  # one worker, in this order
+    models = tmp_path / "models.txt"
+    models.write_text("\n".join(names) + "\n")
+    cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", cat, "--progress-lines",
+           "--workers", "1", "--no-fetch-ahead", "--local"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # a model in the cache is pinned from its refs and skipped; one never fetched fails after the retries
-        down = _batch(hub, tmp_path, ["org/tiny-llama-ft", "org/later"], cat)
-        assert down.returncode == 0, down.stderr[-2000:]
-        assert "0 scanned, 1 skipped (already in the catalog), 1 failed" in down.stdout, down.stdout
-        [row] = _rows(cat, "SELECT error_type, error FROM scans WHERE model = 'org/later'")
-        assert row["error_type"] == "HubUnavailable" and "does not answer" in row["error"] and "3 tries" in row["error"]
-        assert "\n" not in row["error"]
+        for line in proc.stdout:
+            if line.startswith("progress: 1/3"):  # the first is scanned, the planted one next: stop the server
+                hub.stop()
+                break
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "2 scanned, 0 skipped (already in the catalog), 1 failed" in out, out + err
+        [row] = _rows(cat, "SELECT revision, error_type, error FROM scans_all WHERE model = 'org/later'")
+        assert row["error_type"] == "HubUnavailable" and "does not answer after retries" in row["error"], row
+        assert row["revision"] == repos["later"][0]  # pinned before the server stopped
+        assert SECRET not in out + err and "HTTP Request" not in err  # nor a line per request
+        down = _batch(hub, tmp_path, names[:1], cat, home=home)  # still down: pinned from the refs, skipped
+        assert "0 scanned, 1 skipped (already in the catalog), 0 failed" in down.stdout, down.stdout
     finally:
         hub.start()
-    back = _batch(hub, tmp_path, ["org/tiny-llama-ft", "org/later"], cat)
-    assert "1 scanned, 1 skipped" in back.stdout, back.stdout + back.stderr[-2000:]
+    back = _batch(hub, tmp_path, names, cat, home=home)
+    assert "1 scanned, 2 skipped" in back.stdout, back.stdout + back.stderr[-2000:]
+    ok = _rows(cat, "SELECT model FROM scans_all WHERE status = 'ok'")
+    assert sorted(r["model"] for r in ok) == sorted(names)  # each once
 
 
 def test_scan_of_a_hub_id_and_of_a_missing_one(hub, repos, tmp_path):
@@ -148,7 +169,7 @@ def test_a_night_larger_than_the_cache_limit(hub, repos, tmp_path):
         models = tmp_path / "models.txt"
         models.write_text("\n".join(names) + "\n")
         done = run_cli("batch", str(models), "--catalog", str(tmp_path / "catalog"), "--progress-lines",
-                       "--workers", "3", "--cache-limit", "2MB", env=env)
+                       "--workers", "3", "--cache-limit", "2MB", "--local", env=env)
     finally:
         stop.set()
         sampler.join()

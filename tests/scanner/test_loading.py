@@ -67,7 +67,7 @@ def test_parse_size():
 
 
 def test_available_cpus_follows_affinity_and_container_quota(tmp_path):
-    from scanner.load.loading import available_cpus
+    from scanner.cpus import available_cpus
 
     cores = len(os.sched_getaffinity(0))
     assert available_cpus(tmp_path / "none") == cores  # no cgroup files: the affinity

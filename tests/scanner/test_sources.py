@@ -124,7 +124,8 @@ def test_planted_models_built_in_threads_at_once_are_the_same_models(tmp_path, m
 
 def test_hub_ids_with_a_gguf_file():
     """`org/name[:FILE][@REVISION]`: the file a tag or name picks, and the model's name without the revision."""
-    from scanner.load.sources import hub_parts, is_hub_id, model_name, pick_gguf
+    from scanner.load.hub import hub_parts, pick_gguf
+    from scanner.load.sources import is_hub_id, model_name
 
     assert hub_parts("org/m:Q4_K_M@v1") == ("org/m", "Q4_K_M", "v1")
     assert hub_parts("org/m@refs/pr/1") == ("org/m", None, "refs/pr/1")
