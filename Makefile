@@ -41,5 +41,6 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the browser test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+# One test process per core, a file at a time (tests/conftest.py: one torch thread each, longest files first)
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n logical --dist loadfile --no-loadscope-reorder

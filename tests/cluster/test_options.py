@@ -35,8 +35,8 @@ def test_batch_with_options_writes_what_scan_writes(tmp_path, planted_cache):
                "--spike-ratio", "50", "--min-ppl-ratio", "3", "--max-candidates", "3", "--eval-text",
                str(tmp_path / "eval.txt"), "--eval-tokens", "300", "--seed", "7", "--device", "cpu"]
     (tmp_path / "models.txt").write_text("planted:llama\nplanted:gpt2\n")
-    b = _run("batch", str(tmp_path / "models.txt"), "--catalog", str(tmp_path / "b"), "-q", *options,
-             cache=planted_cache)
+    b = _run("batch", str(tmp_path / "models.txt"), "--catalog", str(tmp_path / "b"), "-q", "--local", *options,
+             cache=planted_cache)  # through a pipe to local workers; through Ray: tests/hub and test_batch
     assert b.returncode == 0, b.stderr
     for model in ("planted:llama", "planted:gpt2"):
         s = _run("scan", model, "-q", "--catalog", str(tmp_path / "s"), *options, cache=planted_cache)

