@@ -145,7 +145,8 @@ class LocalDispatch:
         self.shares: dict[_Process, float] = {}
 
     def start(self) -> Resources:
-        mem = _gpu_bytes()
+        # torch takes seconds to import: only where a GPU driver shows a device (NVIDIA, ROCm, WSL)
+        mem = _gpu_bytes() if any(os.path.exists(d) for d in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")) else None
         n = 0
         if mem:
             import torch

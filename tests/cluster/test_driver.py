@@ -43,7 +43,7 @@ def _proc(pid):
 
 def test_driver_killed_half_way_then_resumed(tmp_path, planted_cache):
     models = tmp_path / "models.txt"
-    names = [f"planted:{a}" for a in ARCHS12[:8]]
+    names = [f"planted:{a}" for a in ARCHS12[:6]]
     models.write_text("\n".join(names) + "\n")
     cat_dir = tmp_path / "catalog"
     cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", str(cat_dir), "-q", "--workers", "2",
@@ -53,13 +53,13 @@ def test_driver_killed_half_way_then_resumed(tmp_path, planted_cache):
     cat = Catalog(cat_dir)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if len(_ok(cat)) >= 3:
+        if len(_ok(cat)) >= 2:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the batch ended before it could be killed"
     _kill_tree(proc)
     before = _ok(cat)
-    assert 3 <= len(before) < len(names)
+    assert 2 <= len(before) < len(names)
 
     again = subprocess.run(cmd, env=_env(planted_cache), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -78,7 +78,7 @@ def test_ctrl_c_says_how_many_scans_were_saved(tmp_path, planted_cache, dispatch
     """Ctrl-C (SIGINT to the driver and its workers) mid-batch: one line with the scans saved, exit 130, and the
     catalog holds exactly those, and no worker outlives the driver; the same command then goes on."""
     models = tmp_path / "models.txt"
-    names = [f"planted:{a}" for a in ARCHS12[:8]]
+    names = [f"planted:{a}" for a in ARCHS12[:5]]
     models.write_text("\n".join(names) + "\n")
     cat_dir = tmp_path / "catalog"
     cmd = [sys.executable, "-m", "cluster.cli", "batch", str(models), "--catalog", str(cat_dir), "--progress-lines",
