@@ -54,10 +54,6 @@ def _run_scan(args) -> int:
     check_base(args.model, args.base)
     catalog = catalog_to_write(args.catalog)  # and the catalog checked writable before a long scan
     set_threads()  # before torch starts: a model that is not there fails before torch's seconds of import
-    if args.quiet:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()  # transformers' bars follow huggingface_hub's when it is imported
     row, result, error = scan_to_row(args.model, args.revision, cfg, progress=not args.quiet, base=args.base)
     if catalog is not None:
         path = catalog.write_scan(row)

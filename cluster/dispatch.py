@@ -87,7 +87,7 @@ class RayDispatch:
 class _Process:
     """A worker process of this machine and its end of the pipe. It is its own call's handle."""
 
-    def __init__(self, device: int | None, cpus: float):
+    def __init__(self, device: int | None, share: float, cpus: float):
         env = {"OMP_NUM_THREADS": str(max(1, int(cpus)))}
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device)
@@ -95,7 +95,7 @@ class _Process:
         self.proc = mp.get_context("spawn").Process(target=_serve, args=(child, env), name="superweights-worker")
         self.proc.start()
         child.close()
-        self.device = device
+        self.device, self.share = device, share
 
 
 def _title(name: bytes) -> None:
@@ -142,7 +142,7 @@ class LocalDispatch:
 
     def __init__(self):
         self.used: dict[int, float] = {}  # GPU index -> share held by live workers
-        self.shares: dict[_Process, float] = {}
+        self.live: set[_Process] = set()
 
     def start(self) -> Resources:
         # torch takes seconds to import: only where a GPU driver shows a device (NVIDIA, ROCm, WSL)
@@ -163,8 +163,8 @@ class LocalDispatch:
             if device is None:
                 return None
             self.used[device] += share
-        p = _Process(device, cpus)
-        self.shares[p] = share
+        p = _Process(device, share, cpus)
+        self.live.add(p)
         return p
 
     def call(self, worker: _Process, method: str, *args):
@@ -186,16 +186,16 @@ class LocalDispatch:
         return value
 
     def kill(self, worker: _Process) -> None:
-        share = self.shares.pop(worker, 0.0)
-        if worker.device is not None:
-            self.used[worker.device] -= share
+        if worker in self.live and worker.device is not None:
+            self.used[worker.device] -= worker.share
+        self.live.discard(worker)
         worker.conn.close()
         if worker.proc.is_alive():
             worker.proc.kill()
         worker.proc.join(5)
 
     def close(self) -> None:
-        for worker in list(self.shares):
+        for worker in list(self.live):
             self.kill(worker)
 
 
