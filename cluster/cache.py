@@ -140,12 +140,9 @@ class Downloads:
 
 def _fetch(spec: str, repo_id: str, sha: str) -> None:
     """The files a scan reads, into the cache; a failure is left for the worker to meet and record."""
-    from huggingface_hub import HfApi, snapshot_download
-
-    from scanner.load.hub import hub_patterns
+    from scanner.load.hub import download, hub_files, hub_patterns
 
     try:
-        files = HfApi().list_repo_files(repo_id, revision=sha)
-        snapshot_download(repo_id, revision=sha, allow_patterns=hub_patterns(spec, files))
+        download(spec, repo_id, sha, hub_patterns(spec, hub_files(spec, repo_id, sha)))
     except Exception:  # noqa: BLE001  the worker downloads again and names what went wrong
         pass
