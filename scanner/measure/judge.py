@@ -121,7 +121,11 @@ def sequential(ev: Evaluator, judge: Judge, questions: list[Question], progress=
 
 
 def _run(passes, ev: Evaluator, judge: Judge, questions: list[Question], progress) -> None:
-    pending = list(questions)
+    def open_(q: Question) -> bool:  # a question asked again (a group of one is its weight alone) may be decided
+        e = q.effect(passes)
+        return e.windows < judge.looks[-1] and any(judge.side(e, t) is None for t in q.thresholds)
+
+    pending = [q for q in questions if open_(q)]
     while pending:
         by_next: dict[int, set] = {}
         for q in pending:
@@ -132,5 +136,4 @@ def _run(passes, ev: Evaluator, judge: Judge, questions: list[Question], progres
             passes.advance([list(v) for v in sorted(vs)], nxt)
         if progress:
             progress([v for q in pending for v in q.variants()], ev)
-        pending = [q for q in pending if q.effect(passes).windows < judge.looks[-1]
-                   and any(judge.side(q.effect(passes), t) is None for t in q.thresholds)]
+        pending = [q for q in pending if open_(q)]
