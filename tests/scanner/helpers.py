@@ -27,8 +27,9 @@ def positives(result: dict) -> dict:
             for s in result["candidates"] if s["verdict"] in POSITIVE}
 
 
-def scan_dict(folder, **kw) -> dict:
-    return scan(str(folder), ScanConfig(load=LoadOptions(device="cpu", **kw))).to_dict()
+def scan_dict(folder, validate: dict | None = None, **kw) -> dict:
+    """A scan on the CPU with load options `kw` and `validate` settings changed from the defaults."""
+    return scan(str(folder), ScanConfig(load=LoadOptions(device="cpu", **kw)).replace(validate=validate or {})).to_dict()
 
 
 HUB_REPO, HUB_SHA = "tiny-org/planted-llama", "0123456789abcdef0123456789abcdef01234567"

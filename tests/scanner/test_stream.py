@@ -11,12 +11,15 @@ from scanner.planted import CONFIGS
 from .helpers import MOE, planted, positives, scan_dict, truth
 
 DENSE = sorted(set(CONFIGS) - MOE)
+# In full precision: with the bfloat16 screen (on by itself where bfloat16 matmuls are fast), an ablation decided
+# by the screen reports bfloat16's numbers, which differ with the order of the sums (blocks of rows when streamed)
+FULL = {"screen": "off"}
 
 
 @pytest.mark.parametrize("arch", DENSE)
 def test_streaming_gives_the_in_memory_answers(arch, tmp_path):
     folder = planted(arch, tmp_path / arch)
-    memory, streamed = scan_dict(folder), scan_dict(folder, stream=True)
+    memory, streamed = scan_dict(folder, FULL), scan_dict(folder, FULL, stream=True)
     assert positives(streamed) == positives(memory) and set(positives(streamed)) == truth(folder)
     assert [s["verdict"] for s in streamed["candidates"]] == [s["verdict"] for s in memory["candidates"]]
     for a, b in zip(memory["candidates"], streamed["candidates"]):
@@ -95,7 +98,7 @@ def test_streaming_a_bf16_checkpoint_upcasts_exactly(arch, tmp_path):
 
 
     folder = build(arch, tmp_path / arch, [Plant(1, 10, 20)], dtype=torch.bfloat16)
-    memory, streamed = scan_dict(folder), scan_dict(folder, stream=True)
+    memory, streamed = scan_dict(folder, FULL), scan_dict(folder, FULL, stream=True)
     assert positives(streamed) == positives(memory)
     assert [s["verdict"] for s in streamed["candidates"]] == [s["verdict"] for s in memory["candidates"]]
     assert abs(memory["ppl_base"] - streamed["ppl_base"]) <= 1e-4 * memory["ppl_base"]
