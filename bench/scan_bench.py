@@ -134,7 +134,7 @@ def part_b(model: Path, tokens: int) -> dict:
             "ppl": [ppl(v) for v in variants(truth, len(m.model.layers))], "passes": 5}
 
 
-def part_c(model: Path, stream: bool = False) -> dict:
+def part_c(model: Path, stream: bool = False, screen: str = "auto") -> dict:
     """Our whole scan (detection, triage, sequential validation with controls), in memory or streamed."""
     from scanner.config import LoadOptions, ScanConfig
     from scanner.cpus import set_threads
@@ -143,13 +143,13 @@ def part_c(model: Path, stream: bool = False) -> dict:
     from scanner.load.sources import resolve
 
     set_threads()
-    cfg = ScanConfig(load=LoadOptions(device="cpu", stream=stream))
+    cfg = ScanConfig(load=LoadOptions(device="cpu", stream=stream)).replace(validate={"screen": screen})
     loaded = load(resolve(str(model)), cfg.load)
     r = scan_loaded(loaded, cfg).to_dict()
     top = [s for s in r["candidates"] if verdicts.is_catastrophic(s["verdict"])]
     return {"found": [(s["layer"], s["row"], s["col"], s["verdict"], s["ppl_ratio_lo"]) for s in top],
             "timings": r["timings"], "window_evaluations": r["window_evaluations"], "decided_at": r["decided_at"],
-            "passes": r["eval_passes"], "ppl_base": r["ppl_base"]}
+            "passes": r["eval_passes"], "ppl_base": r["ppl_base"], "screened": r["screened"]}
 
 
 def part_authors(spec: str) -> dict:
@@ -188,10 +188,11 @@ def part_authors(spec: str) -> dict:
     return {"found": (L, row, col), "ppl_base": ppl[0], "ppl": [ppl[1]], "passes": 3}
 
 
-def ours(spec: str) -> tuple[float, dict | None, str]:
+def ours(spec: str, screen: str = "auto") -> tuple[float, dict | None, str]:
     """`superweights scan SPEC` in a fresh process, as a user runs it: (wall seconds, JSON result, stderr)."""
     t = time.time()
-    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "scan", "-q", "--json", spec], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "scan", "-q", "--json", "--screen", screen, spec],
+                          capture_output=True,
                           text=True, cwd=ROOT)
     return time.time() - t, (json.loads(proc.stdout) if proc.returncode == 0 else None), proc.stderr
 
@@ -220,9 +221,9 @@ def where_time_went(r: dict) -> str:
     return f"window evaluations: {parts}; base passes on {r['eval_windows']} windows"
 
 
-def compare_e(name: str, spec: str, results: dict, key: str) -> None:
+def compare_e(name: str, spec: str, results: dict, key: str, screen: str) -> None:
     e1 = results.get(key)
-    wall, r, err = ours(spec)
+    wall, r, err = ours(spec, screen)
     if e1 is None or r is None:
         print(f"({key[0]}) {name} failed:\n{err[-2000:]}")
         return
@@ -234,7 +235,7 @@ def compare_e(name: str, spec: str, results: dict, key: str) -> None:
           f"`superweights scan` {wall:.1f} s = {wall / e1['wall_s']:.2f}x (starting and loading "
           f"{wall - tm['detect_s'] - tm['triage_s'] - tm['validate_s']:.1f} s, detect {tm['detect_s']:.1f} s, triage "
           f"{tm['triage_s']:.1f} s, validate {tm['validate_s']:.1f} s; {r['eval_ablations']} ablations decided at "
-          f"windows {r['decided_at']}; {where_time_went(r)}); finding {r['finding']}: {top}")
+          f"windows {r['decided_at']}, {r['screened']} of them screened in bfloat16; {where_time_went(r)}); finding {r['finding']}: {top}")
 
 
 def part_f() -> None:
@@ -252,10 +253,10 @@ def part_f() -> None:
           f"evaluations, decided at windows {r['decided_at']}); finding {r['finding']}")
 
 
-def child(part: str, model: Path, tokens: int) -> None:
+def child(part: str, model: Path, tokens: int, screen: str) -> None:
     t = time.time()
-    out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model),
-           "d": lambda: part_c(model, stream=True), "e1": lambda: part_authors("pkg:smollm2-135m"),
+    out = {"a": lambda: part_a(model), "b": lambda: part_b(model, tokens), "c": lambda: part_c(model, False, screen),
+           "d": lambda: part_c(model, True, screen), "e1": lambda: part_authors("pkg:smollm2-135m"),
            "g1": lambda: part_authors("pkg:qwen2.5-coder-0.5b")}[part]()
     out.update(wall_s=time.time() - t, peak_rss=_status("VmHWM"), read_bytes=_read_bytes())
     print("RESULT " + json.dumps(out))
@@ -288,13 +289,20 @@ def main() -> None:
     ap.add_argument("--intermediate", type=int, default=8192)
     ap.add_argument("--eval-tokens", type=int, default=512)
     ap.add_argument("--only", default="abcdefg", help="the parts to run, e.g. --only efg (default: all)")
+    ap.add_argument("--screen", choices=("auto", "on", "off"), default="auto",
+                    help="our scans' bfloat16 screen (default auto: on where bfloat16 matmuls are fast)")
     ap.add_argument("--part", choices=("a", "b", "c", "d", "e1", "g1"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = Path(args.dir) / f"llama-{args.layers}x{args.hidden}x{args.intermediate}-steady"
     if args.part:
-        return child(args.part, model, args.eval_tokens)
+        return child(args.part, model, args.eval_tokens, args.screen)
     if set(args.only) - set("abcdefg"):
         ap.error(f"--only takes letters among abcdefg, not {args.only!r}")
+    import torch
+
+    from scanner.measure.evaluator import screening
+    print(f"our scans' bfloat16 screen: {args.screen}, so {'on' if screening(args.screen, torch.device('cpu')) else 'off'}"
+          f" (this CPU {'has' if screening('auto', torch.device('cpu')) else 'lacks'} fast bfloat16: AVX512-BF16 or AMX)")
     if not (model / "planted.json").exists() and set(args.only) & set("abcd"):
         build(model, args.layers, args.hidden, args.intermediate)
     size = sum(f.stat().st_size for f in weight_files(model)) or 1
@@ -310,7 +318,8 @@ def main() -> None:
         drop_cache(model)
         proc = subprocess.run([sys.executable, __file__, "--part", part, "--dir", args.dir, "--layers",
                                str(args.layers), "--hidden", str(args.hidden), "--intermediate",
-                               str(args.intermediate), "--eval-tokens", str(args.eval_tokens)],
+                               str(args.intermediate), "--eval-tokens", str(args.eval_tokens), "--screen",
+                               args.screen],
                               capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
@@ -325,7 +334,7 @@ def main() -> None:
         elif part in ("c", "d"):
             extra = (f"; found {r['found']}; detect {r['timings']['detect_s']:.1f} s, validate "
                      f"{r['timings']['validate_s']:.1f} s; {r['window_evaluations']} window evaluations, ablations "
-                     f"decided at windows {r['decided_at']}; {r['passes']} passes")
+                     f"decided at windows {r['decided_at']}, {r['screened']} screened in bfloat16; {r['passes']} passes")
         print(f"({part}) {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB "
               f"({r['peak_rss'] / size:.2f}x the weights), read {r['read_bytes'] / 1e9:.2f} GB{extra}")
     for x in ("c", "d"):
@@ -342,7 +351,7 @@ def main() -> None:
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is not None:
             results[part + "1"] = json.loads(line[7:])
-        compare_e(name, spec, results, part + "1")
+        compare_e(name, spec, results, part + "1", args.screen)
     if "f" in args.only:
         part_f()
     if "a" in results and "d" in results:

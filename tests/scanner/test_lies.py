@@ -9,7 +9,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
-from scanner.config import LoadOptions, ScanConfig
+from scanner.config import ScanConfig
 from scanner.errors import ScanError
 from scanner.scan import scan
 from tests.cluster.test_cli import assert_clean_error, run_cli

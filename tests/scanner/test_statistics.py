@@ -11,7 +11,7 @@ from scanner.config import ValidateConfig
 from scanner.measure.evalset import KINDS, cut, shipped
 from scanner.measure.evaluator import Effect, ratio
 from scanner.measure.judge import Judge
-from scanner.measure.sequential import Design, schedule, t_quantile, t_upper, z_boundaries
+from scanner.measure.sequential import schedule, t_quantile, t_upper, z_boundaries
 from scanner.planted import byte_tokenizer
 from tests.fixtures.sequential_sim import draw, fast
 
