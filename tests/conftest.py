@@ -24,7 +24,8 @@ def planted_cache(tmp_path_factory):
 # --no-loadscope-reorder` (make test) each starts at once on a worker while the others take the many short
 # files, instead of one of them running alone at the end. Serial runs keep the order within each file.
 LONGEST = ["tests/scanner/test_real.py", "tests/cluster/test_families.py", "tests/scanner/test_real_more.py",
-           "tests/hub/test_hub.py", "tests/cluster/test_driver.py", "tests/cluster/test_batch.py",
+           "tests/hub/test_batches.py", "tests/hub/test_models.py",
+           "tests/cluster/test_driver.py", "tests/cluster/test_batch.py",
            "tests/scanner/test_stream.py", "tests/cluster/test_cli_quant.py", "tests/cluster/test_jobs.py"]
 
 
