@@ -300,9 +300,9 @@ def main() -> None:
         ap.error(f"--only takes letters among abcdefg, not {args.only!r}")
     import torch
 
-    from scanner.measure.evaluator import screening
+    from scanner.measure.evaluator import fast_bfloat16_cpu, screening
     print(f"our scans' bfloat16 screen: {args.screen}, so {'on' if screening(args.screen, torch.device('cpu')) else 'off'}"
-          f" (this CPU {'has' if screening('auto', torch.device('cpu')) else 'lacks'} fast bfloat16: AVX512-BF16 or AMX)")
+          f" (this CPU {'has' if fast_bfloat16_cpu() else 'lacks'} fast bfloat16: AVX512-BF16 or AMX)")
     if not (model / "planted.json").exists() and set(args.only) & set("abcd"):
         build(model, args.layers, args.hidden, args.intermediate)
     size = sum(f.stat().st_size for f in weight_files(model)) or 1

@@ -178,8 +178,8 @@ class ValidateConfig(Checked):
                                     "same outside the zones, up to the error rate)", flag="--all-windows",
                               verdicts=True)
     screen: str = option("auto", "look in bfloat16 first while the model computes in float32, and measure in "
-                                  "float32 only what touches a zone: auto (where bfloat16 matmuls are fast: CUDA, "
-                                  "CPUs with AVX512-BF16 or AMX), on, off", check=_screen, verdicts=True)
+                                  "float32 only what touches a zone: auto (on CUDA; on a CPU it does not pay, "
+                                  "docs/scanning.md), on, off", check=_screen, verdicts=True)
     control_draws: int = option(3, "random control sets drawn per group", low=1, verdicts=True)
     seed: int = option(0, "seed of the random controls", verdicts=True)
 

@@ -87,14 +87,20 @@ def stopword_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def fast_bfloat16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): 4.4x float32 on an AVX512-BF16
+    EPYC here, where an AVX2 one runs bfloat16 a hundred times slower than float32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def screening(asked: str, device: torch.device) -> bool:
-    """Whether to look in bfloat16 first: asked "on", or "auto" where bfloat16 matmuls are fast (CUDA; CPUs
-    with AVX512-BF16 or AMX; on an AVX2 CPU they run a hundred times slower than float32, measured here)."""
+    """Whether to look in bfloat16 first: asked "on", or "auto" on CUDA. Not by itself on a CPU, even one with
+    fast bfloat16: there the screen's passes cost about a third of float32's (casts, attention and the head's
+    log-softmax stay slow), and what touches a zone is measured again in float32, so SmolLM2's scan took
+    34.2 s screened against 23.3 s not (bench/scan_bench.py --only e, --screen on and off)."""
     if asked != "auto":
         return asked == "on"
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return device.type == "cuda"
 
 
 class Passes:

@@ -92,14 +92,12 @@ def test_smollm2_sequential_verdicts_equal_every_window(smollm2, smollm2_sequent
 
 
 def fast_bfloat16() -> None:
-    """The screen's real-model tests run where bfloat16 matmuls are fast (AVX512-BF16 or AMX; CUDA): on an AVX2
-    CPU they are a hundred times slower than float32, and a screened scan of SmolLM2 would take most of an hour."""
-    import torch
+    """The screen's real-model tests run where bfloat16 matmuls are fast (AVX512-BF16 or AMX): on an AVX2 CPU
+    they are a hundred times slower than float32, and a screened scan of SmolLM2 would take most of an hour."""
+    from scanner.measure.evaluator import fast_bfloat16_cpu
 
-    from scanner.measure.evaluator import screening
-
-    if not screening("auto", torch.device("cpu")):
-        pytest.skip("this CPU has no fast bfloat16 (AVX512-BF16 or AMX): the screen is not used here by default")
+    if not fast_bfloat16_cpu():
+        pytest.skip("this CPU has no fast bfloat16 (AVX512-BF16 or AMX): the screen forced on would take an hour")
 
 
 def test_smollm2_bfloat16_screen_gives_float32_verdicts(smollm2, smollm2_sequential):

@@ -11,8 +11,8 @@ from scanner.planted import CONFIGS
 from .helpers import MOE, planted, positives, scan_dict, truth
 
 DENSE = sorted(set(CONFIGS) - MOE)
-# In full precision: with the bfloat16 screen (on by itself where bfloat16 matmuls are fast), an ablation decided
-# by the screen reports bfloat16's numbers, which differ with the order of the sums (blocks of rows when streamed)
+# In full precision whatever the default: with the bfloat16 screen, an ablation decided by the screen reports
+# bfloat16's numbers, which differ with the order of the sums (blocks of rows when streamed)
 FULL = {"screen": "off"}
 
 
