@@ -117,3 +117,16 @@ def test_validation_shows_a_bar_and_keeps_stage_timings(tmp_path, capsys):
     assert "validating" in err and "window evaluations" in err and "ablation" in err
     assert all(r["timings"][k] >= 0 for k in ("detect_s", "triage_s", "validate_s", "total_s"))
     assert r["window_evaluations"] == sum(int(k) * v for k, v in r["decided_at"].items())
+
+
+def test_a_weight_decided_as_its_group_of_one_is_not_looked_at_again(tmp_path):
+    """A spike whose group is the one planted weight: the group, decided catastrophic on the first look, is the
+    weight alone, so the weight's own question finds it decided and adds no window (it used to take a second
+    look, twice the windows for nothing)."""
+    r = scan_dict(planted("llama", tmp_path), {"screen": "off"})
+    [group] = [g for g in r["groups"] if g["verdict"] == "super_activation"]
+    [weight] = [c for c in r["candidates"] if c["verdict"] == "super_weight"]
+    from scanner.config import ValidateConfig
+
+    assert group["windows"] == weight["windows"] == ValidateConfig().min_windows
+    assert r["window_evaluations"] == sum(int(k) * v for k, v in r["decided_at"].items())
