@@ -192,8 +192,7 @@ def ours(spec: str, screen: str = "auto") -> tuple[float, dict | None, str]:
     """`superweights scan SPEC` in a fresh process, as a user runs it: (wall seconds, JSON result, stderr)."""
     t = time.time()
     proc = subprocess.run([sys.executable, "-m", "cluster.cli", "scan", "-q", "--json", "--screen", screen, spec],
-                          capture_output=True,
-                          text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT)
     return time.time() - t, (json.loads(proc.stdout) if proc.returncode == 0 else None), proc.stderr
 
 
@@ -235,7 +234,8 @@ def compare_e(name: str, spec: str, results: dict, key: str, screen: str) -> Non
           f"`superweights scan` {wall:.1f} s = {wall / e1['wall_s']:.2f}x (starting and loading "
           f"{wall - tm['detect_s'] - tm['triage_s'] - tm['validate_s']:.1f} s, detect {tm['detect_s']:.1f} s, triage "
           f"{tm['triage_s']:.1f} s, validate {tm['validate_s']:.1f} s; {r['eval_ablations']} ablations decided at "
-          f"windows {r['decided_at']}, {r['screened']} of them screened in bfloat16; {where_time_went(r)}); finding {r['finding']}: {top}")
+          f"windows {r['decided_at']}, {r['screened']} of them screened in bfloat16; {where_time_went(r)}); finding "
+          f"{r['finding']}: {top}")
 
 
 def part_f() -> None:
@@ -290,7 +290,7 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=512)
     ap.add_argument("--only", default="abcdefg", help="the parts to run, e.g. --only efg (default: all)")
     ap.add_argument("--screen", choices=("auto", "on", "off"), default="auto",
-                    help="our scans' bfloat16 screen (default auto: on where bfloat16 matmuls are fast)")
+                    help="our scans' bfloat16 screen (default auto: on CUDA only, so off in these CPU parts)")
     ap.add_argument("--part", choices=("a", "b", "c", "d", "e1", "g1"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = Path(args.dir) / f"llama-{args.layers}x{args.hidden}x{args.intermediate}-steady"
@@ -334,7 +334,8 @@ def main() -> None:
         elif part in ("c", "d"):
             extra = (f"; found {r['found']}; detect {r['timings']['detect_s']:.1f} s, validate "
                      f"{r['timings']['validate_s']:.1f} s; {r['window_evaluations']} window evaluations, ablations "
-                     f"decided at windows {r['decided_at']}, {r['screened']} screened in bfloat16; {r['passes']} passes")
+                     f"decided at windows {r['decided_at']}, {r['screened']} screened in bfloat16; "
+                     f"{r['passes']} passes")
         print(f"({part}) {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB "
               f"({r['peak_rss'] / size:.2f}x the weights), read {r['read_bytes'] / 1e9:.2f} GB{extra}")
     for x in ("c", "d"):

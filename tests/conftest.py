@@ -32,4 +32,3 @@ LONGEST = ["tests/scanner/test_real.py", "tests/cluster/test_families.py", "test
 def pytest_collection_modifyitems(items):
     rank = {path: i for i, path in enumerate(LONGEST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONGEST)))
-

@@ -7,8 +7,8 @@ SECRET = "hf_" + "s3cr3t" * 6
 
 
 def rows(cat, sql):
-    cols, rows = query.run(Catalog(cat), sql)
-    return [dict(zip(cols, r)) for r in rows]
+    cols, values = query.run(Catalog(cat), sql)
+    return [dict(zip(cols, v)) for v in values]
 
 
 def batch(hub, tmp_path, lines, cat, *extra, ray=False, home=None):

@@ -15,7 +15,7 @@ from .helpers import SECRET, batch, rows
 def test_a_batch_of_hub_ids_is_pinned_downloaded_and_scanned(hub, repos, tmp_path):
     cat = str(tmp_path / "catalog")
     done = batch(hub, tmp_path, ["org/tiny-llama", "org/tiny-llama@v1", "org/tiny-llama-ft", "org/missing"], cat,
-                  ray=True)  # the token and the endpoint reach Ray's workers too
+                 ray=True)  # the token and the endpoint reach Ray's workers too
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 scanned, 0 skipped (already in the catalog), 1 failed, 1 compared with their base" in done.stdout, \
         done.stdout + done.stderr[-3000:]
@@ -82,7 +82,7 @@ def test_a_server_that_stops_mid_batch_gives_failed_rows_and_the_next_run_resume
     assert sorted(r["model"] for r in ok) == sorted(names)  # each once
 
 
-def test_a_night_larger_than_the_cache_limit(hub, repos, tmp_path):
+def test_a_night_larger_than_the_cache_limit(hub, tmp_path):
     """Five hub models of 0.74 MB each under --cache-limit 2MB on three workers: all scanned, never more than two
     models' files held (the budget) nor 2 MB on disk (sampled every 20 ms), each removed once scanned, and the
     one cached before the batch kept."""
